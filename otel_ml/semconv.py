@@ -1,0 +1,208 @@
+"""The otel-ml wire contract: every attribute key, event name, metric name and label name.
+
+This module is a leaf: it imports nothing, and everyone else takes names from here instead
+of spelling string literals. It mirrors ``docs/semantic-conventions.md``; a change here is a
+change to a public contract (users' dashboards, alerts and scripts depend on these names).
+
+Example::
+
+    from otel_ml import semconv as sc
+
+    attributes = {sc.ML_MODEL_NAME: "churn", sc.feature_key("age"): 42}
+    assert sc.ML_FEATURE_PREFIX + "age" in attributes
+"""
+
+# --- Events (OTel LogRecord ``event_name``) -------------------------------------------------
+EVENT_PREDICTION = "ml.prediction"
+EVENT_LABEL = "ml.label"
+EVENT_AUDIT = "ml.audit"
+#: Older SDKs carry the event name as this attribute instead of the LogRecord field.
+LEGACY_EVENT_NAME_ATTRIBUTE = "event.name"
+
+# --- Attributes --------------------------------------------------------------------------------
+ML_MODEL_NAME = "ml.model.name"
+ML_MODEL_VERSION = "ml.model.version"
+ML_MODEL_TASK = "ml.model.task"
+ML_PREDICTION_ID = "ml.prediction.id"
+ML_FEATURE_PREFIX = "ml.feature."
+ML_OUTPUT_LABEL = "ml.output.label"
+ML_OUTPUT_VALUE = "ml.output.value"
+ML_OUTPUT_SCORE = "ml.output.score"
+ML_OUTPUT_PROBABILITY_PREFIX = "ml.output.probability."
+ML_SEGMENT_PREFIX = "ml.segment."
+ML_LABEL_VALUE = "ml.label.value"
+ML_AUDIT_ACTION = "ml.audit.action"
+ML_AUDIT_ACTOR = "ml.audit.actor"
+ML_AUDIT_DETAIL = "ml.audit.detail"
+ENDUSER_ID = "enduser.id"
+CLIENT_ADDRESS = "client.address"
+
+TASK_CLASSIFICATION = "classification"
+TASK_REGRESSION = "regression"
+TASKS = (TASK_CLASSIFICATION, TASK_REGRESSION)
+
+AUDIT_MODEL_LOAD = "model_load"
+AUDIT_VERSION_CHANGE = "version_change"
+AUDIT_CONFIG_CHANGE = "config_change"
+AUDIT_ACTIONS = (AUDIT_MODEL_LOAD, AUDIT_VERSION_CHANGE, AUDIT_CONFIG_CHANGE)
+
+
+def feature_key(name: str) -> str:
+    """Attribute key of model input ``name`` (``ml.feature.<name>``)."""
+    return ML_FEATURE_PREFIX + name
+
+
+def segment_key(name: str) -> str:
+    """Attribute key of grouping attribute ``name`` (``ml.segment.<name>``)."""
+    return ML_SEGMENT_PREFIX + name
+
+
+def probability_key(cls: str) -> str:
+    """Attribute key of the probability of class ``cls`` (``ml.output.probability.<cls>``)."""
+    return ML_OUTPUT_PROBABILITY_PREFIX + cls
+
+
+# --- Reserved reference-file columns and pseudo-feature names -----------------------------------
+REFERENCE_PREDICTION_COLUMN = "__prediction__"
+REFERENCE_SCORE_COLUMN = "__score__"
+REFERENCE_LABEL_COLUMN = "__label__"
+FEATURE_PREDICTION = "__prediction__"
+FEATURE_MULTIVARIATE = "__multivariate__"
+OVERFLOW_LABEL_VALUE = "__other__"
+
+# --- Model-server (client) OTel instruments -------------------------------------------------------
+INSTRUMENTATION_NAME = "otel_ml"
+METRIC_CLIENT_PREDICTIONS = "ml.client.predictions"
+METRIC_CLIENT_ERRORS = "ml.client.errors"
+METRIC_CLIENT_PREDICT_DURATION = "ml.client.predict.duration"
+METRIC_CLIENT_PREDICTION_SCORE = "ml.client.prediction.score"
+METRIC_CLIENT_BUFFER_DROPPED = "ml.client.buffer.dropped"
+SPAN_PREDICT = "ml.predict"
+#: Explicit bucket boundaries (seconds) for ``ml.client.predict.duration``: 0.1 ms to 10 s.
+PREDICT_DURATION_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+#: Explicit bucket boundaries for ``ml.client.prediction.score`` (a confidence in [0, 1]).
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+# Prometheus names of the client instruments after the standard OTel -> Prometheus translation.
+PROM_CLIENT_PREDICTIONS = "ml_client_predictions_total"
+PROM_CLIENT_ERRORS = "ml_client_errors_total"
+PROM_CLIENT_PREDICT_DURATION = "ml_client_predict_duration_seconds"
+PROM_CLIENT_PREDICTION_SCORE = "ml_client_prediction_score"
+PROM_CLIENT_BUFFER_DROPPED = "ml_client_buffer_dropped_total"
+PROM_LABEL_MODEL_NAME = "ml_model_name"
+PROM_LABEL_MODEL_VERSION = "ml_model_version"
+
+# --- Processor output: Prometheus metric names (without the _total suffix that
+# prometheus_client adds to counters) ---------------------------------------------------------------
+M_RECORDS_RECEIVED = "ml_records_received"
+M_RECORDS_REJECTED = "ml_records_rejected"
+M_DATA_QUALITY_ISSUES = "ml_data_quality_issues"
+M_LABELS_JOINED = "ml_labels_joined"
+M_LABELS_REPLACED = "ml_labels_replaced"
+M_LABELS_EXPIRED = "ml_labels_expired"
+M_LABELS_PENDING = "ml_labels_pending"
+M_LABEL_JOIN_DELAY = "ml_label_join_delay_seconds"
+M_PERFORMANCE = "ml_performance"
+M_ESTIMATED_PERFORMANCE = "ml_estimated_performance"
+M_OOD_RATIO = "ml_ood_ratio"
+M_FEATURE_OOD_RATIO = "ml_feature_ood_ratio"
+M_DRIFT_SCORE = "ml_drift_score"
+M_DRIFT_PVALUE = "ml_drift_pvalue"
+M_DRIFT_DETECTED = "ml_drift_detected"
+M_FAIRNESS = "ml_fairness"
+M_GROUP_PERFORMANCE = "ml_group_performance"
+M_GROUP_PREDICTIONS = "ml_group_predictions"
+M_WINDOW_PREDICTIONS = "ml_window_predictions"
+M_WINDOW_LABELED = "ml_window_labeled"
+M_LAST_COMPUTED = "ml_last_computed_timestamp_seconds"
+M_COMPUTE_DURATION = "ml_compute_duration_seconds"
+M_CARDINALITY_LIMITED = "ml_cardinality_limited"
+
+# Processor label names.
+L_MODEL = "model"
+L_MODEL_VERSION = "model_version"
+L_FEATURE = "feature"
+L_METHOD = "method"
+L_METRIC = "metric"
+L_ATTRIBUTE = "attribute"
+L_GROUP = "group"
+L_SIGNAL = "signal"
+L_REASON = "reason"
+L_ISSUE = "issue"
+L_KIND = "kind"
+
+# Values of the ``signal`` label of ml_records_received_total.
+SIGNAL_PREDICTION = "prediction"
+SIGNAL_LABEL = "label"
+SIGNAL_AUDIT = "audit"
+SIGNAL_LOG = "log"
+SIGNAL_METRIC = "metric"
+SIGNAL_SPAN = "span"
+SIGNALS = (SIGNAL_PREDICTION, SIGNAL_LABEL, SIGNAL_AUDIT, SIGNAL_LOG, SIGNAL_METRIC, SIGNAL_SPAN)
+
+# Values of the ``reason`` label of ml_records_rejected_total (a fixed, documented set).
+REASON_UNAUTHENTICATED = "unauthenticated"
+REASON_MALFORMED = "malformed"
+REASON_TOO_LARGE = "too_large"
+REASON_DUPLICATE = "duplicate"
+REASON_INVALID_ATTRIBUTE = "invalid_attribute"
+REASON_MISSING_ATTRIBUTE = "missing_attribute"
+REASON_BUSY = "busy"
+REJECT_REASONS = (
+    REASON_UNAUTHENTICATED, REASON_MALFORMED, REASON_TOO_LARGE, REASON_DUPLICATE,
+    REASON_INVALID_ATTRIBUTE, REASON_MISSING_ATTRIBUTE, REASON_BUSY,
+)
+
+# Values of the ``issue`` label of ml_data_quality_issues_total.
+ISSUE_MISSING = "missing"
+ISSUE_NAN = "nan"
+ISSUE_TYPE_CHANGED = "type_changed"
+ISSUE_UNSUPPORTED_TYPE = "unsupported_type"
+DATA_QUALITY_ISSUES = (ISSUE_MISSING, ISSUE_NAN, ISSUE_TYPE_CHANGED, ISSUE_UNSUPPORTED_TYPE)
+
+# Values of the ``kind`` label of ml_cardinality_limited_total.
+KIND_MODEL = "model"
+KIND_FEATURE = "feature"
+KIND_GROUP = "group"
+
+# Values of the ``metric`` label of ml_performance / ml_estimated_performance.
+PERF_ACCURACY = "accuracy"
+PERF_PRECISION = "precision"
+PERF_RECALL = "recall"
+PERF_F1 = "f1"
+PERF_ROC_AUC = "roc_auc"
+PERF_LOG_LOSS = "log_loss"
+PERF_BRIER = "brier"
+PERF_MAE = "mae"
+PERF_RMSE = "rmse"
+PERF_R2 = "r2"
+
+# Values of the ``metric`` label of ml_fairness and ml_group_performance.
+FAIR_DEMOGRAPHIC_PARITY_DIFFERENCE = "demographic_parity_difference"
+FAIR_DISPARATE_IMPACT_RATIO = "disparate_impact_ratio"
+FAIR_EQUALIZED_ODDS_DIFFERENCE = "equalized_odds_difference"
+GROUP_SELECTION_RATE = "selection_rate"
+GROUP_ACCURACY = "accuracy"
+GROUP_TPR = "tpr"
+GROUP_FPR = "fpr"
+
+# Values of the ``method`` label of the drift metrics.
+METHOD_KS = "ks"
+METHOD_PSI = "psi"
+METHOD_JENSENSHANNON = "jensenshannon"
+METHOD_WASSERSTEIN = "wasserstein"
+METHOD_CHI2 = "chi2"
+METHOD_AUTO = "auto"
+METHOD_PCA_RECONSTRUCTION = "pca_reconstruction"
+
+# --- Environment variables of the SDK (durations in milliseconds, as OTel's own) --------------------
+ENV_MODEL_NAME = "OTEL_ML_MODEL_NAME"
+ENV_MODEL_VERSION = "OTEL_ML_MODEL_VERSION"
+ENV_BUFFER_PATH = "OTEL_ML_BUFFER_PATH"
+ENV_BUFFER_MAX_BYTES = "OTEL_ML_BUFFER_MAX_BYTES"
+ENV_EXPORT_INTERVAL = "OTEL_ML_EXPORT_INTERVAL"
+ENV_SHUTDOWN_TIMEOUT = "OTEL_ML_SHUTDOWN_TIMEOUT"
+ENV_SAMPLE_RATIO = "OTEL_ML_SAMPLE_RATIO"
