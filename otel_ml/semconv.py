@@ -161,7 +161,12 @@ ISSUE_MISSING = "missing"
 ISSUE_NAN = "nan"
 ISSUE_TYPE_CHANGED = "type_changed"
 ISSUE_UNSUPPORTED_TYPE = "unsupported_type"
-DATA_QUALITY_ISSUES = (ISSUE_MISSING, ISSUE_NAN, ISSUE_TYPE_CHANGED, ISSUE_UNSUPPORTED_TYPE)
+ISSUE_OUT_OF_RANGE = "out_of_range"
+DATA_QUALITY_ISSUES = (
+    ISSUE_MISSING, ISSUE_NAN, ISSUE_TYPE_CHANGED, ISSUE_UNSUPPORTED_TYPE, ISSUE_OUT_OF_RANGE,
+)
+#: ``feature`` label value of data-quality issues found in the output score.
+FEATURE_SCORE = "__score__"
 
 # Values of the ``kind`` label of ml_cardinality_limited_total.
 KIND_MODEL = "model"

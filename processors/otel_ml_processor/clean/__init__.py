@@ -1,0 +1,1 @@
+"""Clean stage: validate events against the wire contract, then anonymize them."""

@@ -1,0 +1,50 @@
+"""Typed records the clean stage hands to storage.
+
+Example::
+
+    from otel_ml_processor.clean.records import LabelRecord
+    LabelRecord(model="churn", prediction_id="p1", value="1", time=1700000000.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+Scalar = Union[str, float, None]
+
+
+@dataclass(slots=True)
+class PredictionRecord:
+    model: str
+    model_version: str
+    prediction_id: str
+    task: str
+    time: float
+    features: dict                       # name -> float | str | None (None = missing)
+    output_label: Optional[str] = None
+    output_value: Optional[float] = None
+    score: Optional[float] = None
+    probabilities: dict = field(default_factory=dict)   # class -> float
+    segments: dict = field(default_factory=dict)        # attribute -> str | None
+    extra: dict = field(default_factory=dict)           # other attributes, anonymized
+    trace_id: str = ""
+    span_id: str = ""
+
+
+@dataclass(slots=True)
+class LabelRecord:
+    model: str
+    prediction_id: str
+    value: Union[str, float]
+    time: float
+
+
+@dataclass(slots=True)
+class AuditRecord:
+    model: str
+    model_version: str
+    action: str
+    actor: str
+    detail: str
+    time: float

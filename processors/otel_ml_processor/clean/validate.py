@@ -1,0 +1,211 @@
+"""Validate flattened OTLP events against the wire contract (docs/processor.md, "Cleaning").
+
+Rules, each with its counter:
+- A prediction or label without ``ml.model.name``, ``ml.prediction.id`` (and, for a prediction,
+  ``ml.model.version``; for a label, ``ml.label.value``) is rejected: ``missing_attribute``.
+- One of those of the wrong type (not a string; a label value neither string nor number), an
+  unknown ``ml.model.task`` or an audit action outside the documented set is rejected:
+  ``invalid_attribute``.
+- A feature value that is NaN or infinite becomes missing: issue ``nan``. An array or map
+  becomes missing: ``unsupported_type``. A value whose kind (number / string) differs from
+  what the model sent first for that feature becomes missing: ``type_changed``. A feature the
+  model sent before and this record lacks: ``missing``. Booleans are the strings ``true`` /
+  ``false`` (categorical). The row itself stays.
+- A score that is NaN, infinite or outside [0, 1] is dropped from the row:
+  ``feature="__score__"``, issue ``nan`` / ``out_of_range``.
+
+Example::
+
+    v = Validator(issues=counter_fn)
+    result = v.validate(event)     # PredictionRecord | LabelRecord | AuditRecord | Rejection | None
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+from otel_ml import semconv as sc
+from otel_ml_processor.clean.records import AuditRecord, LabelRecord, PredictionRecord
+from otel_ml_processor.receive.otlp import LogEvent
+
+IssueSink = Callable[[str, str, str], None]   # (model, feature, issue)
+
+_NUMERIC, _TEXT = "numeric", "text"
+_FEATURE = sc.ML_FEATURE_PREFIX
+_SEGMENT = sc.ML_SEGMENT_PREFIX
+_PROB = sc.ML_OUTPUT_PROBABILITY_PREFIX
+_KNOWN = {
+    sc.ML_MODEL_NAME, sc.ML_MODEL_VERSION, sc.ML_MODEL_TASK, sc.ML_PREDICTION_ID,
+    sc.ML_OUTPUT_LABEL, sc.ML_OUTPUT_VALUE, sc.ML_OUTPUT_SCORE,
+}
+
+
+@dataclass(slots=True)
+class Rejection:
+    reason: str
+    signal: str
+    model: Optional[str]
+    message: str
+
+
+Validated = Union[PredictionRecord, LabelRecord, AuditRecord, Rejection, None]
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class Validator:
+    """Stateful validator: it remembers each (model, feature)'s first kind and known features.
+
+    ``feature_kinds`` can be pre-filled (e.g. from stored rows after a restart).
+    """
+
+    def __init__(self, issues: IssueSink, feature_kinds: Optional[dict] = None):
+        self._issues = issues
+        self.feature_kinds: dict = feature_kinds if feature_kinds is not None else {}
+
+    def validate(self, event: LogEvent) -> Validated:
+        """The typed record of ``event``, a :class:`Rejection`, or None for a non-ML log."""
+        name = event.event_name
+        if name == sc.EVENT_PREDICTION:
+            return self._prediction(event)
+        if name == sc.EVENT_LABEL:
+            return self._label(event)
+        if name == sc.EVENT_AUDIT:
+            return self._audit(event)
+        return None
+
+    def _required(self, attrs: dict, keys: tuple, signal: str) -> Optional[Rejection]:
+        model = attrs.get(sc.ML_MODEL_NAME)
+        model = model if isinstance(model, str) and model else None
+        for key in keys:
+            v = attrs.get(key)
+            if v is None or v == "":
+                return Rejection(sc.REASON_MISSING_ATTRIBUTE, signal, model, f"{key} is missing")
+            if not isinstance(v, str):
+                return Rejection(sc.REASON_INVALID_ATTRIBUTE, signal, model, f"{key} must be a string")
+        return None
+
+    def _prediction(self, event: LogEvent) -> Union[PredictionRecord, Rejection]:
+        a = event.attributes
+        bad = self._required(a, (sc.ML_MODEL_NAME, sc.ML_MODEL_VERSION, sc.ML_PREDICTION_ID), sc.SIGNAL_PREDICTION)
+        if bad:
+            return bad
+        model = a[sc.ML_MODEL_NAME]
+        label = a.get(sc.ML_OUTPUT_LABEL)
+        value = a.get(sc.ML_OUTPUT_VALUE)
+        task = a.get(sc.ML_MODEL_TASK)
+        if task is None:
+            task = sc.TASK_REGRESSION if label is None and value is not None else sc.TASK_CLASSIFICATION
+        if task not in sc.TASKS:
+            return Rejection(sc.REASON_INVALID_ATTRIBUTE, sc.SIGNAL_PREDICTION, model, f"{sc.ML_MODEL_TASK}={task!r}")
+        if label is not None:
+            label = str(label).lower() if isinstance(label, bool) else str(label) if isinstance(label, (str, int, float)) else None
+        if value is not None:
+            if not _finite(value):
+                return Rejection(sc.REASON_INVALID_ATTRIBUTE, sc.SIGNAL_PREDICTION, model, f"{sc.ML_OUTPUT_VALUE} must be a finite number")
+            value = float(value)
+        if task == sc.TASK_CLASSIFICATION and label is None:
+            return Rejection(sc.REASON_MISSING_ATTRIBUTE, sc.SIGNAL_PREDICTION, model, f"{sc.ML_OUTPUT_LABEL} is missing")
+        if task == sc.TASK_REGRESSION and value is None:
+            return Rejection(sc.REASON_MISSING_ATTRIBUTE, sc.SIGNAL_PREDICTION, model, f"{sc.ML_OUTPUT_VALUE} is missing")
+        score = a.get(sc.ML_OUTPUT_SCORE)
+        if score is not None:
+            if not _finite(score):
+                self._issues(model, sc.FEATURE_SCORE, sc.ISSUE_NAN if isinstance(score, float) else sc.ISSUE_UNSUPPORTED_TYPE)
+                score = None
+            elif not 0.0 <= score <= 1.0:
+                self._issues(model, sc.FEATURE_SCORE, sc.ISSUE_OUT_OF_RANGE)
+                score = None
+            else:
+                score = float(score)
+        features, segments, probabilities, extra = {}, {}, {}, {}
+        for key, v in a.items():
+            if key.startswith(_FEATURE):
+                features[key[len(_FEATURE):]] = v
+            elif key.startswith(_SEGMENT):
+                segments[key[len(_SEGMENT):]] = self._segment(v)
+            elif key.startswith(_PROB):
+                if _finite(v) and 0.0 <= v <= 1.0:
+                    probabilities[key[len(_PROB):]] = float(v)
+            elif key not in _KNOWN:
+                extra[key] = v
+        features = self._features(model, features)
+        return PredictionRecord(
+            model=model, model_version=a[sc.ML_MODEL_VERSION], prediction_id=a[sc.ML_PREDICTION_ID],
+            task=task, time=event.time, features=features, output_label=label, output_value=value,
+            score=score, probabilities=probabilities, segments=segments, extra=extra,
+            trace_id=event.trace_id, span_id=event.span_id,
+        )
+
+    @staticmethod
+    def _segment(v: object) -> Optional[str]:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (str, int)) or _finite(v):
+            return str(v)
+        return None
+
+    def _features(self, model: str, raw: dict) -> dict:
+        kinds = self.feature_kinds.setdefault(model, {})
+        out = {}
+        for name, v in raw.items():
+            if isinstance(v, bool):
+                v = "true" if v else "false"
+            if isinstance(v, (int, float)):
+                if not math.isfinite(v):
+                    self._issues(model, name, sc.ISSUE_NAN)
+                    out[name] = None
+                    continue
+                kind, v = _NUMERIC, float(v)
+            elif isinstance(v, str):
+                kind = _TEXT
+            else:
+                self._issues(model, name, sc.ISSUE_UNSUPPORTED_TYPE)
+                out[name] = None
+                continue
+            first = kinds.setdefault(name, kind)
+            if first != kind:
+                self._issues(model, name, sc.ISSUE_TYPE_CHANGED)
+                v = None
+            out[name] = v
+        for name in kinds:
+            if name not in out:
+                self._issues(model, name, sc.ISSUE_MISSING)
+                out[name] = None
+        return out
+
+    def _label(self, event: LogEvent) -> Union[LabelRecord, Rejection]:
+        a = event.attributes
+        bad = self._required(a, (sc.ML_MODEL_NAME, sc.ML_PREDICTION_ID), sc.SIGNAL_LABEL)
+        if bad:
+            return bad
+        v = a.get(sc.ML_LABEL_VALUE)
+        model = a[sc.ML_MODEL_NAME]
+        if v is None or v == "":
+            return Rejection(sc.REASON_MISSING_ATTRIBUTE, sc.SIGNAL_LABEL, model, f"{sc.ML_LABEL_VALUE} is missing")
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        elif isinstance(v, (int, float)):
+            if not math.isfinite(v):
+                return Rejection(sc.REASON_INVALID_ATTRIBUTE, sc.SIGNAL_LABEL, model, f"{sc.ML_LABEL_VALUE} must be finite")
+            v = float(v)
+        elif not isinstance(v, str):
+            return Rejection(sc.REASON_INVALID_ATTRIBUTE, sc.SIGNAL_LABEL, model, f"{sc.ML_LABEL_VALUE} must be a string or number")
+        return LabelRecord(model=model, prediction_id=a[sc.ML_PREDICTION_ID], value=v, time=event.time)
+
+    def _audit(self, event: LogEvent) -> Union[AuditRecord, Rejection]:
+        a = event.attributes
+        bad = self._required(a, (sc.ML_MODEL_NAME, sc.ML_AUDIT_ACTION), sc.SIGNAL_AUDIT)
+        if bad:
+            return bad
+        if a[sc.ML_AUDIT_ACTION] not in sc.AUDIT_ACTIONS:
+            return Rejection(sc.REASON_INVALID_ATTRIBUTE, sc.SIGNAL_AUDIT, a[sc.ML_MODEL_NAME], f"{sc.ML_AUDIT_ACTION} unknown")
+        return AuditRecord(
+            model=a[sc.ML_MODEL_NAME], model_version=str(a.get(sc.ML_MODEL_VERSION, "")),
+            action=a[sc.ML_AUDIT_ACTION], actor=str(a.get(sc.ML_AUDIT_ACTOR, "")),
+            detail=str(a.get(sc.ML_AUDIT_DETAIL, "")), time=event.time,
+        )

@@ -1,0 +1,1 @@
+"""Compute stage: per-model windows, references, and the metrics engine."""

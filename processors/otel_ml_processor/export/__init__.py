@@ -1,0 +1,1 @@
+"""Export stage: Prometheus exposition of the counters and the last computed snapshot."""

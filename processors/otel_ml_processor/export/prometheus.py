@@ -1,0 +1,140 @@
+"""A ``prometheus_client`` custom Collector serving the processor's ``ml_*`` metrics.
+
+``collect()`` reads the ingest counters and the compute stage's last :class:`Snapshot`; it
+never computes. A NaN or infinite value is not exported (the series is absent until the
+value is defined again).
+
+Example::
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    registry.register(MLCollector(counters, lambda: computer.snapshot))
+    print(generate_latest(registry).decode())
+    registry.get_sample_value("ml_window_predictions", {"model": "churn", "model_version": "3"})
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from otel_ml import semconv as sc
+from otel_ml_processor.counters import JOIN_DELAY_BUCKETS, Counters
+
+MV = [sc.L_MODEL, sc.L_MODEL_VERSION]
+
+
+def _ok(v) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+class MLCollector(Collector):
+    def __init__(self, counters: Counters, snapshot: Callable[[], object], model_label: Callable[[str], str] = lambda m: m):
+        self.counters = counters
+        self.snapshot = snapshot
+        self.model_label = model_label
+
+    def describe(self) -> Iterable:
+        return []  # values appear and disappear with models; no fixed description
+
+    def collect(self) -> Iterable:
+        yield from self._ingest()
+        yield from self._computed()
+
+    def _ingest(self) -> Iterable:
+        s = self.counters.snapshot()
+        fam = CounterMetricFamily(sc.M_RECORDS_RECEIVED, "OTLP records received, by model and signal.",
+                                  labels=[sc.L_MODEL, sc.L_SIGNAL])
+        for (model, signal), v in sorted(s["received"].items()):
+            fam.add_metric([model, signal], v)
+        yield fam
+        fam = CounterMetricFamily(sc.M_RECORDS_REJECTED, "Records (or whole requests, for request-level reasons) rejected, by reason.",
+                                  labels=[sc.L_REASON])
+        for reason in sc.REJECT_REASONS:
+            fam.add_metric([reason], s["rejected"].get((reason,), 0))
+        yield fam
+        fam = CounterMetricFamily(sc.M_DATA_QUALITY_ISSUES, "Feature values counted as data-quality problems (the row is kept).",
+                                  labels=[sc.L_MODEL, sc.L_FEATURE, sc.L_ISSUE])
+        for (model, feature, issue), v in sorted(s["data_quality"].items()):
+            fam.add_metric([model, feature, issue], v)
+        yield fam
+        fam = CounterMetricFamily(sc.M_CARDINALITY_LIMITED, "Label values folded into __other__ by the cardinality limits.",
+                                  labels=[sc.L_KIND])
+        for kind in (sc.KIND_MODEL, sc.KIND_FEATURE, sc.KIND_GROUP):
+            fam.add_metric([kind], s["cardinality_limited"].get((kind,), 0))
+        yield fam
+        fam = CounterMetricFamily(sc.M_LABELS_JOINED, "True labels joined to their prediction.", labels=[sc.L_MODEL])
+        for (model,), v in sorted(s["labels_joined"].items()):
+            fam.add_metric([model], v)
+        yield fam
+        fam = CounterMetricFamily(sc.M_LABELS_REPLACED, "Labels that replaced an earlier label of the same prediction.",
+                                  labels=[sc.L_MODEL])
+        for (model,), v in sorted(s["labels_replaced"].items()):
+            fam.add_metric([model], v)
+        yield fam
+        yield CounterMetricFamily(sc.M_LABELS_EXPIRED, "Labels dropped before their prediction arrived (TTL or pending_max).",
+                                  value=s["labels_expired"])
+        counts, cum, buckets = s["join_delay_counts"], 0, []
+        for bound, n in zip(list(JOIN_DELAY_BUCKETS) + [math.inf], counts):
+            cum += n
+            buckets.append(("+Inf" if bound == math.inf else repr(float(bound)), cum))
+        yield HistogramMetricFamily(sc.M_LABEL_JOIN_DELAY, "Time from a prediction to the join of its true label.",
+                                    buckets=buckets, sum_value=s["join_delay_sum"])
+
+    def _computed(self) -> Iterable:
+        snap = self.snapshot()
+        g = lambda name, doc, labels: GaugeMetricFamily(name, doc, labels=labels)  # noqa: E731
+        pending = GaugeMetricFamily(sc.M_LABELS_PENDING, "Labels waiting for their prediction.", value=snap.labels_pending)
+        yield pending
+        perf = g(sc.M_PERFORMANCE, "Model performance on the labeled window.", MV + [sc.L_METRIC])
+        est = g(sc.M_ESTIMATED_PERFORMANCE, "Label-free performance estimate (CBPE) on the window.", MV + [sc.L_METRIC])
+        ood = g(sc.M_OOD_RATIO, "Fraction of window predictions with any out-of-distribution feature.", MV)
+        food = g(sc.M_FEATURE_OOD_RATIO, "Fraction of window predictions with this feature out of distribution.", MV + [sc.L_FEATURE])
+        dscore = g(sc.M_DRIFT_SCORE, "Drift statistic of the window against the reference.", MV + [sc.L_FEATURE, sc.L_METHOD])
+        dp = g(sc.M_DRIFT_PVALUE, "P-value of the drift test (methods that have one).", MV + [sc.L_FEATURE, sc.L_METHOD])
+        dd = g(sc.M_DRIFT_DETECTED, "1 when the drift test crosses its threshold.", MV + [sc.L_FEATURE, sc.L_METHOD])
+        fair = g(sc.M_FAIRNESS, "Fairness metric across the groups of a sensitive attribute.", MV + [sc.L_ATTRIBUTE, sc.L_METRIC])
+        gperf = g(sc.M_GROUP_PERFORMANCE, "Per-group performance.", MV + [sc.L_ATTRIBUTE, sc.L_GROUP, sc.L_METRIC])
+        gpred = g(sc.M_GROUP_PREDICTIONS, "Predictions per group in the window.", MV + [sc.L_ATTRIBUTE, sc.L_GROUP])
+        wp = g(sc.M_WINDOW_PREDICTIONS, "Predictions in the window.", MV)
+        wl = g(sc.M_WINDOW_LABELED, "Predictions in the window that have a joined true label.", MV)
+        last = g(sc.M_LAST_COMPUTED, "When the model's metrics were last computed (unix seconds).", MV)
+        dur = g(sc.M_COMPUTE_DURATION, "Duration of the model's last compute.", MV)
+        for (model, version), m in sorted(snap.models.items()):
+            mv = [model, version]
+            for k, v in sorted(m.performance.items()):
+                if _ok(v):
+                    perf.add_metric(mv + [k], v)
+            for k, v in sorted(m.estimated_performance.items()):
+                if _ok(v):
+                    est.add_metric(mv + [k], v)
+            if _ok(m.ood_ratio):
+                ood.add_metric(mv, m.ood_ratio)
+            for k, v in sorted(m.feature_ood_ratio.items()):
+                if _ok(v):
+                    food.add_metric(mv + [k], v)
+            for d in m.drift:
+                if not _ok(d.score):
+                    continue
+                dscore.add_metric(mv + [d.feature, d.method], d.score)
+                if _ok(d.pvalue):
+                    dp.add_metric(mv + [d.feature, d.method], d.pvalue)
+                dd.add_metric(mv + [d.feature, d.method], 1.0 if d.detected else 0.0)
+            for (attr, metric), v in sorted(m.fairness.items()):
+                if _ok(v):
+                    fair.add_metric(mv + [attr, metric], v)
+            for (attr, group, metric), v in sorted(m.group_performance.items()):
+                if _ok(v):
+                    gperf.add_metric(mv + [attr, group, metric], v)
+            for (attr, group), v in sorted(m.group_predictions.items()):
+                gpred.add_metric(mv + [attr, group], v)
+            wp.add_metric(mv, m.window_predictions)
+            wl.add_metric(mv, m.window_labeled)
+            if (model, version) in snap.computed_at:
+                last.add_metric(mv, snap.computed_at[(model, version)])
+                dur.add_metric(mv, snap.durations[(model, version)])
+        yield from (perf, est, ood, food, dscore, dp, dd, fair, gperf, gpred, wp, wl, last, dur)

@@ -1,0 +1,148 @@
+"""The ingest pipeline: OTLP events -> validate -> anonymize -> store (+ label join) -> windows.
+
+It runs on one writer thread (SQLite has one writer); the receivers call
+:meth:`Ingest.logs` and answer success only after it returned, so an acknowledged batch is
+committed. Cardinality caps apply to the label values it counts with: models beyond
+``limits.max_models`` are stored but counted as ``__other__`` and get no window.
+
+Example::
+
+    ingest = Ingest(config, db, counters, windows)
+    result = ingest.logs(request, received_at=time.time())
+    result.rejected, result.message
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+from otel_ml import semconv as sc
+from otel_ml_processor.clean.anonymize import Anonymizer
+from otel_ml_processor.clean.records import AuditRecord, LabelRecord, PredictionRecord
+from otel_ml_processor.clean.validate import Rejection, Validator
+from otel_ml_processor.config import Config
+from otel_ml_processor.counters import CardinalityGuard, Counters
+from otel_ml_processor.join.labels import LabelJoiner
+from otel_ml_processor.receive.otlp import LogEvent, events_from_request
+from otel_ml_processor.store.database import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    rejected: int = 0
+    message: str = ""
+
+
+class IngestResult:
+    accepted: int = 0
+    rejected: int = 0
+    message: str = ""
+
+
+def window_label(task: str, value: object) -> object:
+    """A label as the window compares it: classes are strings (1.0 sent as a number is "1")."""
+    if task == sc.TASK_CLASSIFICATION:
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+    return float(value) if not isinstance(value, str) else _float_or_none(value)
+
+
+def _float_or_none(v: str):
+    try:
+        f = float(v)
+        return f if math.isfinite(f) else None
+    except ValueError:
+        return None
+
+
+class Ingest:
+    def __init__(self, config: Config, db: Database, counters: Counters, windows) -> None:
+        self.config, self.db, self.counters, self.windows = config, db, counters, windows
+        self.models = CardinalityGuard(config.limits.max_models, sc.KIND_MODEL, counters,
+                                       initial=[m.name for m in config.models])
+        self._features: dict = {}   # model -> CardinalityGuard of its features
+        self.validator = Validator(self._issue)
+        self.anonymizer = Anonymizer(config.anonymization)
+        self.joiner = LabelJoiner(counters, windows, self.model_label)
+
+    def model_label(self, model: str) -> str:
+        """``model`` if admitted under ``limits.max_models``, else ``__other__`` (counted)."""
+        return self.models.admit(model)
+
+    def _feature_label(self, model: str, feature: str) -> str:
+        guard = self._features.get(model)
+        if guard is None:
+            guard = self._features[model] = CardinalityGuard(
+                self.config.limits.max_features_per_model, sc.KIND_FEATURE, self.counters)
+        return guard.admit(feature)
+
+    def _issue(self, model: str, feature: str, issue: str) -> None:
+        m = self.model_label(model)
+        f = self._feature_label(m, feature) if m != sc.OVERFLOW_LABEL_VALUE else sc.OVERFLOW_LABEL_VALUE
+        self.counters.inc(self.counters.data_quality, (m, f, issue))
+
+    def logs(self, request, received_at: float | None = None) -> IngestResult:
+        now = time.time() if received_at is None else received_at
+        return self.events(events_from_request(request, now), now)
+
+    def events(self, events: Iterable[LogEvent], now: float) -> IngestResult:
+        preds: list = []
+        labels: list = []
+        audits: list = []
+        result = IngestResult()
+        inc, c = self.counters.inc, self.counters
+        for ev in events:
+            rec = self.validator.validate(ev)
+            if rec is None:
+                inc(c.received, ("", sc.SIGNAL_LOG))
+                result.accepted += 1
+            elif isinstance(rec, Rejection):
+                model = self.model_label(rec.model) if rec.model else ""
+                inc(c.received, (model, rec.signal))
+                inc(c.rejected, (rec.reason,))
+                result.rejected += 1
+                if not result.message:
+                    result.message = f"{rec.reason}: {rec.message}"
+            elif isinstance(rec, PredictionRecord):
+                if self.model_label(rec.model) == sc.OVERFLOW_LABEL_VALUE:
+                    # Beyond max_models: no window, and no per-feature state kept for it.
+                    self.validator.feature_kinds.pop(rec.model, None)
+                preds.append(self.anonymizer.prediction(rec))
+            elif isinstance(rec, LabelRecord):
+                labels.append(rec)
+            elif isinstance(rec, AuditRecord):
+                audits.append(self.anonymizer.audit(rec))
+        if preds:
+            write = self.db.insert_predictions(preds, now=now)
+            for r in write.inserted:
+                inc(c.received, (self.model_label(r.model), sc.SIGNAL_PREDICTION))
+                self.windows.add_prediction(r, self._feature_label)
+            for r in write.duplicates:
+                inc(c.received, (self.model_label(r.model), sc.SIGNAL_PREDICTION))
+                inc(c.rejected, (sc.REASON_DUPLICATE,))
+            result.accepted += len(write.inserted)
+            result.rejected += len(write.duplicates)
+            if write.duplicates and not result.message:
+                result.message = f"{sc.REASON_DUPLICATE}: {len(write.duplicates)} prediction id(s) already stored"
+            self.joiner.joined(write.joined, now)
+        if labels:
+            write = self.db.upsert_labels(labels, now=now)
+            for r in labels:
+                inc(c.received, (self.model_label(r.model), sc.SIGNAL_LABEL))
+            for model in write.replaced:
+                inc(c.labels_replaced, (self.model_label(model),))
+            result.accepted += len(labels)
+            self.joiner.joined(write.joined, now)
+        if audits:
+            self.db.insert_audit(audits)
+            for r in audits:
+                inc(c.received, (self.model_label(r.model), sc.SIGNAL_AUDIT))
+            result.accepted += len(audits)
+        return result

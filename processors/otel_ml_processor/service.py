@@ -1,0 +1,121 @@
+"""The processor service: wires the stages together and runs them until SIGTERM.
+
+Threads: the asyncio loop (gRPC + HTTP I/O), one writer thread (decode, clean, store, join),
+one compute thread. SIGTERM or SIGINT: readiness goes to 503, the receivers stop accepting and
+finish the requests in flight (each answered only after its batch is committed), the writer
+drains, and the process exits 0 within ``SHUTDOWN_GRACE_SECONDS`` plus the last batch.
+
+Example::
+
+    from otel_ml_processor.config import load_config
+    from otel_ml_processor.service import run
+    run(load_config("otel-ml.yaml"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from otel_ml_processor.compute.manager import Computer, ModelWindows
+from otel_ml_processor.config import Config
+from otel_ml_processor.counters import Counters
+from otel_ml_processor.export.http import metrics_app
+from otel_ml_processor.export.prometheus import MLCollector
+from otel_ml_processor.pipeline import Ingest
+from otel_ml_processor.receive.auth import BearerAuth
+from otel_ml_processor.receive.grpc_server import start_grpc_server
+from otel_ml_processor.receive.handlers import Handlers
+from otel_ml_processor.receive.http_server import HttpReceiver, ssl_context
+from otel_ml_processor.receive.limits import InflightGate
+from otel_ml_processor.store.database import Database
+
+log = logging.getLogger("otel_ml_processor")
+
+#: Seconds the receivers get to finish in-flight requests on shutdown.
+SHUTDOWN_GRACE_SECONDS = 10
+
+
+def split_endpoint(endpoint: str) -> tuple:
+    host, _, port = endpoint.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class ProcessorService:
+    def __init__(self, config: Config, registry: Optional[CollectorRegistry] = None):
+        self.config = config
+        self.auth = BearerAuth.from_env(config.receiver.bearer_token_env)
+        self.db = Database(config.storage.url)
+        self.counters = Counters()
+        self.ingest: Ingest
+        self.windows = ModelWindows(config, self.db, admitted=lambda m: self.ingest.models.admitted(m))
+        self.ingest = Ingest(config, self.db, self.counters, self.windows)
+        self.computer = Computer(config, self.db, self.windows, self.counters)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry.register(MLCollector(self.counters, lambda: self.computer.snapshot))
+        self.handlers = Handlers(self.ingest, self.counters)
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otel-ml-writer")
+        self.gate = InflightGate(config.receiver.max_inflight_bytes)
+        self.ready = False
+        self._grpc = None
+        self._runners: list = []
+
+    async def start(self) -> None:
+        # Admit models already stored (in stored order) so that restarts keep the same set.
+        for model, _version, _task in self.db.model_versions():
+            self.ingest.models.admit(model, count=False)
+        loaded = self.windows.rebuild()
+        self.computer.run_once()
+        log.info("windows rebuilt from the database: %d rows", loaded)
+        cfg = self.config.receiver
+        self._grpc = await start_grpc_server(cfg, self.handlers, self.writer, self.auth, self.gate)
+        receiver = HttpReceiver(cfg, self.handlers, self.writer, self.auth, self.gate)
+        await self._site(receiver.app(), cfg.http_endpoint, ssl_context(cfg))
+        await self._site(metrics_app(self.registry, lambda: self.ready), self.config.prometheus.endpoint, None)
+        self.computer.start()
+        self.ready = True
+        log.info("otel-ml processor ready: OTLP/gRPC %s, OTLP/HTTP %s, metrics http://%s/metrics",
+                 cfg.grpc_endpoint, cfg.http_endpoint, self.config.prometheus.endpoint)
+
+    async def _site(self, app: web.Application, endpoint: str, ssl_ctx) -> None:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        host, port = split_endpoint(endpoint)
+        await web.TCPSite(runner, host, port, ssl_context=ssl_ctx, shutdown_timeout=SHUTDOWN_GRACE_SECONDS).start()
+        self._runners.append(runner)
+
+    async def stop(self) -> None:
+        self.ready = False
+        started = time.monotonic()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=SHUTDOWN_GRACE_SECONDS)
+        for runner in self._runners:
+            await runner.cleanup()
+        # Requests already handed to the writer finish and commit before the exit.
+        await asyncio.get_running_loop().run_in_executor(None, self.writer.shutdown, True)
+        self.computer.stop()
+        self.db.close()
+        log.info("otel-ml processor stopped in %.2fs", time.monotonic() - started)
+
+
+async def serve(config: Config) -> None:
+    service = ProcessorService(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    await stop.wait()
+    log.info("shutting down")
+    await service.stop()
+
+
+def run(config: Config) -> None:
+    asyncio.run(serve(config))

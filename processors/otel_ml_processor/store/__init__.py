@@ -1,0 +1,1 @@
+"""Store stage: the production ML database (SQLite by default, PostgreSQL for shared state)."""

@@ -1,0 +1,291 @@
+"""The database layer: batch writes of cleaned records, the label join, windows and retention.
+
+One class for SQLite and PostgreSQL through SQLAlchemy Core. SQLite runs in WAL mode with
+``synchronous=NORMAL``: a committed batch survives a process crash (SIGKILL), which is the
+promise the receivers make when they answer success.
+
+The label join lives here because it must be atomic with the writes: a prediction batch and
+the labels it completes are committed in one transaction, and so is a label batch with the
+predictions it finds.
+
+Example::
+
+    db = Database("sqlite:///otel-ml.db")
+    result = db.insert_predictions(records, now=time.time())
+    result.inserted, result.duplicates, result.joined
+"""
+
+from __future__ import annotations
+
+import json
+import time as _time
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence
+
+from sqlalchemy import and_, create_engine, delete, event, func, select, tuple_, update
+from sqlalchemy.engine import Engine
+
+from otel_ml_processor.clean.records import AuditRecord, LabelRecord, PredictionRecord
+from otel_ml_processor.store import schema
+from otel_ml_processor.store.migrations import migrate
+
+_P, _L = schema.predictions, schema.labels
+_CHUNK = 500  # bound on the size of IN (...) lists
+
+
+@dataclass(slots=True)
+class Join:
+    """A label attached to a prediction (from either side's arrival)."""
+
+    model: str
+    model_version: str
+    prediction_id: str
+    value: object
+    prediction_time: float
+    first: bool           # False when it replaced an earlier joined label
+
+
+@dataclass
+class PredictionWrite:
+    inserted: list = field(default_factory=list)     # PredictionRecord
+    duplicates: list = field(default_factory=list)   # PredictionRecord
+    joined: list = field(default_factory=list)       # Join
+
+
+@dataclass
+class LabelWrite:
+    stored: int = 0
+    replaced: list = field(default_factory=list)     # model of each replaced label
+    joined: list = field(default_factory=list)       # Join
+
+
+def _dumps(obj: dict) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def label_value(row) -> object:
+    return row.value_text if row.value_text is not None else row.value_num
+
+
+def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+class Database:
+    def __init__(self, url: str, engine: Optional[Engine] = None):
+        self.url = url
+        self.engine = engine or create_engine(url, future=True, pool_pre_ping=True)
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            from sqlalchemy.dialects.sqlite import insert
+        elif self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            raise ValueError(f"unsupported database {self.dialect!r}: use sqlite:// or postgresql://")
+        self._insert = insert
+        self.schema_version = migrate(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def insert_predictions(self, records: Sequence[PredictionRecord], now: Optional[float] = None) -> PredictionWrite:
+        """Store new predictions (a repeated id is a duplicate) and join waiting labels."""
+        now = _time.time() if now is None else now
+        out = PredictionWrite()
+        if not records:
+            return out
+        seen: set = set()
+        fresh: list = []
+        for r in records:
+            key = (r.model, r.prediction_id)
+            (out.duplicates if key in seen else fresh).append(r)
+            seen.add(key)
+        with self.engine.begin() as conn:
+            existing = set()
+            for chunk in _chunks([(r.model, r.prediction_id) for r in fresh]):
+                rows = conn.execute(select(_P.c.model, _P.c.prediction_id).where(
+                    tuple_(_P.c.model, _P.c.prediction_id).in_(chunk)))
+                existing.update((m, p) for m, p in rows)
+            for r in fresh:
+                (out.duplicates if (r.model, r.prediction_id) in existing else out.inserted).append(r)
+            if out.inserted:
+                rows = [{
+                    "model": r.model, "model_version": r.model_version, "prediction_id": r.prediction_id,
+                    "task": r.task, "time": r.time, "received_at": now, "features": _dumps(r.features),
+                    "segments": _dumps(r.segments), "output_label": r.output_label,
+                    "output_value": r.output_value, "score": r.score,
+                    "probabilities": _dumps(r.probabilities), "attributes": _dumps(r.extra),
+                    "trace_id": r.trace_id, "span_id": r.span_id,
+                } for r in out.inserted]
+                conn.execute(self._insert(_P).on_conflict_do_nothing(), rows)
+                by_key = {(r.model, r.prediction_id): r for r in out.inserted}
+                for chunk in _chunks(list(by_key)):
+                    waiting = conn.execute(select(_L).where(and_(
+                        tuple_(_L.c.model, _L.c.prediction_id).in_(chunk), _L.c.joined_at.is_(None)))).all()
+                    if not waiting:
+                        continue
+                    conn.execute(update(_L).where(and_(
+                        tuple_(_L.c.model, _L.c.prediction_id).in_([(w.model, w.prediction_id) for w in waiting]),
+                        _L.c.joined_at.is_(None))).values(joined_at=now))
+                    for w in waiting:
+                        p = by_key[(w.model, w.prediction_id)]
+                        out.joined.append(Join(p.model, p.model_version, p.prediction_id, label_value(w), p.time, True))
+        return out
+
+    def upsert_labels(self, records: Sequence[LabelRecord], now: Optional[float] = None) -> LabelWrite:
+        """Store labels (last one wins) and join those whose prediction is stored."""
+        now = _time.time() if now is None else now
+        out = LabelWrite()
+        latest: dict = {}
+        for r in records:
+            key = (r.model, r.prediction_id)
+            if key in latest:
+                out.replaced.append(r.model)
+            latest[key] = r
+        if not latest:
+            return out
+        with self.engine.begin() as conn:
+            keys = list(latest)
+            previous, preds = {}, {}
+            for chunk in _chunks(keys):
+                for row in conn.execute(select(_L.c.model, _L.c.prediction_id, _L.c.joined_at).where(
+                        tuple_(_L.c.model, _L.c.prediction_id).in_(chunk))):
+                    previous[(row.model, row.prediction_id)] = row.joined_at
+                for row in conn.execute(select(_P.c.model, _P.c.prediction_id, _P.c.model_version, _P.c.time).where(
+                        tuple_(_P.c.model, _P.c.prediction_id).in_(chunk))):
+                    preds[(row.model, row.prediction_id)] = row
+            rows = []
+            for key, r in latest.items():
+                if key in previous:
+                    out.replaced.append(r.model)
+                pred = preds.get(key)
+                joined_at = previous.get(key) or (now if pred is not None else None)
+                rows.append({
+                    "model": r.model, "prediction_id": r.prediction_id,
+                    "value_text": r.value if isinstance(r.value, str) else None,
+                    "value_num": r.value if not isinstance(r.value, str) else None,
+                    "received_at": now, "joined_at": joined_at,
+                })
+                if pred is not None:
+                    out.joined.append(Join(r.model, pred.model_version, r.prediction_id, r.value, pred.time,
+                                           previous.get(key) is None))
+            stmt = self._insert(_L)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[_L.c.model, _L.c.prediction_id],
+                set_={"value_text": stmt.excluded.value_text, "value_num": stmt.excluded.value_num,
+                      "received_at": stmt.excluded.received_at, "joined_at": stmt.excluded.joined_at})
+            conn.execute(stmt, rows)
+            out.stored = len(rows)
+        return out
+
+    def insert_audit(self, records: Sequence[AuditRecord]) -> None:
+        if records:
+            with self.engine.begin() as conn:
+                conn.execute(schema.audit.insert(), [
+                    {"model": r.model, "model_version": r.model_version, "action": r.action,
+                     "actor": r.actor, "detail": r.detail, "time": r.time} for r in records])
+
+    # --- housekeeping ------------------------------------------------------------------------------
+
+    def pending_labels(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(_L).where(_L.c.joined_at.is_(None))).scalar_one()
+
+    def expire_labels(self, now: float, ttl: float, pending_max: int, batch: int = 10_000) -> int:
+        """Delete waiting labels older than ``ttl``, then the oldest past ``pending_max``."""
+        expired = 0
+        with self.engine.begin() as conn:
+            while True:
+                old = select(_L.c.model, _L.c.prediction_id).where(and_(
+                    _L.c.joined_at.is_(None), _L.c.received_at < now - ttl)).limit(batch)
+                keys = [tuple(r) for r in conn.execute(old)]
+                if not keys:
+                    break
+                for chunk in _chunks(keys):
+                    conn.execute(delete(_L).where(tuple_(_L.c.model, _L.c.prediction_id).in_(chunk)))
+                expired += len(keys)
+            pending = conn.execute(select(func.count()).select_from(_L).where(_L.c.joined_at.is_(None))).scalar_one()
+            excess = pending - pending_max
+            while excess > 0:
+                oldest = select(_L.c.model, _L.c.prediction_id).where(_L.c.joined_at.is_(None)).order_by(
+                    _L.c.received_at).limit(min(excess, batch))
+                keys = [tuple(r) for r in conn.execute(oldest)]
+                for chunk in _chunks(keys):
+                    conn.execute(delete(_L).where(tuple_(_L.c.model, _L.c.prediction_id).in_(chunk)))
+                expired += len(keys)
+                excess -= len(keys)
+        return expired
+
+    def apply_retention(self, now: float, retention: float, batch: int = 10_000) -> int:
+        """Delete predictions (and their labels) stored longer ago than ``retention``, in batches."""
+        deleted = 0
+        while True:
+            with self.engine.begin() as conn:
+                rows = conn.execute(select(_P.c.id, _P.c.model, _P.c.prediction_id).where(
+                    _P.c.received_at < now - retention).limit(batch)).all()
+                if not rows:
+                    return deleted
+                conn.execute(delete(_P).where(_P.c.id.in_([r.id for r in rows])))
+                for chunk in _chunks([(r.model, r.prediction_id) for r in rows]):
+                    conn.execute(delete(_L).where(tuple_(_L.c.model, _L.c.prediction_id).in_(chunk)))
+                deleted += len(rows)
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    def model_versions(self) -> list:
+        """Every stored (model, model_version, task)."""
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(
+                select(_P.c.model, _P.c.model_version, _P.c.task).distinct())]
+
+    def _rows(self, stmt) -> list:
+        q = stmt.subquery()
+        joined = select(q, _L.c.value_text, _L.c.value_num).select_from(
+            q.outerjoin(_L, and_(_L.c.model == q.c.model, _L.c.prediction_id == q.c.prediction_id,
+                                 _L.c.joined_at.is_not(None))))
+        with self.engine.connect() as conn:
+            return [self._row(r) for r in conn.execute(joined.order_by(q.c.time, q.c.id))]
+
+    @staticmethod
+    def _row(r) -> dict:
+        return {
+            "model": r.model, "model_version": r.model_version, "task": r.task,
+            "prediction_id": r.prediction_id, "timestamp": r.time,
+            "features": json.loads(r.features), "segments": json.loads(r.segments),
+            "output_label": r.output_label, "output_value": r.output_value, "score": r.score,
+            "probabilities": json.loads(r.probabilities), "label": label_value(r),
+            "attributes": json.loads(r.attributes), "trace_id": r.trace_id, "span_id": r.span_id,
+        }
+
+    def window_rows(self, model: str, version: str, size: int, min_time: Optional[float] = None) -> list:
+        """The latest ``size`` predictions of a model version (oldest first), with labels."""
+        stmt = select(_P).where(and_(_P.c.model == model, _P.c.model_version == version))
+        if min_time is not None:
+            stmt = stmt.where(_P.c.time >= min_time)
+        return self._rows(stmt.order_by(_P.c.time.desc(), _P.c.id.desc()).limit(size))
+
+    def first_rows(self, model: str, version: str, n: int) -> list:
+        """The first ``n`` predictions of a model version by record time."""
+        stmt = select(_P).where(and_(_P.c.model == model, _P.c.model_version == version))
+        return self._rows(stmt.order_by(_P.c.time, _P.c.id).limit(n))
+
+    def count(self, model: str, version: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(_P).where(and_(
+                _P.c.model == model, _P.c.model_version == version))).scalar_one()
+
+    def export_rows(self, model: str, since: float) -> list:
+        """Joined rows of ``model`` recorded at or after ``since`` (for ``otel-ml db export``)."""
+        return self._rows(select(_P).where(and_(_P.c.model == model, _P.c.time >= since)))
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()

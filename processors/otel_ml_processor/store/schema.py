@@ -1,0 +1,74 @@
+"""The production ML database schema (SQLAlchemy Core; the same for SQLite and PostgreSQL).
+
+Tables:
+- ``predictions``: one row per accepted ``ml.prediction`` event, unique by
+  ``(model, prediction_id)``. ``time`` is the record time (seconds since the epoch),
+  ``received_at`` when the processor stored it. ``features``, ``segments``,
+  ``probabilities`` and ``attributes`` are JSON objects (already anonymized).
+- ``labels``: the latest true label per ``(model, prediction_id)``; ``joined_at`` is null
+  while the label waits for its prediction.
+- ``audit``: ``ml.audit`` events.
+- ``schema_version``: the migration level (see ``store/migrations.py``).
+
+Example (reading stored predictions with plain sqlite3)::
+
+    sqlite3 otel-ml.db "select model, prediction_id, features, trace_id from predictions"
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger, Column, Float, Index, Integer, MetaData, String, Table, Text, UniqueConstraint,
+)
+
+metadata = MetaData()
+
+predictions = Table(
+    "predictions", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("model", String(255), nullable=False),
+    Column("model_version", String(255), nullable=False),
+    Column("prediction_id", String(255), nullable=False),
+    Column("task", String(32), nullable=False),
+    Column("time", Float, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("features", Text, nullable=False),
+    Column("segments", Text, nullable=False),
+    Column("output_label", Text),
+    Column("output_value", Float),
+    Column("score", Float),
+    Column("probabilities", Text, nullable=False),
+    Column("attributes", Text, nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("span_id", String(16), nullable=False),
+    UniqueConstraint("model", "prediction_id", name="uq_predictions_model_pid"),
+    Index("ix_predictions_window", "model", "model_version", "time"),
+    Index("ix_predictions_received", "received_at"),
+)
+
+labels = Table(
+    "labels", metadata,
+    Column("model", String(255), primary_key=True),
+    Column("prediction_id", String(255), primary_key=True),
+    Column("value_text", Text),
+    Column("value_num", Float),
+    Column("received_at", Float, nullable=False),
+    Column("joined_at", Float),
+    Index("ix_labels_pending", "joined_at", "received_at"),
+)
+
+audit = Table(
+    "audit", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("model", String(255), nullable=False),
+    Column("model_version", String(255), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("time", Float, nullable=False),
+)
+
+schema_version = Table(
+    "schema_version", metadata,
+    Column("version", Integer, nullable=False),
+)
