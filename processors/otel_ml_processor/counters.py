@@ -67,6 +67,11 @@ class CardinalityGuard:
         for v in initial or ():
             self.admit(v, count=False)
 
+    @property
+    def values(self) -> set:
+        """The admitted values (read-only use)."""
+        return self._admitted
+
     def admitted(self, value: str) -> bool:
         return value in self._admitted
 

@@ -83,6 +83,13 @@ class Ingest:
                 self.config.limits.max_features_per_model, sc.KIND_FEATURE, self.counters)
         return guard.admit(feature)
 
+    def window_features(self, model: str, features: dict) -> dict:
+        """``features`` without those beyond ``limits.max_features_per_model`` (counted)."""
+        guard = self._features.get(model)
+        if guard is not None and features.keys() <= guard.values:
+            return features
+        return {k: v for k, v in features.items() if self._feature_label(model, k) != sc.OVERFLOW_LABEL_VALUE}
+
     def _issue(self, model: str, feature: str, issue: str) -> None:
         m = self.model_label(model)
         f = self._feature_label(m, feature) if m != sc.OVERFLOW_LABEL_VALUE else sc.OVERFLOW_LABEL_VALUE
@@ -121,12 +128,17 @@ class Ingest:
                 audits.append(self.anonymizer.audit(rec))
         if preds:
             write = self.db.insert_predictions(preds, now=now)
+            per_model: dict = {}
             for r in write.inserted:
-                inc(c.received, (self.model_label(r.model), sc.SIGNAL_PREDICTION))
-                self.windows.add_prediction(r, self._feature_label)
+                per_model[r.model] = per_model.get(r.model, 0) + 1
+                if self.models.admitted(r.model):
+                    self.windows.add_prediction(r, self.window_features(r.model, r.features))
             for r in write.duplicates:
-                inc(c.received, (self.model_label(r.model), sc.SIGNAL_PREDICTION))
-                inc(c.rejected, (sc.REASON_DUPLICATE,))
+                per_model[r.model] = per_model.get(r.model, 0) + 1
+            for model, n in per_model.items():
+                inc(c.received, (self.model_label(model), sc.SIGNAL_PREDICTION), n)
+            if write.duplicates:
+                inc(c.rejected, (sc.REASON_DUPLICATE,), len(write.duplicates))
             result.accepted += len(write.inserted)
             result.rejected += len(write.duplicates)
             if write.duplicates and not result.message:

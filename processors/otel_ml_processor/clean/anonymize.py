@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
 PHONE = re.compile(r"\+?\(?\d[\d\s().-]{5,18}\d")
+#: Distinct strings whose detector result is remembered (categorical values repeat).
+DETECT_CACHE_SIZE = 100_000
 CLIENT_ADDRESS_ATTRIBUTES = (
     sc.CLIENT_ADDRESS, "net.peer.ip", "net.sock.peer.addr", "source.address", "http.client_ip",
 )
@@ -55,6 +57,7 @@ class Anonymizer:
             key = secrets.token_hex(32)
         self._key = key.encode()
         self._rules: dict[str, AnonymizationRule] = {r.attribute: r for r in config.rules}
+        self._detected: dict = {}
         for attr in CLIENT_ADDRESS_ATTRIBUTES:
             self._rules.setdefault(attr, AnonymizationRule(attr, "hash"))
 
@@ -76,8 +79,20 @@ class Anonymizer:
         keep = 3 if rule.keep_chars is None else rule.keep_chars
         return str(value)[:keep] + "*"
 
+    def _detect(self, value: object) -> object:
+        if type(value) is not str:
+            return value
+        # Categorical values repeat: the regexes run once per distinct string (bounded cache).
+        cached = self._detected.get(value)
+        if cached is not None:
+            return cached
+        result = self._detect_uncached(value)
+        if len(self._detected) < DETECT_CACHE_SIZE:
+            self._detected[value] = result
+        return result
+
     @staticmethod
-    def _detect(value: object) -> object:
+    def _detect_uncached(value: object) -> object:
         if isinstance(value, str):
             if EMAIL.search(value):
                 return "[email]"
@@ -88,8 +103,9 @@ class Anonymizer:
 
     def _section(self, values: dict, prefix: str) -> dict:
         out = {}
+        rules = self._rules
         for name, v in values.items():
-            rule = self._rules.get(prefix + name)
+            rule = rules.get(prefix + name) if rules else None
             if rule is not None:
                 if rule.action == "drop":
                     continue

@@ -36,6 +36,8 @@ _NUMERIC, _TEXT = "numeric", "text"
 _FEATURE = sc.ML_FEATURE_PREFIX
 _SEGMENT = sc.ML_SEGMENT_PREFIX
 _PROB = sc.ML_OUTPUT_PROBABILITY_PREFIX
+_FEATURE_LEN, _SEGMENT_LEN = len(_FEATURE), len(_SEGMENT)
+_INF = (math.inf, -math.inf)
 _KNOWN = {
     sc.ML_MODEL_NAME, sc.ML_MODEL_VERSION, sc.ML_MODEL_TASK, sc.ML_PREDICTION_ID,
     sc.ML_OUTPUT_LABEL, sc.ML_OUTPUT_VALUE, sc.ML_OUTPUT_SCORE,
@@ -123,17 +125,45 @@ class Validator:
             else:
                 score = float(score)
         features, segments, probabilities, extra = {}, {}, {}, {}
+        kinds = self.feature_kinds.setdefault(model, {})
+        issue = self._issues
         for key, v in a.items():
+            # One pass over the attributes: this loop is the ingest hot path.
             if key.startswith(_FEATURE):
-                features[key[len(_FEATURE):]] = v
+                name = key[_FEATURE_LEN:]
+                if type(v) is float or type(v) is int:
+                    if v != v or v in _INF:
+                        issue(model, name, sc.ISSUE_NAN)
+                        features[name] = None
+                        continue
+                    kind, v = _NUMERIC, float(v)
+                elif type(v) is str:
+                    kind = _TEXT
+                elif type(v) is bool:
+                    kind, v = _TEXT, "true" if v else "false"
+                else:
+                    issue(model, name, sc.ISSUE_UNSUPPORTED_TYPE)
+                    features[name] = None
+                    continue
+                first = kinds.get(name)
+                if first is None:
+                    kinds[name] = kind
+                elif first != kind:
+                    issue(model, name, sc.ISSUE_TYPE_CHANGED)
+                    v = None
+                features[name] = v
             elif key.startswith(_SEGMENT):
-                segments[key[len(_SEGMENT):]] = self._segment(v)
+                segments[key[_SEGMENT_LEN:]] = self._segment(v)
             elif key.startswith(_PROB):
                 if _finite(v) and 0.0 <= v <= 1.0:
                     probabilities[key[len(_PROB):]] = float(v)
             elif key not in _KNOWN:
                 extra[key] = v
-        features = self._features(model, features)
+        if len(features) < len(kinds):
+            for name in kinds:
+                if name not in features:
+                    issue(model, name, sc.ISSUE_MISSING)
+                    features[name] = None
         return PredictionRecord(
             model=model, model_version=a[sc.ML_MODEL_VERSION], prediction_id=a[sc.ML_PREDICTION_ID],
             task=task, time=event.time, features=features, output_label=label, output_value=value,
@@ -148,35 +178,6 @@ class Validator:
         if isinstance(v, (str, int)) or _finite(v):
             return str(v)
         return None
-
-    def _features(self, model: str, raw: dict) -> dict:
-        kinds = self.feature_kinds.setdefault(model, {})
-        out = {}
-        for name, v in raw.items():
-            if isinstance(v, bool):
-                v = "true" if v else "false"
-            if isinstance(v, (int, float)):
-                if not math.isfinite(v):
-                    self._issues(model, name, sc.ISSUE_NAN)
-                    out[name] = None
-                    continue
-                kind, v = _NUMERIC, float(v)
-            elif isinstance(v, str):
-                kind = _TEXT
-            else:
-                self._issues(model, name, sc.ISSUE_UNSUPPORTED_TYPE)
-                out[name] = None
-                continue
-            first = kinds.setdefault(name, kind)
-            if first != kind:
-                self._issues(model, name, sc.ISSUE_TYPE_CHANGED)
-                v = None
-            out[name] = v
-        for name in kinds:
-            if name not in out:
-                self._issues(model, name, sc.ISSUE_MISSING)
-                out[name] = None
-        return out
 
     def _label(self, event: LogEvent) -> Union[LabelRecord, Rejection]:
         a = event.attributes

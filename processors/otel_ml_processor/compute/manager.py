@@ -83,10 +83,8 @@ class ModelWindows:
             buf = self.buffers[key] = WindowBuffer(model, version, spec.task or task, spec.window_size, spec.window_max_age)
         return buf
 
-    def add_prediction(self, r: PredictionRecord, feature_label: Callable[[str, str], str]) -> None:
-        if not self._admitted(r.model):
-            return
-        features = {k: v for k, v in r.features.items() if feature_label(r.model, k) != sc.OVERFLOW_LABEL_VALUE}
+    def add_prediction(self, r: PredictionRecord, features: dict) -> None:
+        """Append a stored prediction; ``features`` are those under the cardinality limit."""
         row = {
             "prediction_id": r.prediction_id, "timestamp": r.time, "features": features,
             "output_label": r.output_label, "output_value": r.output_value, "score": r.score,

@@ -126,6 +126,9 @@ def decode_logs_request(
     return decode_request(ExportLogsServiceRequest, body, content_type, encoding, max_bytes)
 
 
+_SCALAR_KINDS = frozenset(("string_value", "double_value", "int_value", "bool_value"))
+
+
 def any_value(v) -> object:
     """The Python value of an OTLP AnyValue (arrays and maps as lists and dicts)."""
     kind = v.WhichOneof("value")
@@ -158,10 +161,16 @@ def events_from_request(request: ExportLogsServiceRequest, received_at: float) -
     ``received_at`` (the Python SDK leaves the first at 0).
     """
     legacy = sc.LEGACY_EVENT_NAME_ATTRIBUTE
+    scalars = _SCALAR_KINDS
     for rl in request.resource_logs:
         for sl in rl.scope_logs:
             for lr in sl.log_records:
-                attrs = {kv.key: any_value(kv.value) for kv in lr.attributes}
+                attrs = {}
+                for kv in lr.attributes:
+                    v = kv.value
+                    kind = v.WhichOneof("value")
+                    # Scalars are read inline: this loop runs once per attribute of every record.
+                    attrs[kv.key] = getattr(v, kind) if kind in scalars else any_value(v)
                 name = lr.event_name or attrs.pop(legacy, "") or ""
                 if not isinstance(name, str):
                     name = ""

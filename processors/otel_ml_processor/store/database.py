@@ -60,7 +60,7 @@ class LabelWrite:
 
 
 def _dumps(obj: dict) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False) if obj else "{}"
 
 
 def label_value(row) -> object:
@@ -93,7 +93,11 @@ class Database:
     # --- writes ---------------------------------------------------------------------------------
 
     def insert_predictions(self, records: Sequence[PredictionRecord], now: Optional[float] = None) -> PredictionWrite:
-        """Store new predictions (a repeated id is a duplicate) and join waiting labels."""
+        """Store new predictions (a repeated id is a duplicate) and join waiting labels.
+
+        One ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` tells which rows were new: the
+        unique ``(model, prediction_id)`` constraint, not a prior read, decides duplicates.
+        """
         now = _time.time() if now is None else now
         out = PredictionWrite()
         if not records:
@@ -104,35 +108,37 @@ class Database:
             key = (r.model, r.prediction_id)
             (out.duplicates if key in seen else fresh).append(r)
             seen.add(key)
+        rows = [{
+            "model": r.model, "model_version": r.model_version, "prediction_id": r.prediction_id,
+            "task": r.task, "time": r.time, "received_at": now, "features": _dumps(r.features),
+            "segments": _dumps(r.segments), "output_label": r.output_label,
+            "output_value": r.output_value, "score": r.score,
+            "probabilities": _dumps(r.probabilities), "attributes": _dumps(r.extra),
+            "trace_id": r.trace_id, "span_id": r.span_id,
+        } for r in fresh]
         with self.engine.begin() as conn:
-            existing = set()
-            for chunk in _chunks([(r.model, r.prediction_id) for r in fresh]):
-                rows = conn.execute(select(_P.c.model, _P.c.prediction_id).where(
-                    tuple_(_P.c.model, _P.c.prediction_id).in_(chunk)))
-                existing.update((m, p) for m, p in rows)
+            stmt = self._insert(_P).on_conflict_do_nothing().returning(_P.c.model, _P.c.prediction_id)
+            new = {(m, p) for m, p in conn.execute(stmt, rows)}
             for r in fresh:
-                (out.duplicates if (r.model, r.prediction_id) in existing else out.inserted).append(r)
-            if out.inserted:
-                rows = [{
-                    "model": r.model, "model_version": r.model_version, "prediction_id": r.prediction_id,
-                    "task": r.task, "time": r.time, "received_at": now, "features": _dumps(r.features),
-                    "segments": _dumps(r.segments), "output_label": r.output_label,
-                    "output_value": r.output_value, "score": r.score,
-                    "probabilities": _dumps(r.probabilities), "attributes": _dumps(r.extra),
-                    "trace_id": r.trace_id, "span_id": r.span_id,
-                } for r in out.inserted]
-                conn.execute(self._insert(_P).on_conflict_do_nothing(), rows)
-                by_key = {(r.model, r.prediction_id): r for r in out.inserted}
-                for chunk in _chunks(list(by_key)):
+                (out.inserted if (r.model, r.prediction_id) in new else out.duplicates).append(r)
+            by_model: dict = {}
+            for r in out.inserted:
+                by_model.setdefault(r.model, {})[r.prediction_id] = r
+            for model, preds in by_model.items():
+                # Most batches find no label waiting: a one-row probe spares the IN-list read.
+                probe = select(_L.c.prediction_id).where(and_(_L.c.joined_at.is_(None), _L.c.model == model)).limit(1)
+                if conn.execute(probe).first() is None:
+                    continue
+                for chunk in _chunks(list(preds)):
                     waiting = conn.execute(select(_L).where(and_(
-                        tuple_(_L.c.model, _L.c.prediction_id).in_(chunk), _L.c.joined_at.is_(None)))).all()
+                        _L.c.model == model, _L.c.prediction_id.in_(chunk), _L.c.joined_at.is_(None)))).all()
                     if not waiting:
                         continue
                     conn.execute(update(_L).where(and_(
-                        tuple_(_L.c.model, _L.c.prediction_id).in_([(w.model, w.prediction_id) for w in waiting]),
+                        _L.c.model == model, _L.c.prediction_id.in_([w.prediction_id for w in waiting]),
                         _L.c.joined_at.is_(None))).values(joined_at=now))
                     for w in waiting:
-                        p = by_key[(w.model, w.prediction_id)]
+                        p = preds[w.prediction_id]
                         out.joined.append(Join(p.model, p.model_version, p.prediction_id, label_value(w), p.time, True))
         return out
 

@@ -1,0 +1,130 @@
+"""Ingest throughput of the processor: OTLP batches of 512 predictions x 20 features.
+
+Starts a real processor (``otel-ml processor``) on a temporary SQLite file (or the given
+``--db-url``), sends pre-built ExportLogsServiceRequests over OTLP/gRPC and OTLP/HTTP from
+``--clients`` concurrent senders, and reports records/s from first send to last answer (every
+answer comes after the batch is committed), plus the processor's RSS.
+
+Usage::
+
+    python benchmarks/bench_ingest.py                       # both protocols, 100 batches each
+    python benchmarks/bench_ingest.py --batches 2000 --protocol grpc   # ~1M records, RSS figure
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import psutil
+import requests
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from otel_ml import semconv as sc  # noqa: E402
+from tests.support import ProcessorProcess, wait_for  # noqa: E402
+
+RECORDS, FEATURES = 512, 20
+
+
+def _kv(key: str, value) -> KeyValue:
+    if isinstance(value, str):
+        return KeyValue(key=key, value=AnyValue(string_value=value))
+    return KeyValue(key=key, value=AnyValue(double_value=value))
+
+
+def build_request(model: str, seed: int) -> bytes:
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    rl.resource.attributes.append(_kv("service.name", "bench"))
+    sl = rl.scope_logs.add()
+    now = time.time_ns()
+    prefix = uuid.uuid4().hex[:12]
+    for i in range(RECORDS):
+        lr = LogRecord(time_unix_nano=now + i, event_name=sc.EVENT_PREDICTION)
+        lr.attributes.extend([
+            _kv(sc.ML_MODEL_NAME, model), _kv(sc.ML_MODEL_VERSION, "1"),
+            _kv(sc.ML_PREDICTION_ID, f"{prefix}-{seed}-{i}"), _kv(sc.ML_MODEL_TASK, sc.TASK_CLASSIFICATION),
+            _kv(sc.ML_OUTPUT_LABEL, str(i % 2)), _kv(sc.ML_OUTPUT_SCORE, 0.5 + (i % 50) / 100),
+        ])
+        lr.attributes.extend(_kv(sc.feature_key(f"f{j}"), float((i * 7 + j) % 97)) for j in range(FEATURES - 2))
+        lr.attributes.extend([_kv(sc.feature_key("plan"), ("free", "pro", "team")[i % 3]),
+                              _kv(sc.feature_key("country"), ("fr", "de", "us", "jp")[i % 4])])
+        sl.log_records.append(lr)
+    return req.SerializeToString()
+
+
+def run(proc: ProcessorProcess, protocol: str, bodies: list, clients: int) -> float:
+    queue = list(bodies)
+    lock = threading.Lock()
+    errors: list = []
+
+    def sender():
+        if protocol == "grpc":
+            channel = grpc.insecure_channel(proc.grpc_endpoint)
+            export = channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
+            send = lambda b: export(b, timeout=120)  # noqa: E731
+        else:
+            session = requests.Session()
+            url = f"{proc.http_url}/v1/logs"
+            def send(b):
+                r = session.post(url, data=b, headers={"Content-Type": "application/x-protobuf"}, timeout=120)
+                r.raise_for_status()
+        while True:
+            with lock:
+                if not queue:
+                    return
+                body = queue.pop()
+            try:
+                send(body)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    threads = [threading.Thread(target=sender) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} requests failed, first: {errors[0]!r}")
+    return len(bodies) * RECORDS / elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batches", type=int, default=100)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--protocol", choices=["grpc", "http", "both"], default="both")
+    ap.add_argument("--db-url", default=None)
+    args = ap.parse_args()
+    protocols = ["grpc", "http"] if args.protocol == "both" else [args.protocol]
+    print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {sys.version.split()[0]}")
+    print(f"batches of {RECORDS} predictions x {FEATURES} features, {args.batches} batches per protocol, {args.clients} clients")
+    with tempfile.TemporaryDirectory() as tmp:
+        with ProcessorProcess(Path(tmp), db_url=args.db_url, interval="5s") as proc:
+            ps = psutil.Process(proc.proc.pid)
+            print(f"processor RSS at start: {ps.memory_info().rss / 2**20:.0f} MiB")
+            total = 0
+            for protocol in protocols:
+                bodies = [build_request("bench", s) for s in range(args.batches)]
+                rate = run(proc, protocol, bodies, args.clients)
+                total += len(bodies) * RECORDS
+                print(f"{protocol:5s}: {rate:9,.0f} records/s  ({len(bodies) * RECORDS:,} records)")
+            wait_for(lambda: proc.sample("ml_records_received_total", {"model": "bench", "signal": "prediction"}) == total,
+                     timeout=120, what="all records counted")
+            print(f"processor RSS after {total:,} records: {ps.memory_info().rss / 2**20:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
