@@ -85,7 +85,9 @@ class ProcessorService:
                  cfg.grpc_endpoint, cfg.http_endpoint, self.config.prometheus.endpoint)
 
     async def _site(self, app: web.Application, endpoint: str, ssl_ctx) -> None:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # auto_decompress off: gzip bodies go through the receiver's bounded decompression
+        # (receiver.max_request_bytes enforced before decompression finishes).
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=False)
         await runner.setup()
         host, port = split_endpoint(endpoint)
         await web.TCPSite(runner, host, port, ssl_context=ssl_ctx, shutdown_timeout=SHUTDOWN_GRACE_SECONDS).start()
