@@ -159,7 +159,7 @@ class Validator:
                     probabilities[key[len(_PROB):]] = float(v)
             elif key not in _KNOWN:
                 extra[key] = v
-        if len(features) < len(kinds):
+        if not kinds.keys() <= features.keys():
             for name in kinds:
                 if name not in features:
                     issue(model, name, sc.ISSUE_MISSING)

@@ -1,0 +1,104 @@
+"""Validation and anonymization rules (docs/processor.md, "Cleaning")."""
+
+import hashlib
+import hmac
+import math
+
+import pytest
+
+from otel_ml import semconv as sc
+from otel_ml_processor.clean.anonymize import Anonymizer
+from otel_ml_processor.clean.records import LabelRecord, PredictionRecord
+from otel_ml_processor.clean.validate import Rejection, Validator
+from otel_ml_processor.config import AnonymizationConfig, AnonymizationRule
+from otel_ml_processor.receive.otlp import LogEvent
+
+
+def _event(name, **attrs):
+    return LogEvent(name, 1.0, dict(attrs), "", "")
+
+
+def _pred(pid="p", **extra):
+    return _event(sc.EVENT_PREDICTION, **{sc.ML_MODEL_NAME: "m", sc.ML_MODEL_VERSION: "1", sc.ML_PREDICTION_ID: pid,
+                                          sc.ML_OUTPUT_LABEL: "1", **extra})
+
+
+@pytest.fixture
+def issues():
+    return []
+
+
+@pytest.fixture
+def validator(issues):
+    return Validator(lambda m, f, i: issues.append((m, f, i)))
+
+
+def test_prediction_fields(validator):
+    rec = validator.validate(_pred(**{sc.feature_key("age"): 42, sc.feature_key("vip"): True,
+                                      sc.segment_key("gender"): "f", sc.probability_key("1"): 0.8,
+                                      sc.ML_OUTPUT_SCORE: 0.8, sc.ENDUSER_ID: "u1"}))
+    assert isinstance(rec, PredictionRecord)
+    assert rec.features == {"age": 42.0, "vip": "true"} and rec.segments == {"gender": "f"}
+    assert rec.probabilities == {"1": 0.8} and rec.score == 0.8 and rec.extra == {sc.ENDUSER_ID: "u1"}
+    assert rec.task == sc.TASK_CLASSIFICATION
+
+
+@pytest.mark.parametrize("attrs, reason", [
+    ({sc.ML_MODEL_VERSION: None}, sc.REASON_MISSING_ATTRIBUTE),
+    ({sc.ML_PREDICTION_ID: ""}, sc.REASON_MISSING_ATTRIBUTE),
+    ({sc.ML_MODEL_NAME: 7}, sc.REASON_INVALID_ATTRIBUTE),
+    ({sc.ML_MODEL_TASK: "ranking"}, sc.REASON_INVALID_ATTRIBUTE),
+    ({sc.ML_OUTPUT_LABEL: None}, sc.REASON_MISSING_ATTRIBUTE),
+    ({sc.ML_MODEL_TASK: "regression", sc.ML_OUTPUT_VALUE: math.inf}, sc.REASON_INVALID_ATTRIBUTE),
+])
+def test_rejections(validator, attrs, reason):
+    ev = _pred()
+    for k, v in attrs.items():
+        if v is None:
+            ev.attributes.pop(k)
+        else:
+            ev.attributes[k] = v
+    rec = validator.validate(ev)
+    assert isinstance(rec, Rejection) and rec.reason == reason
+
+
+def test_feature_repairs_are_counted(validator, issues):
+    validator.validate(_pred("a", **{sc.feature_key("x"): 1.0, sc.feature_key("y"): "u"}))
+    rec = validator.validate(_pred("b", **{sc.feature_key("x"): "now text", sc.feature_key("z"): [1, 2]}))
+    assert rec.features == {"x": None, "z": None, "y": None}
+    rec = validator.validate(_pred("c", **{sc.feature_key("x"): math.nan, sc.feature_key("y"): "u",
+                                           sc.ML_OUTPUT_SCORE: 1.5}))
+    assert rec.features["x"] is None and rec.score is None
+    assert issues == [("m", "x", sc.ISSUE_TYPE_CHANGED), ("m", "z", sc.ISSUE_UNSUPPORTED_TYPE), ("m", "y", sc.ISSUE_MISSING),
+                      ("m", sc.FEATURE_SCORE, sc.ISSUE_OUT_OF_RANGE), ("m", "x", sc.ISSUE_NAN), ("m", "z", sc.ISSUE_MISSING)]
+
+
+def test_labels_and_other_logs(validator):
+    rec = validator.validate(_event(sc.EVENT_LABEL, **{sc.ML_MODEL_NAME: "m", sc.ML_PREDICTION_ID: "p", sc.ML_LABEL_VALUE: 1}))
+    assert isinstance(rec, LabelRecord) and rec.value == 1.0
+    bad = validator.validate(_event(sc.EVENT_LABEL, **{sc.ML_MODEL_NAME: "m", sc.ML_PREDICTION_ID: "p"}))
+    assert isinstance(bad, Rejection) and bad.reason == sc.REASON_MISSING_ATTRIBUTE
+    assert validator.validate(_event("", msg="an application log")) is None
+
+
+def test_anonymization_actions():
+    cfg = AnonymizationConfig(rules=(
+        AnonymizationRule(sc.ENDUSER_ID, "hash"), AnonymizationRule("ml.feature.email", "drop"),
+        AnonymizationRule("ml.feature.zip", "generalize", keep_chars=3), AnonymizationRule("ml.feature.card", "mask", keep_chars=4),
+        AnonymizationRule("ml.feature.income", "generalize", bucket=1000.0)))
+    anon = Anonymizer(cfg, {"OTEL_ML_HASH_KEY": "k"})
+    rec = PredictionRecord("m", "1", "p", "classification", 1.0,
+                           {"email": "a@b.org", "zip": "75011", "card": "4111111111111111", "income": 52345.0,
+                            "note": "mail me: x.y@corp.example", "tel": "(555) 123-4567", "plan": "pro"},
+                           "1", segments={"who": "jane@doe.io"}, extra={sc.ENDUSER_ID: "u1", "client.address": "10.1.2.3"})
+    anon.prediction(rec)
+    assert "email" not in rec.features and rec.features["zip"] == "750*" and rec.features["card"] == "*" * 12 + "1111"
+    assert rec.features["income"] == 52000.0 and rec.features["note"] == "[email]" and rec.features["tel"] == "[phone]"
+    assert rec.features["plan"] == "pro" and rec.segments["who"] == "[email]"
+    assert rec.extra[sc.ENDUSER_ID] == hmac.new(b"k", b"u1", hashlib.sha256).hexdigest()
+    assert rec.extra["client.address"] == hmac.new(b"k", b"10.1.2.3", hashlib.sha256).hexdigest()
+
+
+def test_without_hash_key_hashes_are_still_not_raw():
+    anon = Anonymizer(AnonymizationConfig(), {})
+    assert anon.hash("u1") != "u1" and len(anon.hash("u1")) == 64

@@ -1,0 +1,71 @@
+"""The config file: every default, strict keys and types, durations (DESIGN.md)."""
+
+import pytest
+import yaml
+
+from otel_ml_processor.config import Config, ConfigError, load_config, parse_config, parse_duration
+
+
+def test_defaults_match_design():
+    c = load_config(None)
+    assert c.receiver.grpc_endpoint == "127.0.0.1:4317" and c.receiver.http_endpoint == "127.0.0.1:4318"
+    assert c.receiver.max_request_bytes == 16777216 and c.receiver.max_inflight_bytes == 268435456
+    assert c.prometheus.endpoint == "127.0.0.1:9464"
+    assert c.storage.url == "sqlite:///otel-ml.db" and c.storage.retention == 30 * 86400
+    assert c.compute.interval == 15 and c.labels.pending_max == 1_000_000 and c.labels.pending_ttl == 7 * 86400
+    assert (c.limits.max_models, c.limits.max_features_per_model, c.limits.max_groups_per_attribute) == (100, 500, 50)
+    assert c.anonymization.hash_key_env == "OTEL_ML_HASH_KEY"
+    m = c.model("anything")
+    assert m.window.size == 10_000 and m.reference.first_n == 1000 and m.drift.default.method == "auto"
+    assert m.fairness.min_group_size == 30
+
+
+def test_design_example_parses(tmp_path):
+    text = """
+models:
+  - name: churn
+    task: classification
+    positive_label: "1"
+    reference: {path: reference.csv}
+    window: {size: 10000, max_age: null}
+    drift:
+      default: {method: auto}
+      features: {age: {method: psi, threshold: 0.2}}
+    fairness: {attributes: [gender], min_group_size: 30}
+"""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    m = load_config(str(path)).model("churn")
+    assert m.positive_label == "1" and m.drift.features["age"].method == "psi" and m.fairness.attributes == ("gender",)
+    assert load_config(str(path)).resolve_path(m.reference.path) == str(tmp_path / "reference.csv")
+
+
+@pytest.mark.parametrize("text, key", [
+    ("nope: 1", "nope"),
+    ("receiver: {tls: {cert: x}}", "receiver.tls.cert"),
+    ("storage: {retention: 30 days}", "storage.retention"),
+    ("limits: {max_models: '100'}", "limits.max_models"),
+    ("labels: {pending_max: -1}", "labels.pending_max"),
+    ("anonymization: {rules: [{attribute: a, action: scramble}]}", "anonymization.rules[0].action"),
+    ("models: [{name: a}, {name: a}]", "models[1].name"),
+    ("models: [{task: regression}]", "models[0].name"),
+    ("models: [{name: a, fairness: {attributes: gender}}]", "models[0].fairness.attributes"),
+])
+def test_errors_name_key_and_file(text, key):
+    with pytest.raises(ConfigError) as err:
+        parse_config(yaml.safe_load(text), "conf.yaml")
+    assert err.value.key == key and "conf.yaml" in str(err.value)
+
+
+@pytest.mark.parametrize("text, seconds", [("15s", 15), ("5m", 300), ("7d", 604800), ("250ms", 0.25), ("1h", 3600)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+def test_unreadable_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError):
+        load_config(str(tmp_path / "missing.yaml"))
+    (tmp_path / "bad.yaml").write_text("receiver: [unclosed")
+    with pytest.raises(ConfigError):
+        load_config(str(tmp_path / "bad.yaml"))
+    assert isinstance(parse_config(None), Config)
