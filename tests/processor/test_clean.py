@@ -70,7 +70,7 @@ def test_feature_repairs_are_counted(validator, issues):
                                            sc.ML_OUTPUT_SCORE: 1.5}))
     assert rec.features["x"] is None and rec.score is None
     assert issues == [("m", "x", sc.ISSUE_TYPE_CHANGED), ("m", "z", sc.ISSUE_UNSUPPORTED_TYPE), ("m", "y", sc.ISSUE_MISSING),
-                      ("m", sc.FEATURE_SCORE, sc.ISSUE_OUT_OF_RANGE), ("m", "x", sc.ISSUE_NAN), ("m", "z", sc.ISSUE_MISSING)]
+                      ("m", sc.FEATURE_SCORE, sc.ISSUE_OUT_OF_RANGE), ("m", "x", sc.ISSUE_NAN)]  # z never had a kind
 
 
 def test_labels_and_other_logs(validator):
