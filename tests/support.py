@@ -218,3 +218,52 @@ def sdk_logger_provider(endpoint: str, protocol: str, headers: Optional[dict] = 
     provider = LoggerProvider(resource=Resource.create({"service.name": "otel-ml-test"}))
     provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
     return provider
+
+
+def otlp_logs_request(records: list) -> bytes:
+    """A serialized ExportLogsServiceRequest of ``(event_name, attributes)`` records."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest  # noqa: PLC0415
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue  # noqa: PLC0415
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord  # noqa: PLC0415
+
+    def kv(key, value):
+        if isinstance(value, bool):
+            return KeyValue(key=key, value=AnyValue(bool_value=value))
+        if isinstance(value, str):
+            return KeyValue(key=key, value=AnyValue(string_value=value))
+        return KeyValue(key=key, value=AnyValue(double_value=value))
+
+    req = ExportLogsServiceRequest()
+    sl = req.resource_logs.add().scope_logs.add()
+    for event, attrs in records:
+        lr = LogRecord(event_name=event)
+        lr.attributes.extend(kv(k, v) for k, v in attrs.items())
+        sl.log_records.append(lr)
+    return req.SerializeToString()
+
+
+def prediction(model: str, pid: str, features: Optional[dict] = None, label: str = "1", **extra) -> tuple:
+    """An ``ml.prediction`` record for :func:`otlp_logs_request`."""
+    from otel_ml import semconv as sc  # noqa: PLC0415
+
+    attrs = {sc.ML_MODEL_NAME: model, sc.ML_MODEL_VERSION: "1", sc.ML_PREDICTION_ID: pid, sc.ML_OUTPUT_LABEL: label}
+    attrs.update({sc.feature_key(k): v for k, v in (features or {"x": 1.0}).items()})
+    attrs.update(extra)
+    return "ml.prediction", attrs
+
+
+def label(model: str, pid: str, value) -> tuple:
+    from otel_ml import semconv as sc  # noqa: PLC0415
+
+    return "ml.label", {sc.ML_MODEL_NAME: model, sc.ML_PREDICTION_ID: pid, sc.ML_LABEL_VALUE: value}
+
+
+def grpc_export(endpoint: str, body: bytes, timeout: float = 30, metadata=None):
+    """Send raw OTLP logs bytes over gRPC; returns the ExportLogsServiceResponse."""
+    import grpc  # noqa: PLC0415
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse  # noqa: PLC0415
+
+    with grpc.insecure_channel(endpoint) as channel:
+        export = channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+                                     response_deserializer=ExportLogsServiceResponse.FromString)
+        return export(body, timeout=timeout, metadata=metadata)
