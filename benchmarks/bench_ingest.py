@@ -114,7 +114,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         with ProcessorProcess(Path(tmp), db_url=args.db_url, interval="5s") as proc:
             ps = psutil.Process(proc.proc.pid)
-            print(f"processor RSS at start: {ps.memory_info().rss / 2**20:.0f} MiB")
+
+            def rss() -> str:
+                main = ps.memory_info().rss
+                workers = sum(c.memory_info().rss for c in ps.children(recursive=True))
+                return f"{main / 2**20:.0f} MiB (+ {workers / 2**20:.0f} MiB in {len(ps.children())} child processes: ingest workers + multiprocessing resource tracker)"
+
+            print(f"processor RSS at start: {rss()}")
             total = 0
             for protocol in protocols:
                 bodies = [build_request("bench", s) for s in range(args.batches)]
@@ -123,7 +129,7 @@ def main() -> None:
                 print(f"{protocol:5s}: {rate:9,.0f} records/s  ({len(bodies) * RECORDS:,} records)")
             wait_for(lambda: proc.sample("ml_records_received_total", {"model": "bench", "signal": "prediction"}) == total,
                      timeout=120, what="all records counted")
-            print(f"processor RSS after {total:,} records: {ps.memory_info().rss / 2**20:.0f} MiB")
+            print(f"processor RSS after {total:,} records: {rss()}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
 """The ingest pipeline: OTLP events -> validate -> anonymize -> store (+ label join) -> windows.
 
-It runs on one writer thread (SQLite has one writer); the receivers call
-:meth:`Ingest.logs` and answer success only after it returned, so an acknowledged batch is
-committed. Cardinality caps apply to the label values it counts with: models beyond
+Two halves: cleaning (``clean.batch.Cleaner``: decode, validate, anonymize; stateless, so it
+runs in ingest worker processes) and :meth:`Ingest.commit` on the one writer thread (SQLite has
+one writer): counters, cardinality limits, feature kinds, store, label join, windows. The
+receivers answer success only after ``commit`` returned, so an acknowledged batch is committed. Cardinality caps apply to the label values it counts with: models beyond
 ``limits.max_models`` are stored but counted as ``__other__`` and get no window.
 
 Example::
 
     ingest = Ingest(config, db, counters, windows)
-    result = ingest.logs(request, received_at=time.time())
+    result = ingest.logs(request, received_at=time.time())   # or ingest.commit(batch, now)
     result.rejected, result.message
 """
 
@@ -20,13 +21,12 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from otel_ml import semconv as sc
-from otel_ml_processor.clean.anonymize import Anonymizer
-from otel_ml_processor.clean.records import AuditRecord, LabelRecord, PredictionRecord
-from otel_ml_processor.clean.validate import Rejection, Validator
+from otel_ml_processor.clean.batch import CleanBatch, Cleaner
+from otel_ml_processor.clean.kinds import FeatureKinds
 from otel_ml_processor.config import Config
 from otel_ml_processor.counters import CardinalityGuard, Counters
 from otel_ml_processor.join.labels import LabelJoiner
-from otel_ml_processor.receive.otlp import LogEvent, events_from_request
+from otel_ml_processor.receive.otlp import LogEvent
 from otel_ml_processor.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,8 @@ class Ingest:
         self.models = CardinalityGuard(config.limits.max_models, sc.KIND_MODEL, counters,
                                        initial=[m.name for m in config.models])
         self._features: dict = {}   # model -> CardinalityGuard of its features
-        self.validator = Validator(self._issue)
-        self.anonymizer = Anonymizer(config.anonymization)
+        self.cleaner = Cleaner(config.anonymization)
+        self.kinds = FeatureKinds(self._issue)
         self.joiner = LabelJoiner(counters, windows, self.model_label)
 
     def model_label(self, model: str) -> str:
@@ -90,43 +90,43 @@ class Ingest:
             return features
         return {k: v for k, v in features.items() if self._feature_label(model, k) != sc.OVERFLOW_LABEL_VALUE}
 
-    def _issue(self, model: str, feature: str, issue: str) -> None:
+    def _issue(self, model: str, feature: str, issue: str, n: int = 1) -> None:
         m = self.model_label(model)
         f = self._feature_label(m, feature) if m != sc.OVERFLOW_LABEL_VALUE else sc.OVERFLOW_LABEL_VALUE
-        self.counters.inc(self.counters.data_quality, (m, f, issue))
+        self.counters.inc(self.counters.data_quality, (m, f, issue), n)
 
     def logs(self, request, received_at: float | None = None) -> IngestResult:
+        """Clean and commit a decoded ExportLogsServiceRequest on this thread."""
         now = time.time() if received_at is None else received_at
-        return self.events(events_from_request(request, now), now)
+        return self.commit(self.cleaner.message("logs", request, now), now)
 
     def events(self, events: Iterable[LogEvent], now: float) -> IngestResult:
-        preds: list = []
-        labels: list = []
-        audits: list = []
+        return self.commit(self.cleaner.events(events), now)
+
+    def commit(self, batch: CleanBatch, now: float) -> IngestResult:
+        """The stateful half of ingest (writer thread): count, check kinds, store, join."""
         result = IngestResult()
         inc, c = self.counters.inc, self.counters
-        for ev in events:
-            rec = self.validator.validate(ev)
-            if rec is None:
-                inc(c.received, ("", sc.SIGNAL_LOG))
-                result.accepted += 1
-            elif isinstance(rec, Rejection):
-                model = self.model_label(rec.model) if rec.model else ""
-                inc(c.received, (model, rec.signal))
-                inc(c.rejected, (rec.reason,))
-                result.rejected += 1
-                if not result.message:
-                    result.message = f"{rec.reason}: {rec.message}"
-            elif isinstance(rec, PredictionRecord):
-                if self.model_label(rec.model) == sc.OVERFLOW_LABEL_VALUE:
-                    # Beyond max_models: no window, and no per-feature state kept for it.
-                    self.validator.feature_kinds.pop(rec.model, None)
-                preds.append(self.anonymizer.prediction(rec))
-            elif isinstance(rec, LabelRecord):
-                labels.append(rec)
-            elif isinstance(rec, AuditRecord):
-                audits.append(self.anonymizer.audit(rec))
+        for (model, feature, issue), n in batch.issues.items():
+            self._issue(model, feature, issue, n)
+        if batch.logs:
+            inc(c.received, ("", sc.SIGNAL_LOG), batch.logs)
+            result.accepted += batch.logs
+        if batch.points:
+            inc(c.received, ("", sc.SIGNAL_METRIC), batch.points)
+        if batch.spans:
+            inc(c.received, ("", sc.SIGNAL_SPAN), batch.spans)
+        for rec in batch.rejections:
+            inc(c.received, (self.model_label(rec.model) if rec.model else "", rec.signal))
+            inc(c.rejected, (rec.reason,))
+            result.rejected += 1
+            if not result.message:
+                result.message = f"{rec.reason}: {rec.message}"
+        preds = batch.predictions
         if preds:
+            for r in preds:
+                if self.model_label(r.model) != sc.OVERFLOW_LABEL_VALUE:
+                    self.kinds.check(r)
             write = self.db.insert_predictions(preds, now=now)
             per_model: dict = {}
             for r in write.inserted:
@@ -144,7 +144,8 @@ class Ingest:
             if write.duplicates and not result.message:
                 result.message = f"{sc.REASON_DUPLICATE}: {len(write.duplicates)} prediction id(s) already stored"
             self.joiner.joined(write.joined, now)
-        if labels:
+        if batch.labels:
+            labels = batch.labels
             write = self.db.upsert_labels(labels, now=now)
             for r in labels:
                 inc(c.received, (self.model_label(r.model), sc.SIGNAL_LABEL))
@@ -152,9 +153,9 @@ class Ingest:
                 inc(c.labels_replaced, (self.model_label(model),))
             result.accepted += len(labels)
             self.joiner.joined(write.joined, now)
-        if audits:
-            self.db.insert_audit(audits)
-            for r in audits:
+        if batch.audits:
+            self.db.insert_audit(batch.audits)
+            for r in batch.audits:
                 inc(c.received, (self.model_label(r.model), sc.SIGNAL_AUDIT))
-            result.accepted += len(audits)
+            result.accepted += len(batch.audits)
         return result

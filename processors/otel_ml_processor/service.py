@@ -1,7 +1,8 @@
 """The processor service: wires the stages together and runs them until SIGTERM.
 
-Threads: the asyncio loop (gRPC + HTTP I/O), one writer thread (decode, clean, store, join),
-one compute thread. SIGTERM or SIGINT: readiness goes to 503, the receivers stop accepting and
+Threads: the asyncio loop (gRPC + HTTP I/O), one writer thread (commit: store, join, windows),
+one compute thread; and ingest worker processes (decode, validate, anonymize), one per core
+unless ``$OTEL_ML_INGEST_WORKERS`` says otherwise. SIGTERM or SIGINT: readiness goes to 503, the receivers stop accepting and
 finish the requests in flight (each answered only after its batch is committed), the writer
 drains, and the process exits 0 within ``SHUTDOWN_GRACE_SECONDS`` plus the last batch.
 
@@ -16,14 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Optional
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from otel_ml_processor.clean.batch import init_worker, warm_up
 from otel_ml_processor.compute.manager import Computer, ModelWindows
 from otel_ml_processor.config import Config
 from otel_ml_processor.counters import Counters
@@ -43,6 +47,19 @@ log = logging.getLogger("otel_ml_processor")
 SHUTDOWN_GRACE_SECONDS = 10
 
 
+def ingest_workers() -> int:
+    """Ingest worker processes: ``$OTEL_ML_INGEST_WORKERS``, else one per core on multi-core machines.
+
+    Decoding and cleaning (the costly, stateless part of ingest) run in them so that every
+    core works; 0 keeps everything on the writer thread.
+    """
+    value = os.environ.get("OTEL_ML_INGEST_WORKERS")
+    if value is not None and value.strip():
+        return max(0, int(value))
+    cores = os.cpu_count() or 1
+    return cores if cores > 1 else 0
+
+
 def split_endpoint(endpoint: str) -> tuple:
     host, _, port = endpoint.rpartition(":")
     return host.strip("[]") or "0.0.0.0", int(port)
@@ -60,8 +77,9 @@ class ProcessorService:
         self.computer = Computer(config, self.db, self.windows, self.counters)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(MLCollector(self.counters, lambda: self.computer.snapshot))
-        self.handlers = Handlers(self.ingest, self.counters)
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otel-ml-writer")
+        self.pool = None
+        self.handlers = Handlers(self.ingest, self.counters, self.writer, None, config.receiver.max_request_bytes)
         self.gate = InflightGate(config.receiver.max_inflight_bytes)
         self.ready = False
         self._grpc = None
@@ -74,9 +92,17 @@ class ProcessorService:
         loaded = self.windows.rebuild()
         self.computer.run_once()
         log.info("windows rebuilt from the database: %d rows", loaded)
+        workers = ingest_workers()
+        if workers:
+            self.pool = ProcessPoolExecutor(
+                max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker,
+                initargs=(self.config.anonymization, {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}))
+            # Start the workers now (spawn imports take a moment), not on the first request.
+            await asyncio.gather(*(asyncio.get_running_loop().run_in_executor(self.pool, warm_up) for _ in range(workers)))
+            self.handlers.pool = self.pool
         cfg = self.config.receiver
-        self._grpc = await start_grpc_server(cfg, self.handlers, self.writer, self.auth, self.gate)
-        receiver = HttpReceiver(cfg, self.handlers, self.writer, self.auth, self.gate)
+        self._grpc = await start_grpc_server(cfg, self.handlers, self.auth, self.gate)
+        receiver = HttpReceiver(cfg, self.handlers, self.auth, self.gate)
         await self._site(receiver.app(), cfg.http_endpoint, ssl_context(cfg))
         await self._site(metrics_app(self.registry, lambda: self.ready), self.config.prometheus.endpoint, None)
         self.computer.start()
@@ -102,6 +128,8 @@ class ProcessorService:
             await runner.cleanup()
         # Requests already handed to the writer finish and commit before the exit.
         await asyncio.get_running_loop().run_in_executor(None, self.writer.shutdown, True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
         self.computer.stop()
         self.db.close()
         log.info("otel-ml processor stopped in %.2fs", time.monotonic() - started)

@@ -8,6 +8,7 @@ import pytest
 
 from otel_ml import semconv as sc
 from otel_ml_processor.clean.anonymize import Anonymizer
+from otel_ml_processor.clean.kinds import FeatureKinds
 from otel_ml_processor.clean.records import LabelRecord, PredictionRecord
 from otel_ml_processor.clean.validate import Rejection, Validator
 from otel_ml_processor.config import AnonymizationConfig, AnonymizationRule
@@ -63,13 +64,19 @@ def test_rejections(validator, attrs, reason):
 
 
 def test_feature_repairs_are_counted(validator, issues):
-    validator.validate(_pred("a", **{sc.feature_key("x"): 1.0, sc.feature_key("y"): "u"}))
-    rec = validator.validate(_pred("b", **{sc.feature_key("x"): "now text", sc.feature_key("z"): [1, 2]}))
+    kinds = FeatureKinds(lambda m, f, i: issues.append((m, f, i)))
+
+    def clean(event):
+        rec = validator.validate(event)
+        kinds.check(rec)
+        return rec
+
+    clean(_pred("a", **{sc.feature_key("x"): 1.0, sc.feature_key("y"): "u"}))
+    rec = clean(_pred("b", **{sc.feature_key("x"): "now text", sc.feature_key("z"): [1, 2]}))
     assert rec.features == {"x": None, "z": None, "y": None}
-    rec = validator.validate(_pred("c", **{sc.feature_key("x"): math.nan, sc.feature_key("y"): "u",
-                                           sc.ML_OUTPUT_SCORE: 1.5}))
+    rec = clean(_pred("c", **{sc.feature_key("x"): math.nan, sc.feature_key("y"): "u", sc.ML_OUTPUT_SCORE: 1.5}))
     assert rec.features["x"] is None and rec.score is None
-    assert issues == [("m", "x", sc.ISSUE_TYPE_CHANGED), ("m", "z", sc.ISSUE_UNSUPPORTED_TYPE), ("m", "y", sc.ISSUE_MISSING),
+    assert issues == [("m", "z", sc.ISSUE_UNSUPPORTED_TYPE), ("m", "x", sc.ISSUE_TYPE_CHANGED), ("m", "y", sc.ISSUE_MISSING),
                       ("m", sc.FEATURE_SCORE, sc.ISSUE_OUT_OF_RANGE), ("m", "x", sc.ISSUE_NAN)]  # z never had a kind
 
 

@@ -31,6 +31,14 @@ class PredictionRecord:
     trace_id: str = ""
     span_id: str = ""
 
+    def __reduce__(self):
+        # Positional pickling: half the cost of the default for slotted dataclasses, and
+        # records cross from ingest workers to the writer by the thousand.
+        return (PredictionRecord, (
+            self.model, self.model_version, self.prediction_id, self.task, self.time, self.features,
+            self.output_label, self.output_value, self.score, self.probabilities, self.segments,
+            self.extra, self.trace_id, self.span_id))
+
 
 @dataclass(slots=True)
 class LabelRecord:

@@ -7,10 +7,9 @@ Rules, each with its counter:
   unknown ``ml.model.task`` or an audit action outside the documented set is rejected:
   ``invalid_attribute``.
 - A feature value that is NaN or infinite becomes missing: issue ``nan``. An array or map
-  becomes missing: ``unsupported_type``. A value whose kind (number / string) differs from
-  what the model sent first for that feature becomes missing: ``type_changed``. A feature the
-  model sent before and this record lacks: ``missing``. Booleans are the strings ``true`` /
-  ``false`` (categorical). The row itself stays.
+  becomes missing: ``unsupported_type``. Booleans are the strings ``true`` / ``false``
+  (categorical); numbers are floats. The row itself stays. (Kind changes and missing features
+  need memory across records: ``clean/kinds.py``.)
 - A score that is NaN, infinite or outside [0, 1] is dropped from the row:
   ``feature="__score__"``, issue ``nan`` / ``out_of_range``.
 
@@ -60,14 +59,14 @@ def _finite(v: object) -> bool:
 
 
 class Validator:
-    """Stateful validator: it remembers each (model, feature)'s first kind and known features.
+    """Stateless validator (it can run in any ingest worker process).
 
-    ``feature_kinds`` can be pre-filled (e.g. from stored rows after a restart).
+    What needs memory across records (a feature's first kind, the features a model sent
+    before) is checked afterwards by :class:`otel_ml_processor.clean.kinds.FeatureKinds`.
     """
 
-    def __init__(self, issues: IssueSink, feature_kinds: Optional[dict] = None):
+    def __init__(self, issues: IssueSink):
         self._issues = issues
-        self.feature_kinds: dict = feature_kinds if feature_kinds is not None else {}
 
     def validate(self, event: LogEvent) -> Validated:
         """The typed record of ``event``, a :class:`Rejection`, or None for a non-ML log."""
@@ -125,7 +124,6 @@ class Validator:
             else:
                 score = float(score)
         features, segments, probabilities, extra = {}, {}, {}, {}
-        kinds = self.feature_kinds.setdefault(model, {})
         issue = self._issues
         for key, v in a.items():
             # One pass over the attributes: this loop is the ingest hot path.
@@ -134,22 +132,13 @@ class Validator:
                 if type(v) is float or type(v) is int:
                     if v != v or v in _INF:
                         issue(model, name, sc.ISSUE_NAN)
-                        features[name] = None
-                        continue
-                    kind, v = _NUMERIC, float(v)
-                elif type(v) is str:
-                    kind = _TEXT
+                        v = None
+                    else:
+                        v = float(v)
                 elif type(v) is bool:
-                    kind, v = _TEXT, "true" if v else "false"
-                else:
+                    v = "true" if v else "false"
+                elif type(v) is not str:
                     issue(model, name, sc.ISSUE_UNSUPPORTED_TYPE)
-                    features[name] = None
-                    continue
-                first = kinds.get(name)
-                if first is None:
-                    kinds[name] = kind
-                elif first != kind:
-                    issue(model, name, sc.ISSUE_TYPE_CHANGED)
                     v = None
                 features[name] = v
             elif key.startswith(_SEGMENT):
@@ -159,11 +148,6 @@ class Validator:
                     probabilities[key[len(_PROB):]] = float(v)
             elif key not in _KNOWN:
                 extra[key] = v
-        if not kinds.keys() <= features.keys():
-            for name in kinds:
-                if name not in features:
-                    issue(model, name, sc.ISSUE_MISSING)
-                    features[name] = None
         return PredictionRecord(
             model=model, model_version=a[sc.ML_MODEL_VERSION], prediction_id=a[sc.ML_PREDICTION_ID],
             task=task, time=event.time, features=features, output_label=label, output_value=value,

@@ -7,25 +7,21 @@ bearer token gets ``UNAUTHENTICATED``; past ``receiver.max_inflight_bytes``, ``U
 
 Example::
 
-    server = await start_grpc_server(config.receiver, handlers, executor, auth, gate)
+    server = await start_grpc_server(config.receiver, handlers, auth, gate)
     ...
     await server.stop(grace=5)
 """
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import Executor
 from typing import Callable
 
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_ml import semconv as sc
+from otel_ml_processor.clean.batch import KIND_LOGS, KIND_METRICS, KIND_TRACES
 from otel_ml_processor.config import ReceiverConfig
 from otel_ml_processor.receive.auth import BearerAuth
 from otel_ml_processor.receive.handlers import Handlers
@@ -33,10 +29,11 @@ from otel_ml_processor.receive.limits import RETRY_AFTER_SECONDS, InflightGate
 from otel_ml_processor.receive.otlp import MalformedRequest
 
 SERVICES = {
-    "opentelemetry.proto.collector.logs.v1.LogsService": (ExportLogsServiceRequest, "logs"),
-    "opentelemetry.proto.collector.metrics.v1.MetricsService": (ExportMetricsServiceRequest, "metrics"),
-    "opentelemetry.proto.collector.trace.v1.TraceService": (ExportTraceServiceRequest, "traces"),
+    "opentelemetry.proto.collector.logs.v1.LogsService": KIND_LOGS,
+    "opentelemetry.proto.collector.metrics.v1.MetricsService": KIND_METRICS,
+    "opentelemetry.proto.collector.trace.v1.TraceService": KIND_TRACES,
 }
+PROTOBUF = "application/x-protobuf"
 
 
 def _retry_info_trailer() -> tuple:
@@ -46,18 +43,7 @@ def _retry_info_trailer() -> tuple:
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
-def _method(message_class: type, kind: str, handlers: Handlers, executor: Executor,
-            auth: BearerAuth, gate: InflightGate) -> Callable:
-    handle = getattr(handlers, kind)
-
-    def work(body: bytes):
-        request = message_class()
-        try:
-            request.ParseFromString(body)
-        except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError or RuntimeError
-            raise MalformedRequest(str(exc)[:200]) from exc
-        return handle(request)
-
+def _method(kind: str, handlers: Handlers, auth: BearerAuth, gate: InflightGate) -> Callable:
     async def export(body: bytes, context: grpc.aio.ServicerContext):
         if auth.required:
             md = dict(context.invocation_metadata() or ())
@@ -70,7 +56,8 @@ def _method(message_class: type, kind: str, handlers: Handlers, executor: Execut
             context.set_trailing_metadata(_retry_info_trailer())
             await context.abort(grpc.StatusCode.UNAVAILABLE, "busy: retry later")
         try:
-            response = await asyncio.get_running_loop().run_in_executor(executor, work, body)
+            # grpc already decompressed the body (grpc-encoding), so it is plain protobuf.
+            response = await handlers.export(kind, body, PROTOBUF, None)
         except MalformedRequest as exc:
             handlers.request_rejected(sc.REASON_MALFORMED)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed OTLP request: {exc}")
@@ -81,15 +68,15 @@ def _method(message_class: type, kind: str, handlers: Handlers, executor: Execut
     return export
 
 
-async def start_grpc_server(cfg: ReceiverConfig, handlers: Handlers, executor: Executor,
-                            auth: BearerAuth, gate: InflightGate) -> grpc.aio.Server:
+async def start_grpc_server(cfg: ReceiverConfig, handlers: Handlers, auth: BearerAuth,
+                            gate: InflightGate) -> grpc.aio.Server:
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", cfg.max_request_bytes),
         ("grpc.max_send_message_length", 4 << 20),
     ])
-    for service, (message_class, kind) in SERVICES.items():
+    for service, kind in SERVICES.items():
         handler = grpc.unary_unary_rpc_method_handler(
-            _method(message_class, kind, handlers, executor, auth, gate),
+            _method(kind, handlers, auth, gate),
             request_deserializer=None, response_serializer=lambda m: m.SerializeToString())
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {"Export": handler}),))
     if cfg.tls.cert_file and cfg.tls.key_file:

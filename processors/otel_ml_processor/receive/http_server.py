@@ -22,30 +22,23 @@ import asyncio
 import json
 import ssl
 import time
-from concurrent.futures import Executor
 from typing import Optional
 
 from aiohttp import web
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_ml import semconv as sc
+from otel_ml_processor.clean.batch import KIND_LOGS, KIND_METRICS, KIND_TRACES
 from otel_ml_processor.config import ReceiverConfig
 from otel_ml_processor.receive.auth import BearerAuth
 from otel_ml_processor.receive.handlers import Handlers
 from otel_ml_processor.receive.limits import RETRY_AFTER_SECONDS, InflightGate
-from otel_ml_processor.receive.otlp import LogEvent, MalformedRequest, RequestTooLarge, decode_request, is_json
+from otel_ml_processor.receive.otlp import LogEvent, MalformedRequest, RequestTooLarge, is_json
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-ROUTES = {
-    "/v1/logs": (ExportLogsServiceRequest, "logs"),
-    "/v1/metrics": (ExportMetricsServiceRequest, "metrics"),
-    "/v1/traces": (ExportTraceServiceRequest, "traces"),
-}
+ROUTES = {"/v1/logs": KIND_LOGS, "/v1/metrics": KIND_METRICS, "/v1/traces": KIND_TRACES}
 
 
 def _status(code: int, message: str, as_json: bool, http_status: int, headers: Optional[dict] = None) -> web.Response:
@@ -70,8 +63,8 @@ def label_events(body: bytes, received_at: float) -> list:
 
 
 class HttpReceiver:
-    def __init__(self, cfg: ReceiverConfig, handlers: Handlers, executor: Executor, auth: BearerAuth, gate: InflightGate):
-        self.cfg, self.handlers, self.executor, self.auth, self.gate = cfg, handlers, executor, auth, gate
+    def __init__(self, cfg: ReceiverConfig, handlers: Handlers, auth: BearerAuth, gate: InflightGate):
+        self.cfg, self.handlers, self.auth, self.gate = cfg, handlers, auth, gate
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.cfg.max_request_bytes)
@@ -89,7 +82,7 @@ class HttpReceiver:
             raise RequestTooLarge(f"body exceeds {self.cfg.max_request_bytes} bytes") from exc
 
     async def otlp(self, request: web.Request) -> web.StreamResponse:
-        message_class, kind = ROUTES[request.path]
+        kind = ROUTES[request.path]
         ctype = request.headers.get("Content-Type", PROTOBUF)
         as_json = is_json(ctype)
         if not as_json and ctype.split(";")[0].strip().lower() != PROTOBUF:
@@ -108,14 +101,8 @@ class HttpReceiver:
             return _status(code_pb2.UNAVAILABLE, "busy: retry later", as_json, 503,
                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         encoding = request.headers.get("Content-Encoding")
-        handle = getattr(self.handlers, kind)
-
-        def work():
-            parsed = decode_request(message_class, body, ctype, encoding, self.cfg.max_request_bytes)
-            return handle(parsed)
-
         try:
-            response = await asyncio.get_running_loop().run_in_executor(self.executor, work)
+            response = await self.handlers.export(kind, body, ctype, encoding)
         except RequestTooLarge as exc:
             self.handlers.request_rejected(sc.REASON_TOO_LARGE)
             return _status(code_pb2.INVALID_ARGUMENT, str(exc), as_json, 413)
@@ -143,7 +130,7 @@ class HttpReceiver:
             return web.json_response({"error": str(exc)}, status=400)
         ingest = self.handlers.ingest
         result = await asyncio.get_running_loop().run_in_executor(
-            self.executor, lambda: ingest.events(events, time.time()))
+            self.handlers.writer, lambda: ingest.events(events, time.time()))
         return web.json_response({"accepted": result.accepted, "rejected": result.rejected,
                                   "errors": [result.message] if result.message else []})
 

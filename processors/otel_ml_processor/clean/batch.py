@@ -1,0 +1,118 @@
+"""The stateless half of ingest: a request in, a :class:`CleanBatch` out.
+
+It decodes, validates and anonymizes, and can run in ingest worker processes (so that both
+cores work) or on the writer thread. What it found wrong travels in the batch: the writer
+thread counts it, applies the cardinality limits and the per-model feature kinds, stores and
+joins.
+
+Example::
+
+    cleaner = Cleaner(config.anonymization)
+    batch = cleaner.request("logs", body, "application/x-protobuf", None, 16 << 20, time.time())
+    batch.predictions, batch.rejections, batch.issues
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from otel_ml_processor.clean.anonymize import Anonymizer
+from otel_ml_processor.clean.records import AuditRecord, LabelRecord, PredictionRecord
+from otel_ml_processor.clean.validate import Rejection, Validator
+from otel_ml_processor.config import AnonymizationConfig
+from otel_ml_processor.receive.otlp import LogEvent, decode_request, events_from_request
+
+KIND_LOGS, KIND_METRICS, KIND_TRACES = "logs", "metrics", "traces"
+MESSAGES = {KIND_LOGS: ExportLogsServiceRequest, KIND_METRICS: ExportMetricsServiceRequest,
+            KIND_TRACES: ExportTraceServiceRequest}
+
+
+@dataclass
+class CleanBatch:
+    predictions: list = field(default_factory=list)   # PredictionRecord, anonymized
+    labels: list = field(default_factory=list)        # LabelRecord
+    audits: list = field(default_factory=list)        # AuditRecord, anonymized
+    rejections: list = field(default_factory=list)    # Rejection
+    issues: dict = field(default_factory=dict)        # (model, feature, issue) -> count
+    logs: int = 0                                     # non-ML log records
+    points: int = 0                                   # metric data points (metrics requests)
+    spans: int = 0                                    # spans (traces requests)
+
+
+def _points(metric) -> int:
+    kind = metric.WhichOneof("data")
+    return len(getattr(metric, kind).data_points) if kind else 0
+
+
+class Cleaner:
+    def __init__(self, anonymization: AnonymizationConfig, environ: Optional[dict] = None):
+        self._batch: Optional[CleanBatch] = None
+        self.validator = Validator(self._issue)
+        self.anonymizer = Anonymizer(anonymization, environ)
+
+    def _issue(self, model: str, feature: str, issue: str) -> None:
+        key = (model, feature, issue)
+        self._batch.issues[key] = self._batch.issues.get(key, 0) + 1
+
+    def events(self, events: Iterable[LogEvent]) -> CleanBatch:
+        batch = self._batch = CleanBatch()
+        validate, anonymizer = self.validator.validate, self.anonymizer
+        for ev in events:
+            rec = validate(ev)
+            if rec is None:
+                batch.logs += 1
+            elif type(rec) is PredictionRecord:
+                batch.predictions.append(anonymizer.prediction(rec))
+            elif type(rec) is Rejection:
+                batch.rejections.append(rec)
+            elif type(rec) is LabelRecord:
+                batch.labels.append(rec)
+            elif type(rec) is AuditRecord:
+                batch.audits.append(anonymizer.audit(rec))
+        self._batch = None
+        return batch
+
+    def request(self, kind: str, body: bytes, content_type: str, encoding: Optional[str],
+                max_bytes: int, received_at: float) -> CleanBatch:
+        """Decode an OTLP body of ``kind`` (logs, metrics, traces) and clean it."""
+        request = decode_request(MESSAGES[kind], body, content_type, encoding, max_bytes)
+        return self.message(kind, request, received_at)
+
+    def message(self, kind: str, request, received_at: float) -> CleanBatch:
+        if kind == KIND_LOGS:
+            return self.events(events_from_request(request, received_at))
+        if kind == KIND_METRICS:
+            return CleanBatch(points=sum(_points(m) for rm in request.resource_metrics
+                                         for sm in rm.scope_metrics for m in sm.metrics))
+        return CleanBatch(spans=sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans))
+
+
+# --- ingest worker processes ------------------------------------------------------------------
+
+_worker_cleaner: Optional[Cleaner] = None
+
+
+def init_worker(anonymization: AnonymizationConfig, environ: dict) -> None:
+    """Pool initializer: one Cleaner per worker process."""
+    global _worker_cleaner
+    # The parent handles Ctrl-C and SIGTERM and shuts the pool down in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.environ.update(environ)
+    _worker_cleaner = Cleaner(anonymization, environ)
+
+
+def clean_in_worker(kind: str, body: bytes, content_type: str, encoding: Optional[str],
+                    max_bytes: int, received_at: float) -> CleanBatch:
+    return _worker_cleaner.request(kind, body, content_type, encoding, max_bytes, received_at)
+
+
+def warm_up() -> bool:
+    return _worker_cleaner is not None
