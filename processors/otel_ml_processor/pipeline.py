@@ -39,29 +39,6 @@ class IngestResult:
     message: str = ""
 
 
-class IngestResult:
-    accepted: int = 0
-    rejected: int = 0
-    message: str = ""
-
-
-def window_label(task: str, value: object) -> object:
-    """A label as the window compares it: classes are strings (1.0 sent as a number is "1")."""
-    if task == sc.TASK_CLASSIFICATION:
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))
-        return str(value)
-    return float(value) if not isinstance(value, str) else _float_or_none(value)
-
-
-def _float_or_none(v: str):
-    try:
-        f = float(v)
-        return f if math.isfinite(f) else None
-    except ValueError:
-        return None
-
-
 class Ingest:
     def __init__(self, config: Config, db: Database, counters: Counters, windows) -> None:
         self.config, self.db, self.counters, self.windows = config, db, counters, windows

@@ -165,10 +165,8 @@ def test_pii_never_reaches_the_database_or_logs(tmp_path):
            "zip": "75011"}
     with ProcessorProcess(tmp_path) as proc:
         provider = sdk_logger_provider(proc.grpc_endpoint, "grpc")
-        from opentelemetry._logs import LogRecord as ApiLogRecord  # noqa: F401 - the API is what users call
-
         for i in range(20):
-            pid = otel_ml.record_prediction(
+            otel_ml.record_prediction(
                 "pii", "1", {"x": float(i), "email": raw["email"], "contact": f"call {raw['phone']}",
                              "zip": raw["zip"]},
                 label="1", segments={"customer": raw["email"]}, logger_provider=provider)

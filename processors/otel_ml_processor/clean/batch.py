@@ -79,6 +79,13 @@ class Cleaner:
         self._batch = None
         return batch
 
+    def request_encoded(self, *args) -> CleanBatch:
+        """:meth:`request`, with each prediction's JSON made here (in the worker) already."""
+        batch = self.request(*args)
+        for r in batch.predictions:
+            r.encode()
+        return batch
+
     def request(self, kind: str, body: bytes, content_type: str, encoding: Optional[str],
                 max_bytes: int, received_at: float) -> CleanBatch:
         """Decode an OTLP body of ``kind`` (logs, metrics, traces) and clean it."""
@@ -111,7 +118,7 @@ def init_worker(anonymization: AnonymizationConfig, environ: dict) -> None:
 
 def clean_in_worker(kind: str, body: bytes, content_type: str, encoding: Optional[str],
                     max_bytes: int, received_at: float) -> CleanBatch:
-    return _worker_cleaner.request(kind, body, content_type, encoding, max_bytes, received_at)
+    return _worker_cleaner.request_encoded(kind, body, content_type, encoding, max_bytes, received_at)
 
 
 def warm_up() -> bool:

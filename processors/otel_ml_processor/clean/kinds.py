@@ -42,8 +42,10 @@ class FeatureKinds:
             elif first is not t:
                 self._issues(r.model, name, sc.ISSUE_TYPE_CHANGED)
                 features[name] = None
+                r.encoded = None
         if not kinds.keys() <= features.keys():
             for name in kinds:
                 if name not in features:
                     self._issues(r.model, name, sc.ISSUE_MISSING)
                     features[name] = None
+                    r.encoded = None

@@ -8,10 +8,16 @@ Example::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
 Scalar = Union[str, float, None]
+
+
+def dumps(obj: dict) -> str:
+    """Compact JSON of a record's mapping field (``{}`` without work when empty)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False) if obj else "{}"
 
 
 @dataclass(slots=True)
@@ -30,6 +36,14 @@ class PredictionRecord:
     extra: dict = field(default_factory=dict)           # other attributes, anonymized
     trace_id: str = ""
     span_id: str = ""
+    #: JSON of (features, segments, probabilities, extra), made by the ingest worker so that the
+    #: writer thread need not; None when not made yet or when a field changed since.
+    encoded: Optional[tuple] = None
+
+    def encode(self) -> tuple:
+        if self.encoded is None:
+            self.encoded = (dumps(self.features), dumps(self.segments), dumps(self.probabilities), dumps(self.extra))
+        return self.encoded
 
     def __reduce__(self):
         # Positional pickling: half the cost of the default for slotted dataclasses, and
@@ -37,7 +51,7 @@ class PredictionRecord:
         return (PredictionRecord, (
             self.model, self.model_version, self.prediction_id, self.task, self.time, self.features,
             self.output_label, self.output_value, self.score, self.probabilities, self.segments,
-            self.extra, self.trace_id, self.span_id))
+            self.extra, self.trace_id, self.span_id, self.encoded))
 
 
 @dataclass(slots=True)

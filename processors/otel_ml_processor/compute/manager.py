@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from otel_ml import semconv as sc
 from otel_ml_processor.clean.records import PredictionRecord
 from otel_ml_processor.compute.engine import ModelMetrics, ModelSpec, compute_model_metrics
 from otel_ml_processor.compute.reference import (

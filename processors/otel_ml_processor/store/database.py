@@ -59,10 +59,6 @@ class LabelWrite:
     joined: list = field(default_factory=list)       # Join
 
 
-def _dumps(obj: dict) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False) if obj else "{}"
-
-
 def label_value(row) -> object:
     return row.value_text if row.value_text is not None else row.value_num
 
@@ -108,14 +104,16 @@ class Database:
             key = (r.model, r.prediction_id)
             (out.duplicates if key in seen else fresh).append(r)
             seen.add(key)
-        rows = [{
-            "model": r.model, "model_version": r.model_version, "prediction_id": r.prediction_id,
-            "task": r.task, "time": r.time, "received_at": now, "features": _dumps(r.features),
-            "segments": _dumps(r.segments), "output_label": r.output_label,
-            "output_value": r.output_value, "score": r.score,
-            "probabilities": _dumps(r.probabilities), "attributes": _dumps(r.extra),
-            "trace_id": r.trace_id, "span_id": r.span_id,
-        } for r in fresh]
+        rows = []
+        for r in fresh:
+            features, segments, probabilities, extra = r.encode()
+            rows.append({
+                "model": r.model, "model_version": r.model_version, "prediction_id": r.prediction_id,
+                "task": r.task, "time": r.time, "received_at": now, "features": features,
+                "segments": segments, "output_label": r.output_label, "output_value": r.output_value,
+                "score": r.score, "probabilities": probabilities, "attributes": extra,
+                "trace_id": r.trace_id, "span_id": r.span_id,
+            })
         with self.engine.begin() as conn:
             stmt = self._insert(_P).on_conflict_do_nothing().returning(_P.c.model, _P.c.prediction_id)
             new = {(m, p) for m, p in conn.execute(stmt, rows)}
