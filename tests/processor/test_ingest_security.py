@@ -11,41 +11,22 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest, ExportLogsServiceResponse
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 import otel_ml
 from otel_ml import semconv as sc
-from tests.support import ProcessorProcess, sdk_logger_provider, wait_for
+from tests.support import ProcessorProcess, otlp_logs_request, prediction, sdk_logger_provider, wait_for
 
 pytestmark = pytest.mark.e2e
 TOKEN = "s3cret-token-for-tests"
 HASH_KEY = "test-hash-key"
 
 
-def _kv(key, value):
-    if isinstance(value, str):
-        return KeyValue(key=key, value=AnyValue(string_value=value))
-    if isinstance(value, bool):
-        return KeyValue(key=key, value=AnyValue(bool_value=value))
-    return KeyValue(key=key, value=AnyValue(double_value=value))
-
-
-def _request(records: list) -> bytes:
-    req = ExportLogsServiceRequest()
-    sl = req.resource_logs.add().scope_logs.add()
-    for event, attrs in records:
-        lr = LogRecord(event_name=event)
-        lr.attributes.extend(_kv(k, v) for k, v in attrs.items())
-        sl.log_records.append(lr)
-    return req.SerializeToString()
-
-
 def _prediction(pid: str, **extra) -> tuple:
-    attrs = {sc.ML_MODEL_NAME: "sec", sc.ML_MODEL_VERSION: "1", sc.ML_PREDICTION_ID: pid,
-             sc.ML_OUTPUT_LABEL: "1", sc.feature_key("x"): 1.0, **extra}
-    return sc.EVENT_PREDICTION, attrs
+    return prediction("sec", pid, **extra)
+
+
+_request = otlp_logs_request
 
 
 @pytest.fixture(scope="module")
