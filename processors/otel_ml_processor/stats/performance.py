@@ -7,8 +7,8 @@ returned dict, never NaN. The rules, all those of scikit-learn 1.x:
 - binary (0/1 arrays, ``pos_label=1``): precision / recall / f1 are 0.0 when their denominator
   is 0 (sklearn's ``zero_division="warn"`` value);
 - ``roc_auc`` absent unless y_true holds both classes; ``log_loss`` absent unless y_true holds
-  both classes (sklearn raises without ``labels=``); ``roc_auc`` / ``log_loss`` / ``brier`` absent
-  when a probability is outside [0, 1] or not finite (sklearn raises);
+  both classes (sklearn raises without ``labels=``); ``log_loss`` / ``brier`` absent when a
+  probability is outside [0, 1] (sklearn raises; roc_auc only ranks, any finite score is fine);
 - multi-class: macro average over the sorted union of true and predicted labels;
 - regression: ``r2`` absent with fewer than 2 rows; when y_true is constant it is 1.0 for a
   perfect prediction else 0.0 (sklearn's ``force_finite=True``).
@@ -103,8 +103,11 @@ def binary_performance(y_true: np.ndarray, y_pred: np.ndarray,
     }
     if p_pos is not None:
         q = np.asarray(p_pos, dtype=float)
-        if _prob_ok(q):
+        if np.all(np.isfinite(q)):
+            # sklearn ranks any finite scores for roc_auc, but rejects values outside [0, 1]
+            # for the probability losses
             out[sc.PERF_ROC_AUC] = roc_auc(t, q)
+        if _prob_ok(q):
             y = t.astype(float)
             out[sc.PERF_BRIER] = float(np.mean((y - q) ** 2))
             if 0 < np.count_nonzero(t) < t.size:
