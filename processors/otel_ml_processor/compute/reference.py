@@ -74,19 +74,47 @@ class ReferenceData:
         return 0
 
 
-def _typed_column(cells: list) -> np.ndarray:
-    present = [c for c in cells if c not in ("", None)]
-    try:
-        nums = [float(c) for c in present]
-        if present and all(isinstance(c, str) for c in present) and any(
-                c.strip().lower() in ("true", "false") for c in present):
-            raise ValueError
-    except (TypeError, ValueError):
-        return np.array([None if c in ("", None) else (c if isinstance(c, str) else
-                         number_str(c) if isinstance(c, (int, float)) and not isinstance(c, bool) else str(c))
-                         for c in cells], dtype=object)
-    del nums
-    return np.array([math.nan if c in ("", None) else float(c) for c in cells], dtype=float)
+def _as_str(c: object) -> str:
+    if isinstance(c, str):
+        return c
+    if isinstance(c, (int, float)) and not isinstance(c, bool):
+        return number_str(c)
+    return str(c)
+
+
+def _typed_column(cells: list, parse_strings: bool) -> np.ndarray:
+    """float64 (NaN missing) when every present cell is a number, else object str (None missing).
+
+    ``parse_strings``: CSV cells are text, so a cell that parses as a float counts as a number
+    (``true`` / ``false`` do not); Parquet cells keep their own type.
+    """
+    def missing(c: object) -> bool:
+        return c is None or (parse_strings and c == "")
+
+    present = [c for c in cells if not missing(c)]
+
+    def is_number(c: object) -> bool:
+        if isinstance(c, bool):
+            return False
+        if isinstance(c, (int, float)):
+            return True
+        if parse_strings and isinstance(c, str):
+            try:
+                float(c)
+            except ValueError:
+                return False
+            return True
+        return False
+
+    if all(is_number(c) for c in present):
+        return np.array([math.nan if missing(c) else float(c) for c in cells], dtype=float)
+    return np.array([None if missing(c) else _as_str(c) for c in cells], dtype=object)
+
+
+def _label_column(cells: list, parse_strings: bool) -> np.ndarray:
+    """Labels / predictions keep their text (``"01"`` stays ``"01"``); numbers are written as
+    :func:`number_str`; the engine converts to float for regression."""
+    return np.array([None if c is None or (parse_strings and c == "") else _as_str(c) for c in cells], dtype=object)
 
 
 def _read_columns(path: str) -> dict[str, list]:
@@ -135,18 +163,22 @@ def check_reference_columns(ref: ReferenceData, features: list[str]) -> None:
 def load_reference_file(path: str, features: Optional[list[str]] = None) -> ReferenceData:
     """Read a CSV (or Parquet) reference; ``features`` given: its feature columns must be exactly those."""
     cols = _read_columns(str(path))
+    csv_text = not str(path).lower().endswith((".parquet", ".pq"))
     n = len(next(iter(cols.values()))) if cols else 0
     if n == 0:
         raise ReferenceError(f"reference file {path!r} has no rows")
-    feats = {k: _typed_column(v) for k, v in cols.items() if k not in RESERVED}
+    feats = {k: _typed_column(v, csv_text) for k, v in cols.items() if k not in RESERVED}
     pred = cols.get(sc.REFERENCE_PREDICTION_COLUMN)
     score = cols.get(sc.REFERENCE_SCORE_COLUMN)
     label = cols.get(sc.REFERENCE_LABEL_COLUMN)
+    score_col = None if score is None else _typed_column(score, csv_text)
+    if score_col is not None and score_col.dtype == object:
+        raise ReferenceError(f"reference {path!r}: column {sc.REFERENCE_SCORE_COLUMN} must hold numbers")
     ref = ReferenceData(
         features=feats,
-        prediction=None if pred is None else _typed_column(pred),
-        score=None if score is None else _typed_column(score).astype(float),
-        label=None if label is None else _typed_column(label),
+        prediction=None if pred is None else _label_column(pred, csv_text),
+        score=score_col,
+        label=None if label is None else _label_column(label, csv_text),
         source=str(path),
     )
     if features is not None:
@@ -252,8 +284,11 @@ def prepare_reference(ref: ReferenceData, spec: "ModelSpec", tests: Optional[dic
     if ref.prediction is not None and len(ref.prediction):
         pvals = ref.prediction
         if task == sc.TASK_REGRESSION:
-            pvals = np.asarray([math.nan if v is None else float(v) for v in pvals.tolist()], dtype=float) \
-                if pvals.dtype == object else pvals.astype(float)
+            try:
+                pvals = np.asarray([math.nan if v is None else float(v) for v in pvals.tolist()], dtype=float)
+            except ValueError as exc:
+                raise ReferenceError(f"reference {ref.source}: {sc.REFERENCE_PREDICTION_COLUMN} of a "
+                                     f"regression model must hold numbers ({exc})") from exc
         elif pvals.dtype != object:
             pvals = _label_strings(pvals)
         pred = _prepare_feature(sc.FEATURE_PREDICTION, pvals, n, spec, tests)
