@@ -81,3 +81,9 @@ def test_feature_cap():
     ref = reference_from_window(rows_to_window("m", "1", "classification", rows(20)), 20)
     prepared = prepare_reference(ref, ModelSpec(max_features=1))
     assert list(prepared.features) == ["x"] and prepared.dropped_features == ("c",)
+
+
+def test_numeric_only_default_falls_back_to_auto_for_categorical_features():
+    ref = reference_from_window(rows_to_window("m", "1", "classification", rows(20)), 20)
+    prepared = prepare_reference(ref, ModelSpec(drift_default_method="psi", drift_default_threshold=0.3))
+    assert prepared.methods == {"x": ("psi", 0.3), "c": ("chi2", 0.05), "__prediction__": ("chi2", 0.05)}

@@ -265,6 +265,13 @@ def _prepare_feature(name: str, values: np.ndarray, rows: int, spec: "ModelSpec"
         method, threshold = spec.drift_features[name]
     else:
         method, threshold = spec.drift_default_method, spec.drift_default_threshold
+        default_test = tests.get(method)
+        if default_test is not None and ref.value_kind not in default_test.kinds \
+                and default_test.treatment(ref) != ref.value_kind:
+            # the model-wide default of a numeric-only test does not apply to a categorical
+            # feature (nor to a classifier's predicted label): it gets ``auto``; set for the
+            # feature itself, it is a config error (below)
+            method, threshold = sc.METHOD_AUTO, None
     actual = resolve_method(method or sc.METHOD_AUTO, ref, tests, feature=name)
     test = tests[actual]
     return PreparedFeature(name, ref, actual, test,
