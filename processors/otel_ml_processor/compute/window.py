@@ -310,7 +310,8 @@ class WindowBuffer:
                                              (self._segments, "segments", False, None)):
             dicts = [r.get(key) or {} for r in rows]
             names = set().union(*dicts)
-            for name in names:
+            # existing columns keep their order; new ones are added in sorted order
+            for name in [*(k for k in table if k in names), *sorted(names.difference(table))]:
                 values = [d.get(name, default) for d in dicts]
                 if key == "probabilities":
                     values = [v if _is_number(v) else None for v in values]
