@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import math
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -36,6 +37,7 @@ from otel_ml import semconv as sc
 from otel_ml_processor.compute.reference import PreparedFeature, PreparedReference, positive_probability
 from otel_ml_processor.compute.window import QUALITY_MISSING, QUALITY_NAN, WindowData, number_str
 from otel_ml_processor.stats import cbpe, fairness, performance
+from otel_ml_processor.stats._codes import value_counts
 from otel_ml_processor.stats.ood import categorical_ood, numeric_ood
 from otel_ml_processor.stats.registry import NUMERIC, FeatureWindow
 
@@ -149,7 +151,7 @@ def _drift(pf: PreparedFeature, values: np.ndarray, feature: str) -> Optional[Dr
 
 
 def _cap_groups(groups: np.ndarray, limit: int) -> tuple[np.ndarray, int]:
-    names, counts = np.unique(groups.astype(str), return_counts=True)
+    names, counts = value_counts(groups)
     if names.size <= limit:
         return groups, 0
     # keep the most frequent groups (ties: by name), fold the rest
@@ -159,8 +161,13 @@ def _cap_groups(groups: np.ndarray, limit: int) -> tuple[np.ndarray, int]:
     return folded, int(names.size - limit)
 
 
-def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], spec: ModelSpec) -> ModelMetrics:
-    """All metrics of one (model, version) window; ``ref`` None -> no drift, OOD or CBPE."""
+def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], spec: ModelSpec,
+                          executor: Optional[Executor] = None) -> ModelMetrics:
+    """All metrics of one (model, version) window; ``ref`` None -> no drift, OOD or CBPE.
+
+    ``executor`` (e.g. a ``ThreadPoolExecutor`` with one worker per core, owned by the caller)
+    runs the per-feature OOD and drift work in parallel; results are the same without it.
+    """
     task = spec.task or window.task
     n = len(window.prediction_ids)
     m = ModelMetrics(window_predictions=n)
@@ -213,21 +220,28 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
     # -- OOD and drift --------------------------------------------------------------------------
     if ref is not None:
         limited[sc.KIND_FEATURE] += len(ref.dropped_features)
-        masks = []
-        for name, pf in ref.features.items():
-            col = window.features.get(name)
-            if col is None or name not in kept_names:
-                continue
+        work = [(name, pf, window.features[name]) for name, pf in ref.features.items()
+                if name in window.features and name in kept_names]
+
+        def one_feature(item):
+            # numpy releases the GIL in sort / searchsorted: features can run on a thread pool
+            name, pf, col = item
             values, bad = _align(col, pf)
+            mask = None
             if pf.ref.n:
                 if pf.ref.value_kind == NUMERIC:
                     mask = numeric_ood(values, pf.ref.min, pf.ref.max) | bad
                 else:
                     mask = categorical_ood(values, pf.ref.category_set)
+            return name, mask, _drift(pf, values, name)
+
+        results = list(executor.map(one_feature, work)) if executor is not None else [one_feature(w) for w in work]
+        masks = []
+        for name, mask, d in results:
+            if mask is not None:
                 masks.append(mask)
                 if n:
                     m.feature_ood_ratio[name] = float(np.count_nonzero(mask)) / n
-            d = _drift(pf, values, name)
             if d is not None:
                 m.drift.append(d)
         if n:
@@ -242,8 +256,8 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
             if d is not None:
                 m.drift.append(d)
         if ref.multivariate is not None and all(k in window.features for k in ref.multivariate_features) and n:
-            x = np.column_stack([_align(window.features[k], ref.features[k])[0] for k in ref.multivariate_features])
-            s = ref.multivariate.score(x)
+            x = np.stack([_align(window.features[k], ref.features[k])[0] for k in ref.multivariate_features])
+            s = ref.multivariate.score_columns(x)
             if s is not None:
                 m.drift.append(DriftResult(sc.FEATURE_MULTIVARIATE, sc.METHOD_PCA_RECONSTRUCTION, s, None,
                                            s >= ref.multivariate_threshold))
@@ -265,7 +279,7 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
         has_attr = _present(seg)
         groups_all, folded = _cap_groups(seg[has_attr], spec.max_groups_per_attribute)
         limited[sc.KIND_GROUP] += folded
-        g_names, g_counts = np.unique(groups_all.astype(str), return_counts=True)
+        g_names, g_counts = value_counts(groups_all)
         for g, c in zip(g_names.tolist(), g_counts.tolist()):
             m.group_predictions[(attr, g)] = int(c)
         if not binary:

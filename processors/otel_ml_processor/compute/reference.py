@@ -306,7 +306,7 @@ def prepare_reference(ref: ReferenceData, spec: "ModelSpec", tests: Optional[dic
     numeric = tuple(k for k, f in feats.items() if f.ref.value_kind == NUMERIC)
     mv = None
     if len(numeric) >= 2:
-        mv = PCAReconstruction.fit(np.column_stack([ref.features[k].astype(float) for k in numeric]))
+        mv = PCAReconstruction.fit_columns(np.stack([ref.features[k].astype(float) for k in numeric]))
     calibrator = None
     if spec.positive_label is not None and ref.label is not None and ref.prediction is not None:
         pos = spec.positive_label

@@ -29,14 +29,14 @@ import math
 import numpy as np
 
 from otel_ml import semconv as sc
+from otel_ml_processor.stats._codes import factorize
 
 __all__ = ["demographic_parity", "equalized_odds_difference", "group_rates", "selection_rates",
            "fairness_metrics"]
 
 
 def _codes(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    names, inv = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
-    return names, inv.reshape(-1)
+    return factorize(np.asarray(groups, dtype=object))
 
 
 def selection_rates(y_pred: np.ndarray, groups: np.ndarray, min_group_size: int) -> dict[str, float]:

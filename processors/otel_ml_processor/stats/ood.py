@@ -36,10 +36,12 @@ def categorical_ood(values: np.ndarray, categories: Collection[object]) -> np.nd
     """Boolean mask: value present and not one of the reference's ``categories``."""
     cats = set(categories)
     v = np.asarray(values, dtype=object)
-    uniq, inv = np.unique(np.where(v == None, "", v).astype(str), return_inverse=True)  # noqa: E711
-    unseen = np.array([u not in cats for u in uniq.tolist()], dtype=bool)
-    present = np.array([x is not None for x in v.tolist()], dtype=bool)
-    return unseen[inv.reshape(-1)] & present if v.size else np.zeros(0, dtype=bool)
+    if v.size == 0:
+        return np.zeros(0, dtype=bool)
+    table: dict = {}
+    codes = np.fromiter((table.setdefault(x, len(table)) for x in v.tolist()), dtype=np.intp, count=v.size)
+    unseen = np.fromiter((x is not None and x not in cats for x in table), dtype=bool, count=len(table))
+    return unseen[codes]
 
 
 def ood_ratio(masks: list[np.ndarray], n_rows: int) -> float | None:

@@ -36,6 +36,7 @@ from typing import Callable
 import numpy as np
 
 from otel_ml import semconv as sc
+from otel_ml_processor.stats._codes import value_counts
 
 __all__ = [
     "NUMERIC", "CATEGORICAL", "PVALUE", "DISTANCE", "AUTO_MAX_EXACT_ROWS", "AUTO_MIN_DISTINCT",
@@ -97,6 +98,9 @@ class FeatureReference:
 
     @cached_property
     def n_distinct(self) -> int:
+        if self.value_kind == NUMERIC:
+            s = self.sorted
+            return int(np.count_nonzero(s[1:] != s[:-1]) + 1) if s.size else 0
         return int(self.categories.size)
 
     @cached_property
@@ -128,7 +132,7 @@ class FeatureReference:
 
     @cached_property
     def _categories(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.unique(self.values, return_counts=True)
+        return value_counts(self.values)
 
     @property
     def categories(self) -> np.ndarray:
@@ -188,7 +192,7 @@ class FeatureWindow:
 
     def category_counts(self) -> tuple[np.ndarray, np.ndarray]:
         if "cat" not in self._cache:
-            self._cache["cat"] = np.unique(self.values, return_counts=True)
+            self._cache["cat"] = value_counts(self.values)
         return self._cache["cat"]
 
 
