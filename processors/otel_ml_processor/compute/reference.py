@@ -274,6 +274,9 @@ def _prepare_feature(name: str, values: np.ndarray, rows: int, spec: "ModelSpec"
             method, threshold = sc.METHOD_AUTO, None
     actual = resolve_method(method or sc.METHOD_AUTO, ref, tests, feature=name)
     test = tests[actual]
+    test.prepare(ref)
+    # OOD reads these every cycle
+    _ = (ref.min, ref.max) if ref.value_kind == NUMERIC else ref.category_set
     return PreparedFeature(name, ref, actual, test,
                            test.default_threshold if threshold is None else float(threshold),
                            test.treatment(ref))

@@ -111,11 +111,11 @@ class FeatureReference:
 
     @cached_property
     def min(self) -> float:
-        return float(self.sorted[0]) if self.n else np.nan
+        return float(np.min(self.values)) if self.n else np.nan
 
     @cached_property
     def max(self) -> float:
-        return float(self.sorted[-1]) if self.n else np.nan
+        return float(np.max(self.values)) if self.n else np.nan
 
     @cached_property
     def std(self) -> float:
@@ -128,7 +128,10 @@ class FeatureReference:
 
     @cached_property
     def psi_counts(self) -> np.ndarray:
-        return bin_counts_sorted(self.sorted, self.psi_edges)
+        if "sorted" in self.__dict__:
+            return bin_counts_sorted(self.sorted, self.psi_edges)
+        return np.bincount(np.searchsorted(self.psi_edges, self.values, side="right"),
+                           minlength=self.psi_edges.size + 1)
 
     @cached_property
     def _categories(self) -> tuple[np.ndarray, np.ndarray]:
@@ -231,6 +234,15 @@ class DriftTest:
         if self.kinds == frozenset({CATEGORICAL}):
             return CATEGORICAL
         return ref.auto_kind
+
+    def prepare(self, ref: FeatureReference) -> None:
+        """Compute now (once per reference) the reference-only parts this test reads."""
+        if self.treatment(ref) == CATEGORICAL:
+            _ = ref.categories
+        elif self.name in (sc.METHOD_KS, sc.METHOD_WASSERSTEIN):
+            _ = ref.sorted, ref.std
+        else:
+            _ = ref.psi_counts
 
     def check(self, feature: str, ref: FeatureReference) -> None:
         """Raise DriftConfigError when this test cannot run on ``feature``."""
