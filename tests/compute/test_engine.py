@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from scipy import stats
 from sklearn import metrics as skm
 
-from otel_ml import semconv as sc
 from otel_ml_processor.compute.engine import ModelSpec, compute_model_metrics
 from otel_ml_processor.compute.reference import prepare_reference, reference_from_window
 from otel_ml_processor.compute.window import WindowBuffer

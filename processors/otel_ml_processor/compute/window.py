@@ -9,6 +9,8 @@ and row, 0 = present, 1 = missing (absent or None), 2 = NaN / infinite number.
 
 Example::
 
+    from otel_ml_processor.compute.window import WindowBuffer
+
     buf = WindowBuffer("churn", "3", "classification", size=3)
     buf.append(dict(prediction_id="a", timestamp=1.0, features={"age": 40}, output_label="1",
                     output_value=None, score=0.8, probabilities={}, segments={}, label=None))

@@ -17,7 +17,6 @@ Example::
 
 from __future__ import annotations
 
-import numpy as np
 from scipy.spatial import distance
 
 from otel_ml import semconv as sc
