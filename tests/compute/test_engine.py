@@ -221,3 +221,14 @@ def test_group_cap_and_drift_detection_and_cbpe():
     assert m.group_predictions[("g", "__other__")] == 500
     # CBPE estimate follows the realized accuracy of this calibrated model
     assert abs(m.estimated_performance["accuracy"] - m.performance["accuracy"]) <= 0.02
+
+
+def test_executor_gives_the_same_numbers():
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = make_rows(3, 200, False, 0.5, 1.0)
+    w = window_of(rows)
+    spec = ModelSpec(positive_label="yes", fairness_attributes=("g",), fairness_min_group_size=5)
+    ref = prepare_reference(reference_from_window(window_of(make_rows(4, 100, False, 1.0, 0.0)), 100), spec)
+    with ThreadPoolExecutor(2) as pool:
+        assert compute_model_metrics(w, ref, spec, pool) == compute_model_metrics(w, ref, spec)

@@ -86,12 +86,14 @@ def test_age_limit_and_time_order():
     buf = WindowBuffer("m", "1", "regression", size=10, max_age=5.0)
     for t in (3.0, 1.0, 8.0, 2.0, 9.0):
         buf.append(row(int(t), timestamp=t, output_value=t))
+    assert buf.snapshot().timestamps.tolist() == [1.0, 2.0, 3.0, 8.0, 9.0]
+    assert buf.evict_older_than(2.5) == 0  # arrival order: the oldest arrival (t=3) is not too old
     w = buf.snapshot(now=10.0)
     assert w.timestamps.tolist() == [8.0, 9.0]
     assert w.output_value.tolist() == [8.0, 9.0]
-    assert buf.snapshot().timestamps.tolist() == [1.0, 2.0, 3.0, 8.0, 9.0]
-    assert buf.evict_older_than(2.5) == 0  # arrival order: the oldest arrival (t=3) is not too old
-    assert len(buf) == 5
+    # the snapshot freed the too-old arrivals up to the first young one (t=8); t=2 came after it
+    assert len(buf) == 3
+    assert buf.snapshot().timestamps.tolist() == [2.0, 8.0, 9.0]
 
 
 def test_column_typing_and_quality():

@@ -335,6 +335,9 @@ class WindowBuffer:
     def snapshot(self, now: Optional[float] = None) -> WindowData:
         """A copy of the window, oldest first; rows older than ``now - max_age`` are left out."""
         self._materialize()
+        if self.max_age is not None and now is not None:
+            # free the slots of rows that can never be in a snapshot again
+            self.evict_older_than(now - self.max_age)
         s, e = self._start, self._end
         ts = self._ts[s:e]
         keep = np.arange(s, e)
