@@ -195,7 +195,8 @@ def test_regression_and_multiclass_and_empty():
     assert m.drift == [] and m.ood_ratio is None and m.estimated_performance == {}
 
     empty = WindowBuffer("e", "1", "classification", size=10).snapshot()
-    m = compute_model_metrics(empty, prepare_reference(reference_from_window(w, 30), spec), ModelSpec(positive_label="1"))
+    prepared = prepare_reference(reference_from_window(w, 30), spec)
+    m = compute_model_metrics(empty, prepared, ModelSpec(positive_label="1"))
     assert m.window_predictions == 0 and m.performance == {} and m.drift == [] and m.ood_ratio is None
 
 
