@@ -124,6 +124,8 @@ class FeatureReference:
     @cached_property
     def psi_edges(self) -> np.ndarray:
         # exactly DESIGN.md's expression
+        if self.n == 0:
+            return np.zeros(0)
         return np.unique(np.quantile(self.values, np.linspace(0.1, 0.9, 9)))
 
     @cached_property
@@ -237,6 +239,8 @@ class DriftTest:
 
     def prepare(self, ref: FeatureReference) -> None:
         """Compute now (once per reference) the reference-only parts this test reads."""
+        if ref.n == 0:
+            return  # no present value: the feature has no drift until the reference has some
         if self.treatment(ref) == CATEGORICAL:
             _ = ref.categories
         elif self.name in (sc.METHOD_KS, sc.METHOD_WASSERSTEIN):
