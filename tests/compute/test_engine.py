@@ -233,3 +233,16 @@ def test_executor_gives_the_same_numbers():
     ref = prepare_reference(reference_from_window(window_of(make_rows(4, 100, False, 1.0, 0.0)), 100), spec)
     with ThreadPoolExecutor(2) as pool:
         assert compute_model_metrics(w, ref, spec, pool) == compute_model_metrics(w, ref, spec)
+
+
+def test_feature_cap_counts_each_cut_feature_once():
+    rows = [dict(prediction_id=str(i), timestamp=float(i), features={f"f{j}": float(i * j) for j in range(6)},
+                 output_label="1", output_value=None, score=0.5, probabilities={}, segments={}, label=None)
+            for i in range(20)]
+    w = window_of(rows)
+    spec = ModelSpec(max_features=4)
+    ref = prepare_reference(reference_from_window(w, 20), spec)
+    m = compute_model_metrics(w, ref, spec)
+    assert m.cardinality_limited == {"feature": 2}
+    assert {d.feature for d in m.drift if not d.feature.startswith("__")} == {"f0", "f1", "f2", "f3"}
+    assert set(m.feature_ood_ratio) == {"f0", "f1", "f2", "f3"}

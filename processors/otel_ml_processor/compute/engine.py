@@ -209,7 +209,7 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
         # the reference's features first, in its order; others after
         names = [k for k in ref.features if k in window.features] + [k for k in names if k not in ref.features]
     kept_names = names[: spec.max_features]
-    limited[sc.KIND_FEATURE] += len(names) - len(kept_names)
+    cut = set(names[spec.max_features:])
     for name in kept_names:
         missing, nan = _quality(window, name, window.features[name])
         if missing:
@@ -219,9 +219,10 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
 
     # -- OOD and drift --------------------------------------------------------------------------
     if ref is not None:
-        limited[sc.KIND_FEATURE] += len(ref.dropped_features)
+        cut.update(ref.dropped_features)
+        kept = set(kept_names)
         work = [(name, pf, window.features[name]) for name, pf in ref.features.items()
-                if name in window.features and name in kept_names]
+                if name in window.features and name in kept]
 
         def one_feature(item):
             # numpy releases the GIL in sort / searchsorted: features can run on a thread pool
@@ -299,5 +300,6 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
         for (g, metric), v in per_group.items():
             m.group_performance[(attr, g, metric)] = v
 
+    limited[sc.KIND_FEATURE] = len(cut)
     m.cardinality_limited = {k: v for k, v in limited.items() if v}
     return m
