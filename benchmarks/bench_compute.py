@@ -52,27 +52,39 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--features", type=int, default=100)
+    ap.add_argument("--ref-rows", type=int, default=None, help="reference rows (default: --rows)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-extras", action="store_true", help="skip the scipy baseline and WindowBuffer figures")
     a = ap.parse_args()
-    rf, rpred, rscore, rlabel, _ = make_data(a.rows, a.features, 1, 0.0)
-    wf, wpred, wscore, wlabel, wsegs = make_data(a.rows, a.features, 2, 0.3)
+    ref_rows = a.rows if a.ref_rows is None else a.ref_rows
+    rf, rpred, rscore, rlabel, _ = make_data(ref_rows, a.features, 1, 0.0)
     ref = ReferenceData(features=rf, prediction=rpred, score=rscore, label=rlabel, task="classification")
     n = a.rows
-    window = WindowData(
-        model="bench", model_version="1", task="classification",
-        prediction_ids=np.array([str(i) for i in range(n)], dtype=object), timestamps=np.arange(n, dtype=float),
-        features=wf, output_label=wpred, output_value=np.full(n, np.nan), score=wscore, probabilities={},
-        segments=wsegs, label=wlabel,
-    )
+
+    def window_of(seed: int) -> WindowData:
+        wf, wpred, wscore, wlabel, wsegs = make_data(a.rows, a.features, seed, 0.3)
+        return WindowData(
+            model="bench", model_version="1", task="classification",
+            prediction_ids=np.array([str(i) for i in range(n)], dtype=object), timestamps=np.arange(n, dtype=float),
+            features=wf, output_label=wpred, output_value=np.full(n, np.nan), score=wscore, probabilities={},
+            segments=wsegs, label=wlabel,
+        )
+
+    # a different window each run, as a live stream gives (no run reuses another's numbers)
+    windows = [window_of(2 + i) for i in range(2 * a.repeat)]
+    window = windows[0]
+    wf, wpred, wscore, wsegs = window.features, window.output_label, window.score, window.segments
     print(f"machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
           f"numpy {np.__version__}")
-    print(f"data: {a.features} numeric features, window {n} rows, reference {n} rows, binary, 2 fairness attributes")
+    print(f"data: {a.features} numeric features, window {n} rows, reference {ref_rows} rows, binary, "
+          f"2 fairness attributes")
     for method in ("auto", "psi"):
         spec = ModelSpec(positive_label="1", drift_default_method=method, fairness_attributes=("gender", "region"))
         prepared, t_prep = timed(lambda: prepare_reference(ref, spec), 1)
-        m, t = timed(lambda: compute_model_metrics(window, prepared, spec), a.repeat)
+        it = iter(windows)
+        m, t = timed(lambda: compute_model_metrics(next(it), prepared, spec), a.repeat)
         with ThreadPoolExecutor(2) as pool:
-            _, t2 = timed(lambda: compute_model_metrics(window, prepared, spec, pool), a.repeat)
+            _, t2 = timed(lambda: compute_model_metrics(next(it), prepared, spec, pool), a.repeat)
         methods = sorted({d.method for d in m.drift})
         detected = sum(d.detected for d in m.drift if d.feature.startswith("f"))
         print(f"drift {method:>4} ({'/'.join(methods)}): prepare_reference {t_prep[0]:.2f} s; "
@@ -80,6 +92,8 @@ def main() -> None:
               f"(runs: {', '.join(f'{x:.3f}' for x in t)}); with a 2-thread executor median "
               f"{statistics.median(t2):.3f} s; {detected} of {a.features} features detected; "
               f"accuracy {m.performance['accuracy']:.4f}, estimated {m.estimated_performance['accuracy']:.4f}")
+    if a.no_extras:
+        return
     # the path the engine avoids: scipy per feature each cycle
     from scipy import stats  # noqa: PLC0415
     k = 5

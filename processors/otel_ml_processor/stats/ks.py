@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 from scipy import stats
@@ -34,6 +35,16 @@ except ImportError:  # pragma: no cover - scipy moved it; fall back to calling k
 
 #: scipy's ks_2samp ``MAX_AUTO_N``: exact p-values up to this sample size.
 MAX_AUTO_N = 10000
+
+
+@lru_cache(maxsize=4096)
+def _exact(n1: int, n2: int, h: int) -> tuple[bool, float, float]:
+    """scipy's exact two-sided computation for D = h / lcm(n1, n2): a pure function of the three
+    integers, so it is memoized — with fixed window and reference sizes the same few hundred
+    values of h recur across features and cycles."""
+    g = math.gcd(n1, n2)
+    lcm = (n1 // g) * n2
+    return _attempt_exact_2kssamp(n1, n2, g, h / lcm, "two-sided")
 
 
 def ks_statistic_pvalue(ref_sorted: np.ndarray, win_sorted: np.ndarray) -> tuple[float, float]:
@@ -52,7 +63,8 @@ def ks_statistic_pvalue(ref_sorted: np.ndarray, win_sorted: np.ndarray) -> tuple
         if _attempt_exact_2kssamp is None:  # pragma: no cover
             r = stats.ks_2samp(ref_sorted, win_sorted)
             return float(r.statistic), float(r.pvalue)
-        success, d, prob = _attempt_exact_2kssamp(n1, n2, g, d, "two-sided")
+        lcm = (n1 // g) * n2
+        success, d, prob = _exact(n1, n2, int(np.round(d * lcm)))
         if not success:
             mode = "asymp"
     if mode == "asymp":
