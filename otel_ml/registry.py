@@ -24,13 +24,16 @@ def set_model(model: Any, name: str, version: str) -> None:
     seen with another version) when otel-ml is active.
     """
     info = (str(name), str(version))
+    from otel_ml import pipeline  # noqa: PLC0415 - avoid an import cycle
+
+    active = pipeline.active()
+    if active is not None:
+        # Names are resolved on the background thread: calls made before this one keep the old name.
+        active.recorder.flush()
     try:
         _names[model] = info
     except TypeError:
         _by_id[id(model)] = (model, info)
-    from otel_ml import pipeline  # noqa: PLC0415 - avoid an import cycle
-
-    active = pipeline.active()
     if active is not None:
         active.recorder.note_model(info[0], info[1], f"registered {type(model).__module__}.{type(model).__qualname__}")
 
