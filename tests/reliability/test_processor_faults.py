@@ -55,8 +55,13 @@ def test_sigkill_mid_stream_loses_no_acknowledged_batch_and_stores_nothing_twice
     for t in threads:
         t.start()
     wait_for(lambda: len(acked) >= 15, what="15 acknowledged batches")
+    children = psutil.Process(proc.proc.pid).children(recursive=True)
+    assert children, "expected ingest worker processes"
     proc.proc.send_signal(signal.SIGKILL)
     proc.proc.wait(timeout=30)
+    # The ingest workers notice their processor is gone and exit (no orphans left behind).
+    wait_for(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children),
+             timeout=30, what="ingest workers exiting after SIGKILL")
     with lock:
         acked_at_kill = set(acked)
     ids_at_kill = {f"b{b}-r{r}" for b in acked_at_kill for r in range(200)}

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -106,12 +108,26 @@ class Cleaner:
 _worker_cleaner: Optional[Cleaner] = None
 
 
+#: Seconds between two checks that the processor that started a worker is still alive.
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    # A worker blocks on its task queue; if the processor is SIGKILLed nothing would tell it.
+    while True:
+        time.sleep(PARENT_CHECK_SECONDS)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
 def init_worker(anonymization: AnonymizationConfig, environ: dict) -> None:
     """Pool initializer: one Cleaner per worker process."""
     global _worker_cleaner
     # The parent handles Ctrl-C and SIGTERM and shuts the pool down in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True,
+                     name="otel-ml-parent-watch").start()
     os.environ.update(environ)
     _worker_cleaner = Cleaner(anonymization, environ)
 
