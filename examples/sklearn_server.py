@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -86,7 +87,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=8080)
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    # Plain Python logging: bridged to OTel logs (same trace context, same OTLP target).
+    logging.getLogger("churn-api").info("serving %s on port %d", type(MODEL).__name__, args.port)
     # SIGTERM -> normal exit: atexit handlers run, otel-ml ships within OTEL_ML_SHUTDOWN_TIMEOUT.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

@@ -25,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry._logs import LoggerProvider as APILoggerProvider
 from opentelemetry._logs import get_logger_provider
 from opentelemetry.metrics import MeterProvider
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import TracerProvider
@@ -95,6 +95,7 @@ class MLPipeline:
         self.recorder = Recorder(config, tracer_provider=tracer_provider, meter_provider=meter_provider,
                                  logger_provider=logger_provider, model_hook=model_hook, id_hook=id_hook)
         self._handler: Optional[logging.Handler] = None
+        self._logging_instrumentor: Any = None
         if config.logging_bridge:
             self._bridge_logging()
         self._closed = False
@@ -105,14 +106,34 @@ class MLPipeline:
             self.recorder.dropped.add(n, {sc.ML_DROP_REASON: sc.DROP_BUFFER_FULL})
 
     def _bridge_logging(self) -> None:
-        """Send Python ``logging`` records to the service's OTel LoggerProvider (once)."""
+        """Send Python ``logging`` records to the service's OTel LoggerProvider (once).
+
+        Uses ``opentelemetry-instrumentation-logging`` when installed (the maintained bridge;
+        ``opentelemetry-instrument`` may also load it: it is a singleton, so it bridges once),
+        else the SDK's own (deprecated) ``LoggingHandler``.
+        """
         root = logging.getLogger()
-        if any(isinstance(h, LoggingHandler) for h in root.handlers):
-            return                   # opentelemetry-instrument already bridged it
-        provider = get_logger_provider()
-        if not isinstance(provider, LoggerProvider):
+        if any(type(h).__name__ == "LoggingHandler" and "opentelemetry" in type(h).__module__ for h in root.handlers):
+            return                   # already bridged (opentelemetry-instrument or the app)
+        if not isinstance(get_logger_provider(), LoggerProvider):
             return                   # no SDK configured: nowhere to send them
-        self._handler = LoggingHandler(level=logging.NOTSET, logger_provider=provider)
+        try:
+            from opentelemetry.instrumentation.logging import LoggingInstrumentor  # noqa: PLC0415
+        except ImportError:
+            LoggingInstrumentor = None  # noqa: N806
+        if LoggingInstrumentor is not None:
+            instrumentor = LoggingInstrumentor()
+            if not instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.instrument()
+                self._logging_instrumentor = instrumentor
+            return
+        import warnings  # noqa: PLC0415
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from opentelemetry.sdk._logs import LoggingHandler  # noqa: PLC0415
+
+            self._handler = LoggingHandler(level=logging.NOTSET, logger_provider=get_logger_provider())
         root.addHandler(self._handler)   # the app's own logger levels decide what is bridged
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -130,6 +151,8 @@ class MLPipeline:
         atexit.unregister(self.shutdown)
         if self._handler is not None:
             logging.getLogger().removeHandler(self._handler)
+        if self._logging_instrumentor is not None:
+            self._logging_instrumentor.uninstrument()
         self.recorder.shutdown(timeout=max(1.0, self.config.shutdown_timeout_ms / 1000.0))
         if self._own_provider is not None:
             self._own_provider.shutdown()

@@ -48,7 +48,6 @@ class ModelServer:
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_METRIC_EXPORT_INTERVAL": "1000",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
-            "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
             sc.ENV_MODEL_NAME: "churn", sc.ENV_MODEL_VERSION: "1",
             sc.ENV_BUFFER_PATH: str(buffer),
             sc.ENV_EXPORT_INTERVAL: "200",
@@ -143,6 +142,9 @@ def test_instrumented_server_predictions_reach_the_processor(tmp_path):
                             timeout=60, what="spans received")
             assert wait_for(lambda: proc.sample("ml_records_received_total", {"signal": "metric"}),
                             timeout=60, what="metrics received")
+            # The server's Python logging is bridged to OTel logs.
+            assert wait_for(lambda: proc.sample("ml_records_received_total", {"signal": "log"}),
+                            timeout=60, what="application logs received")
         finally:
             assert server.stop() == 0, server.log_path.read_text()
 
