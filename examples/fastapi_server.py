@@ -12,6 +12,7 @@ or with no otel-ml line at all: ``opentelemetry-instrument uvicorn examples.fast
 from __future__ import annotations
 
 import argparse
+from contextlib import asynccontextmanager
 from typing import Dict, List, Optional, Union
 
 import numpy as np
@@ -23,10 +24,33 @@ import otel_ml
 
 otel_ml.configure(service_name="churn-api", model_name="churn", model_version="1")   # line 2
 
-from examples.sklearn_server import FEATURES, train  # noqa: E402 - after configure, like any app import
+from sklearn.linear_model import LogisticRegression  # noqa: E402 - after configure, like any app import
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+FEATURES = ["age", "income", "visits"]
+
+
+def train():
+    """The same synthetic churn model as examples/sklearn_server.py (deterministic)."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"age": rng.normal(40, 12, 2000), "income": rng.gamma(2.0, 2.0, 2000),
+                      "visits": rng.integers(0, 20, 2000)})
+    y = np.where(0.08 * (X["age"] - 40) - 0.3 * X["income"] + 0.1 * X["visits"] + rng.normal(0, 1, 2000) > 0,
+                 "yes", "no")
+    return make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+
 
 MODEL = train()
-app = FastAPI(title="churn model")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    yield
+    otel_ml.shutdown()       # uvicorn re-raises SIGTERM after shutdown, skipping atexit: ship now
+
+
+app = FastAPI(title="churn model", lifespan=lifespan)
 
 
 class PredictRequest(BaseModel):
@@ -48,6 +72,11 @@ def predict(req: PredictRequest) -> dict:
     classes = [str(c) for c in MODEL.classes_]
     return {"predictions": [{"id": i, "label": classes[int(np.argmax(p))], "score": float(p.max())}
                             for i, p in zip(ids, proba)]}
+
+
+@app.get("/health")
+def health() -> dict:
+    return {"ok": True}
 
 
 @app.post("/label")

@@ -19,6 +19,17 @@ from otel_ml.api import record_audit, record_label, record_prediction
 from otel_ml.version import __version__
 
 
+def shutdown() -> None:
+    """Stop otel-ml now: record what is queued, ship within ``OTEL_ML_SHUTDOWN_TIMEOUT``, keep
+    the rest on disk, and restore the instrumented methods. For servers whose exit skips
+    ``atexit`` (uvicorn re-raises SIGTERM): call it from the app's shutdown hook."""
+    from otel_ml.instrumentation import MLInstrumentor  # noqa: PLC0415
+
+    instrumentor = MLInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+
+
 def __getattr__(name: str):
     # Lazy: ``import otel_ml`` stays light (no SDK threads, no wrapt) until these are used.
     if name == "configure":
@@ -46,5 +57,5 @@ def __getattr__(name: str):
 
 __all__ = [
     "record_prediction", "record_label", "record_audit", "configure", "monitor_predict",
-    "prediction_context", "last_prediction_ids", "set_model", "MLInstrumentor", "__version__",
+    "prediction_context", "last_prediction_ids", "set_model", "MLInstrumentor", "shutdown", "__version__",
 ]

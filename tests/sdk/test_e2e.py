@@ -34,12 +34,13 @@ SERVER = ROOT / "examples" / "sklearn_server.py"
 class ModelServer:
     """``opentelemetry-instrument python examples/sklearn_server.py`` as a real process."""
 
-    def __init__(self, tmp: Path, otlp_port: int, buffer: Path, name: str = "server"):
+    def __init__(self, tmp: Path, otlp_port: int, buffer: Path, name: str = "server", script: Path = SERVER,
+                 launcher: bool = True):
         self.port = free_port()
         self.log_path = tmp / f"{name}.log"
         exe = shutil.which("opentelemetry-instrument")
         assert exe, "opentelemetry-instrument (opentelemetry-instrumentation) must be installed"
-        self.args = [exe, sys.executable, str(SERVER), "--port", str(self.port)]
+        self.args = ([exe] if launcher else []) + [sys.executable, str(script), "--port", str(self.port)]
         path = os.pathsep.join([str(ROOT), str(ROOT / "processors"), os.environ.get("PYTHONPATH", "")])
         self.env = {
             **os.environ, "PYTHONPATH": path,
@@ -71,8 +72,8 @@ class ModelServer:
         wait_for(healthy, timeout=120, what="model server up")
         return self
 
-    def predict(self, rows: list) -> dict:
-        resp = requests.post(f"{self.url}/predict", json={"rows": rows}, timeout=30)
+    def predict(self, rows: list, **extra) -> dict:
+        resp = requests.post(f"{self.url}/predict", json={"rows": rows, **extra}, timeout=30)
         resp.raise_for_status()
         return resp.json()
 
@@ -95,7 +96,7 @@ def _stored(db: Path) -> list:
     with sqlite3.connect(db) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(r) for r in conn.execute(
-            "SELECT prediction_id, model, model_version, task, features, output_label, score, probabilities,"
+            "SELECT prediction_id, model, model_version, task, features, segments, output_label, score, probabilities,"
             " trace_id FROM predictions WHERE model = 'churn'")]
 
 
@@ -186,3 +187,25 @@ def test_sigkill_and_restart_with_the_hub_down_loses_nothing_and_duplicates_noth
             assert set(ids) == set(made)
     finally:
         assert second.stop() == 0, second.log_path.read_text()
+
+
+def test_fastapi_example_with_two_lines_of_code(tmp_path):
+    """examples/fastapi_server.py (``otel_ml.configure``, no launcher) under uvicorn, to the processor."""
+    with ProcessorProcess(tmp_path / "proc", models=[{"name": "churn", "task": "classification"}]) as proc:
+        server = ModelServer(tmp_path, proc.grpc_port, tmp_path / "buffer.db", name="fastapi",
+                             script=ROOT / "examples" / "fastapi_server.py", launcher=False).start()
+        try:
+            rows = _rows(np.random.default_rng(2), 2)
+            answer = server.predict(rows, segments=[{"gender": "f"}, {"gender": "m"}])
+            sent = {p["id"]: (row, p) for row, p in zip(rows, answer["predictions"])}
+            stored = wait_for(lambda: (lambda r: r if len(r) == 2 else None)(_stored(proc.db_path)),
+                              timeout=60, what="2 predictions in the processor database")
+            for r in stored:
+                row, p = sent[r["prediction_id"]]
+                assert json.loads(r["features"]) == {k: float(v) for k, v in row.items()}
+                assert r["output_label"] == p["label"] and r["score"] == pytest.approx(p["score"], rel=1e-12)
+            assert sorted(json.loads(r["segments"])["gender"] for r in stored) == ["f", "m"]
+        finally:
+            # uvicorn shuts down cleanly, then re-raises SIGTERM (exit status -15).
+            assert server.stop() in (0, -signal.SIGTERM), server.log_path.read_text()
+            assert "Application shutdown complete" in server.log_path.read_text()
