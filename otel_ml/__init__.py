@@ -30,6 +30,19 @@ def shutdown() -> None:
         instrumentor.uninstrument()
 
 
+def update_config(actor=None, **changes):
+    """Change otel-ml settings at run time, e.g. ``update_config(sample_ratio=0.1)``; writes an
+    ``ml.audit`` ``config_change`` event (who: ``actor`` or this process) and returns
+    ``{setting: (old, new)}``. Settings read at start (buffer path, export interval) do not
+    change a running buffer."""
+    from otel_ml import pipeline  # noqa: PLC0415
+
+    active = pipeline.active()
+    if active is None:
+        raise RuntimeError("otel-ml is not active: use opentelemetry-instrument or otel_ml.configure() first")
+    return active.recorder.update_config(actor=actor, **changes)
+
+
 def __getattr__(name: str):
     # Lazy: ``import otel_ml`` stays light (no SDK threads, no wrapt) until these are used.
     if name == "configure":
@@ -57,5 +70,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "record_prediction", "record_label", "record_audit", "configure", "monitor_predict",
-    "prediction_context", "last_prediction_ids", "set_model", "MLInstrumentor", "shutdown", "__version__",
+    "prediction_context", "last_prediction_ids", "set_model", "MLInstrumentor", "shutdown", "update_config",
+    "__version__",
 ]

@@ -180,6 +180,7 @@ class Recorder:
         self._queue: collections.deque = collections.deque()
         self._max_queue = max(1, config.max_queue_size)
         self._models: Dict[str, str] = {}              # name -> last version seen (audit trail)
+        self._models_lock = threading.Lock()
         self._registered: "Any" = None
         self._logged_errors: set = set()
         self._actor = config.audit_actor or default_actor()
@@ -415,12 +416,29 @@ class Recorder:
                 attrs.update(extra)
             emit(timestamp=start, context=span_ctx, event_name=sc.EVENT_PREDICTION, attributes=attrs)
 
+    def update_config(self, actor: Optional[str] = None, **changes: Any) -> Dict[str, Tuple[Any, Any]]:
+        """Change settings at run time (e.g. ``sample_ratio``); each change is audited."""
+        done: Dict[str, Tuple[Any, Any]] = {}
+        for key, value in changes.items():
+            if not hasattr(self.config, key):
+                raise TypeError(f"unknown otel-ml setting {key!r}")
+            old = getattr(self.config, key)
+            if old != value:
+                setattr(self.config, key, value)
+                done[key] = (old, value)
+        if done:
+            detail = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(done.items()))
+            name = self.config.model_name or "*"
+            self.audit(sc.AUDIT_CONFIG_CHANGE, name, self.config.model_version or "*", detail, actor=actor)
+        return done
+
     # -- audit trail -----------------------------------------------------------------------------
     def _audit_model(self, name: str, version: str, framework: str) -> None:
-        seen = self._models.get(name)
-        if seen == version:
-            return
-        self._models[name] = version
+        with self._models_lock:
+            seen = self._models.get(name)
+            if seen == version:
+                return
+            self._models[name] = version
         if seen is None:
             self.audit(sc.AUDIT_MODEL_LOAD, name, version, f"first prediction served by {framework}")
         else:
@@ -428,10 +446,11 @@ class Recorder:
 
     def note_model(self, name: str, version: str, detail: str) -> None:
         """A model was registered in code: audit a load or a version change."""
-        seen = self._models.get(name)
-        if seen == version:
-            return
-        self._models[name] = version
+        with self._models_lock:
+            seen = self._models.get(name)
+            if seen == version:
+                return
+            self._models[name] = version
         if seen is None:
             self.audit(sc.AUDIT_MODEL_LOAD, name, version, detail)
         else:

@@ -253,3 +253,14 @@ def test_uninstrument_restores_every_original():
     assert [k for k in before if after[k] is not before[k]] == []
     assert MLInstrumentor().is_instrumented_by_opentelemetry is False
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_update_config_changes_sampling_and_is_audited(make_captured, pipe):
+    cap = make_captured(model_name="m", model_version="2")
+    assert otel_ml.update_config(sample_ratio=0.0, actor="alice") == {"sample_ratio": (1.0, 0.0)}
+    assert otel_ml.update_config(sample_ratio=0.0) == {}
+    pipe.predict(XDF.iloc[:3])
+    assert cap.events() == []
+    (audit,) = [a.attributes for a in cap.events(sc.EVENT_AUDIT) if a.attributes[sc.ML_AUDIT_ACTION] == sc.AUDIT_CONFIG_CHANGE]
+    assert audit[sc.ML_AUDIT_ACTOR] == "alice" and "sample_ratio: 1.0 -> 0.0" in audit[sc.ML_AUDIT_DETAIL]
+    assert (audit[sc.ML_MODEL_NAME], audit[sc.ML_MODEL_VERSION]) == ("m", "2")
