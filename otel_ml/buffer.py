@@ -147,6 +147,13 @@ class SQLiteBuffer:
             self._count -= len(gone)
         return len(gone)
 
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's connections and re-read the totals."""
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._bytes, self._count = self._conn().execute(
+            "SELECT coalesce(sum(length(payload)), 0), count(*) FROM records").fetchone()
+
     def close(self) -> None:
         """Close this thread's connection (other threads' close when they end)."""
         conn = getattr(self._local, "conn", None)

@@ -31,8 +31,10 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import threading
 import time
+import weakref
 from typing import Callable, List, Optional
 
 from opentelemetry._logs import LogRecord, SeverityNumber
@@ -110,10 +112,26 @@ class DurableLogRecordProcessor(LogRecordProcessor):
         self._wake_shipper = threading.Event()
         self._failures = 0
         self._shut = False
+        self._start_threads()
+        # After a fork the child has no threads and must not reuse the parent's SQLite handles;
+        # parent and children then share the file (a record two of them send is a duplicate
+        # prediction id, which the processor keeps once).
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (lambda p: p._after_fork() if p is not None else None)(ref()))
+
+    def _start_threads(self) -> None:
         self._writer = threading.Thread(target=self._write_loop, name="otel-ml-buffer-writer", daemon=True)
         self._shipper = threading.Thread(target=self._ship_loop, name="otel-ml-buffer-shipper", daemon=True)
         self._writer.start()
         self._shipper.start()
+
+    def _after_fork(self) -> None:
+        self._pending.clear()                # the parent writes what it holds itself
+        self.buffer.after_fork()
+        self._ship_lock = threading.Lock()
+        if not self._shut:
+            self._stop, self._wake_writer, self._wake_shipper = threading.Event(), threading.Event(), threading.Event()
+            self._start_threads()
 
     # -- request side ------------------------------------------------------------------------
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:

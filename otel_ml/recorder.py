@@ -35,6 +35,7 @@ import random
 import socket
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -185,8 +186,21 @@ class Recorder:
         self._logged_errors: set = set()
         self._actor = config.audit_actor or default_actor()
         self._stop = threading.Event()
+        self._start_thread()
+        # Pre-fork servers (gunicorn) instrument in the parent: each child needs its own thread.
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (lambda r: r._after_fork() if r is not None else None)(ref()))
+
+    def _start_thread(self) -> None:
         self._thread = threading.Thread(target=self._run, name="otel-ml-recorder", daemon=True)
         self._thread.start()
+
+    def _after_fork(self) -> None:
+        self._queue.clear()                  # the parent processes what it queued itself
+        self._models_lock = threading.Lock()
+        if not self._stop.is_set():
+            self._stop = threading.Event()
+            self._start_thread()
 
     # -- request path --------------------------------------------------------------------------
     def wrapper(self, adapter: Any, method: str) -> Callable:

@@ -117,3 +117,38 @@ def test_config_from_env_code_wins_and_bad_values_are_ignored():
     assert (cfg.sample_ratio, cfg.export_interval_ms, cfg.buffer_path, cfg.logging_bridge) == (0.25, 250, "", False)
     assert cfg.buffer_max_bytes == MLConfig().buffer_max_bytes and cfg.shutdown_timeout_ms == 10
     assert MLConfig.from_env(env, sample_ratio=0.5).sample_ratio == 0.5
+
+
+def test_forked_worker_gets_its_own_threads_and_writes_the_shared_buffer(tmp_path):
+    """A pre-fork server (gunicorn) instruments in the parent; a child's predictions still land on disk."""
+    import multiprocessing
+    import sqlite3
+
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from otel_ml.instrumentation import MLInstrumentor
+
+    path = tmp_path / "b.db"
+    inst = MLInstrumentor()
+    inst.instrument(buffer_path=str(path), log_exporter=RecordingExporter(down=True), export_interval_ms=60_000,
+                    model_name="forked", model_version="1", logging_bridge=False)
+    try:
+        X = np.arange(20.0).reshape(10, 2)
+        model = LogisticRegression().fit(X, [0, 1] * 5)
+
+        def child():
+            model.predict(X[:4])
+            assert inst.pipeline.recorder.flush(30)
+            inst.pipeline.durable.write_pending()
+
+        proc = multiprocessing.get_context("fork").Process(target=child)
+        proc.start()
+        proc.join(60)
+        assert proc.exitcode == 0
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute("SELECT count(*) FROM records WHERE CAST(payload AS TEXT) LIKE '%\"ml.prediction\"%'"
+                                ).fetchone()[0]
+        assert rows == 4
+    finally:
+        inst.uninstrument()

@@ -264,3 +264,25 @@ def test_update_config_changes_sampling_and_is_audited(make_captured, pipe):
     (audit,) = [a.attributes for a in cap.events(sc.EVENT_AUDIT) if a.attributes[sc.ML_AUDIT_ACTION] == sc.AUDIT_CONFIG_CHANGE]
     assert audit[sc.ML_AUDIT_ACTOR] == "alice" and "sample_ratio: 1.0 -> 0.0" in audit[sc.ML_AUDIT_DETAIL]
     assert (audit[sc.ML_MODEL_NAME], audit[sc.ML_MODEL_VERSION]) == ("m", "2")
+
+
+def test_forest_on_worker_threads_records_once(captured):
+    from sklearn.ensemble import RandomForestClassifier
+
+    model = RandomForestClassifier(n_estimators=8, n_jobs=2, random_state=0).fit(XDF, Y)
+    proba = model.predict_proba(XDF.iloc[:3])
+    assert len(captured.span_list()) == 1, "trees predicted on joblib threads are not separate calls"
+    assert [e.attributes[sc.ML_OUTPUT_SCORE] for e in captured.events()] == proba.max(axis=1).tolist()
+
+
+def test_image_like_inputs_are_summarized(captured):
+    images = RNG.random((6, 4, 4))
+    flatten = FunctionTransformer(lambda a: np.asarray(a).reshape(len(a), -1))
+    model = make_pipeline(flatten, LogisticRegression()).fit(images, [0, 1] * 3)
+    model.predict(images[:2])
+    a = captured.events()[0].attributes
+    key = sc.feature_key("input")
+    assert a[key + sc.FEATURE_SUMMARY_SIZE] == 16
+    assert a[key + sc.FEATURE_SUMMARY_MEAN] == pytest.approx(images[0].mean(), rel=1e-12)
+    assert (a[key + sc.FEATURE_SUMMARY_MIN], a[key + sc.FEATURE_SUMMARY_MAX]) == (images[0].min(), images[0].max())
+    assert not any(isinstance(v, (list, tuple)) for v in a.values())
