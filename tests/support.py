@@ -267,3 +267,59 @@ def grpc_export(endpoint: str, body: bytes, timeout: float = 30, metadata=None):
         export = channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export",
                                      response_deserializer=ExportLogsServiceResponse.FromString)
         return export(body, timeout=timeout, metadata=metadata)
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster (Debian's ``postgresql``) on a loopback port.
+
+    ``initdb`` and ``pg_ctl`` refuse to run as root, so as root they run as the unprivileged
+    ``postgres`` user the package creates; as any other user, as that user.
+    """
+
+    def __init__(self, tmp: Path):
+        import glob  # noqa: PLC0415
+        import tempfile  # noqa: PLC0415
+
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        if not bins:
+            raise RuntimeError("PostgreSQL server binaries not found: apt-get install postgresql")
+        self.bin = Path(bins[-1])
+        # Outside the test's tmp folder: the postgres user must be able to reach it.
+        self.dir = Path(tempfile.mkdtemp(prefix="otel-ml-pg-"))
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self.as_postgres = os.geteuid() == 0
+        if self.as_postgres:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self.user = "postgres" if self.as_postgres else os.environ.get("USER", "postgres")
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess:
+        cmd = (["runuser", "-u", "postgres", "--"] if self.as_postgres else []) + list(args)
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=self.dir)
+
+    def start(self) -> "PostgresCluster":
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust",
+                  "--encoding=UTF8", "--no-sync")
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "postgres.log"), "-w",
+                  "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off", "start")
+        return self
+
+    def create_database(self, name: str) -> str:
+        import psycopg  # noqa: PLC0415
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres", autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def url(self, name: str) -> str:
+        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{name}"
+
+    def dump(self, name: str) -> bytes:
+        return subprocess.run(["pg_dump", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name],
+                              check=True, capture_output=True).stdout
+
+    def stop(self) -> None:
+        try:
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)

@@ -41,8 +41,13 @@ def cmd_processor(args: argparse.Namespace) -> int:
     from otel_ml_processor.compute.reference import ReferenceError  # noqa: PLC0415
     from otel_ml_processor.service import run  # noqa: PLC0415
 
+    from otel_ml_processor.config import ConfigError  # noqa: PLC0415
+
     try:
         run(config)
+    except ConfigError as exc:
+        print(f"otel-ml: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except (ReferenceError, ValueError) as exc:
         print(f"otel-ml: cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG

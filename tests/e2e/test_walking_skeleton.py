@@ -128,6 +128,7 @@ def test_sigterm_exits_zero_with_everything_stored(tmp_path):
     ("receiver: {grpc_endpont: 127.0.0.1:4317}\n", "receiver.grpc_endpont"),
     ("compute: {interval: soon}\n", "compute.interval"),
     ("models: [{name: churn, window: {size: large}}]\n", "models[0].window.size"),
+    ("models: [{name: churn, drift: {features: {age: {method: kstest}}}}]\n", "models[0].drift.features.age.method"),
 ])
 def test_bad_config_exits_2_naming_key_and_file(tmp_path, text, key):
     path = tmp_path / "bad.yaml"
@@ -136,3 +137,5 @@ def test_bad_config_exits_2_naming_key_and_file(tmp_path, text, key):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert key in result.stderr and str(path) in result.stderr
+    if "kstest" in text:
+        assert "known: auto, chi2, jensenshannon, ks, psi, wasserstein" in result.stderr

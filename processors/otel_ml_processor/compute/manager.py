@@ -28,7 +28,8 @@ from otel_ml_processor.compute.reference import (
     load_reference_file, prepare_reference, reference_from_window,
 )
 from otel_ml_processor.compute.window import WindowBuffer
-from otel_ml_processor.config import Config, ModelConfig
+from otel_ml import semconv as sc
+from otel_ml_processor.config import Config, ConfigError, ModelConfig
 from otel_ml_processor.counters import Counters
 from otel_ml_processor.join.labels import window_label
 from otel_ml_processor.store.database import Database
@@ -53,6 +54,20 @@ def model_spec(m: ModelConfig, config: Config) -> ModelSpec:
     )
 
 
+def check_drift_methods(config: Config) -> None:
+    """Every configured drift method must exist: a typo is an error at start, naming the known ones."""
+    from otel_ml_processor.stats.registry import builtin_tests  # noqa: PLC0415
+
+    known = {sc.METHOD_AUTO, *builtin_tests()}
+    for i, m in enumerate(config.models):
+        entries = [("default", m.drift.default.method)] + [(f"features.{k}", v.method) for k, v in m.drift.features.items()]
+        for where, method in entries:
+            allowed = known | ({sc.METHOD_PCA_RECONSTRUCTION} if where == f"features.{sc.FEATURE_MULTIVARIATE}" else set())
+            if method not in allowed:
+                raise ConfigError(f"models[{i}].drift.{where}.method",
+                                  f"unknown drift method {method!r} (known: {', '.join(sorted(allowed))})", config.source)
+
+
 class ModelWindows:
     def __init__(self, config: Config, db: Database, admitted: Callable[[str], bool] = lambda m: True):
         self.config, self.db = config, db
@@ -62,6 +77,7 @@ class ModelWindows:
         self.specs: dict = {}            # model -> ModelSpec
         self.references: dict = {}       # (model, version) -> PreparedReference
         self.file_references: dict = {}  # model -> ReferenceData loaded from the config's file
+        check_drift_methods(config)
         for m in config.models:
             self.specs[m.name] = model_spec(m, config)
             if m.reference.path:

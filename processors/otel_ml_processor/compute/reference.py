@@ -1,44 +1,327 @@
-"""Reference data of a model version (stand-in until the full engine lands)."""
+"""Reference data of a model version, and what the engine precomputes from it once.
+
+A reference is a CSV or Parquet file (Parquet needs pyarrow) whose columns are the model's
+feature names plus the optional reserved columns ``__prediction__`` (predicted label or value),
+``__score__`` (confidence of the predicted label, as ``ml.output.score``) and ``__label__`` (true
+label); or the first N predictions of the model version (:func:`reference_from_window`).
+CSV typing: an empty cell is missing; a column whose present cells all parse as numbers is
+numeric, else it is a column of strings.
+
+:func:`prepare_reference` does every reference-only computation once per (model, version):
+each feature's :class:`~otel_ml_processor.stats.registry.FeatureReference` (sorted values,
+PSI edges, category maps, min/max for OOD), the drift method resolved for each feature (``auto``
+-> the actual test; config errors raised here), the PCA of the multivariate drift, and the CBPE
+calibrator.
+
+Example::
+
+    from otel_ml_processor.compute.engine import ModelSpec
+    from otel_ml_processor.compute.reference import load_reference_file, prepare_reference
+
+    data = load_reference_file("reference.csv", features=["age", "plan"])
+    prepared = prepare_reference(data, ModelSpec(task="classification", positive_label="1"))
+    prepared.methods["age"]        # ("wasserstein", 0.1) for a numeric feature of > 1000 rows
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
 
-from otel_ml_processor.compute.window import WindowData
+import numpy as np
+
+from otel_ml import semconv as sc
+from otel_ml_processor.compute.window import WindowData, number_str
+from otel_ml_processor.stats.cbpe import IsotonicCalibrator
+from otel_ml_processor.stats.multivariate import DEFAULT_THRESHOLD as MULTIVARIATE_THRESHOLD
+from otel_ml_processor.stats.multivariate import PCAReconstruction
+from otel_ml_processor.stats.registry import (
+    NUMERIC, DriftConfigError, DriftTest, FeatureReference, builtin_tests, resolve_method,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from otel_ml_processor.compute.engine import ModelSpec
+
+__all__ = ["ReferenceError", "ReferenceData", "PreparedReference", "PreparedFeature",
+           "load_reference_file", "reference_from_window", "prepare_reference", "check_reference_columns",
+           "positive_probability"]
+
+RESERVED = (sc.REFERENCE_PREDICTION_COLUMN, sc.REFERENCE_SCORE_COLUMN, sc.REFERENCE_LABEL_COLUMN)
 
 
 class ReferenceError(ValueError):
-    pass
+    """A reference that cannot be used: unreadable, empty, or columns not matching the model."""
 
 
 @dataclass
 class ReferenceData:
-    features: dict
+    features: dict                         # name -> float64 (NaN missing) or object str (None missing)
+    prediction: Optional[np.ndarray] = None   # object str (classification) or float64 (regression)
+    score: Optional[np.ndarray] = None        # float64
+    label: Optional[np.ndarray] = None        # object: str / float, None = unlabeled
+    probabilities: dict = field(default_factory=dict)  # class -> float64
+    task: Optional[str] = None
+    source: str = ""
+
+    @property
+    def n_rows(self) -> int:
+        for arr in (*self.features.values(), self.prediction, self.score, self.label):
+            if arr is not None:
+                return int(len(arr))
+        return 0
+
+
+def _as_str(c: object) -> str:
+    if isinstance(c, str):
+        return c
+    if isinstance(c, (int, float)) and not isinstance(c, bool):
+        return number_str(c)
+    return str(c)
+
+
+def _typed_column(cells: list, parse_strings: bool) -> np.ndarray:
+    """float64 (NaN missing) when every present cell is a number, else object str (None missing).
+
+    ``parse_strings``: CSV cells are text, so a cell that parses as a float counts as a number
+    (``true`` / ``false`` do not); Parquet cells keep their own type.
+    """
+    def missing(c: object) -> bool:
+        return c is None or (parse_strings and c == "")
+
+    present = [c for c in cells if not missing(c)]
+
+    def is_number(c: object) -> bool:
+        if isinstance(c, bool):
+            return False
+        if isinstance(c, (int, float)):
+            return True
+        if parse_strings and isinstance(c, str):
+            try:
+                float(c)
+            except ValueError:
+                return False
+            return True
+        return False
+
+    if all(is_number(c) for c in present):
+        return np.array([math.nan if missing(c) else float(c) for c in cells], dtype=float)
+    return np.array([None if missing(c) else _as_str(c) for c in cells], dtype=object)
+
+
+def _label_column(cells: list, parse_strings: bool) -> np.ndarray:
+    """Labels / predictions keep their text (``"01"`` stays ``"01"``); numbers are written as
+    :func:`number_str`; the engine converts to float for regression."""
+    return np.array([None if c is None or (parse_strings and c == "") else _as_str(c) for c in cells], dtype=object)
+
+
+def _read_columns(path: str) -> dict[str, list]:
+    if not os.path.exists(path):
+        raise ReferenceError(f"reference file {path!r} does not exist")
+    if path.lower().endswith((".parquet", ".pq")):
+        try:
+            import pyarrow.parquet as pq  # noqa: PLC0415
+        except ImportError as exc:  # pragma: no cover - pyarrow is optional
+            raise ReferenceError(f"reading {path!r} needs pyarrow (pip install 'otel-ml[parquet]')") from exc
+        try:
+            return pq.read_table(path).to_pydict()
+        except Exception as exc:  # noqa: BLE001 - any pyarrow failure is an unreadable file
+            raise ReferenceError(f"cannot read Parquet reference {path!r}: {exc}") from exc
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                raise ReferenceError(f"reference file {path!r} is empty (no header row)")
+            cols: dict[str, list] = {h: [] for h in header}
+            for lineno, row in enumerate(reader, start=2):
+                if len(row) != len(header):
+                    raise ReferenceError(f"{path}:{lineno}: {len(row)} cells, header has {len(header)}")
+                for h, c in zip(header, row):
+                    cols[h].append(c)
+            return cols
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ReferenceError(f"cannot read CSV reference {path!r}: {exc}") from exc
+
+
+def check_reference_columns(ref: ReferenceData, features: list[str]) -> None:
+    """Raise ReferenceError naming the columns when the reference's features differ from ``features``."""
+    have, want = set(ref.features), set(features)
+    if have != want:
+        missing = sorted(want - have)
+        extra = sorted(have - want)
+        parts = []
+        if missing:
+            parts.append(f"missing feature columns {missing}")
+        if extra:
+            parts.append(f"columns that are not features of the model {extra}")
+        raise ReferenceError(f"reference {ref.source or ''!s} does not match the model: " + "; ".join(parts))
+
+
+def load_reference_file(path: str, features: Optional[list[str]] = None) -> ReferenceData:
+    """Read a CSV (or Parquet) reference; ``features`` given: its feature columns must be exactly those."""
+    cols = _read_columns(str(path))
+    csv_text = not str(path).lower().endswith((".parquet", ".pq"))
+    n = len(next(iter(cols.values()))) if cols else 0
+    if n == 0:
+        raise ReferenceError(f"reference file {path!r} has no rows")
+    feats = {k: _typed_column(v, csv_text) for k, v in cols.items() if k not in RESERVED}
+    pred = cols.get(sc.REFERENCE_PREDICTION_COLUMN)
+    score = cols.get(sc.REFERENCE_SCORE_COLUMN)
+    label = cols.get(sc.REFERENCE_LABEL_COLUMN)
+    score_col = None if score is None else _typed_column(score, csv_text)
+    if score_col is not None and score_col.dtype == object:
+        raise ReferenceError(f"reference {path!r}: column {sc.REFERENCE_SCORE_COLUMN} must hold numbers")
+    ref = ReferenceData(
+        features=feats,
+        prediction=None if pred is None else _label_column(pred, csv_text),
+        score=score_col,
+        label=None if label is None else _label_column(label, csv_text),
+        source=str(path),
+    )
+    if features is not None:
+        check_reference_columns(ref, list(features))
+    return ref
+
+
+def reference_from_window(window: WindowData, first_n: int) -> ReferenceData:
+    """The first ``first_n`` rows (oldest) of ``window`` as a reference."""
+    n = min(int(first_n), len(window))
+    s = slice(0, n)
+    pred = window.output_value[s].copy() if window.task == sc.TASK_REGRESSION else window.output_label[s].copy()
+    return ReferenceData(
+        features={k: v[s].copy() for k, v in window.features.items()},
+        prediction=pred, score=window.score[s].copy(), label=window.label[s].copy(),
+        probabilities={k: v[s].copy() for k, v in window.probabilities.items()},
+        task=window.task, source=f"first {n} predictions of {window.model} {window.model_version}",
+    )
+
+
+def positive_probability(positive_label: str, output_label: np.ndarray, score: Optional[np.ndarray],
+                         probabilities: dict) -> np.ndarray:
+    """P(positive) per row (DESIGN.md): ``ml.output.probability.<positive_label>`` when sent, else
+    ``score`` when the predicted label is the positive one and ``1 - score`` otherwise (NaN when
+    neither is known)."""
+    n = len(output_label)
+    out = np.full(n, np.nan)
+    if score is not None and n:
+        is_pos = np.asarray(output_label == positive_label, dtype=bool)
+        known = np.array([x is not None for x in output_label.tolist()], dtype=bool)
+        s = np.asarray(score, dtype=float)
+        out = np.where(known, np.where(is_pos, s, 1.0 - s), np.nan)
+    direct = probabilities.get(positive_label)
+    if direct is not None and n:
+        d = np.asarray(direct, dtype=float)
+        out = np.where(np.isnan(d), out, d)
+    return out
+
+
+def _label_strings(label: np.ndarray) -> np.ndarray:
+    return np.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else
+                     (number_str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v))
+                     for v in label.tolist()], dtype=object)
+
+
+@dataclass
+class PreparedFeature:
+    name: str
+    ref: FeatureReference
+    method: str            # the test actually run (never "auto")
+    test: DriftTest
+    threshold: float
+    treatment: str         # "numeric" | "categorical"
 
 
 @dataclass
 class PreparedReference:
-    data: ReferenceData
+    """Everything the engine needs from a reference, computed once (see module doc)."""
+
+    n_rows: int
+    features: dict                         # name -> PreparedFeature (after the feature cap)
+    dropped_features: tuple = ()           # reference features over ``max_features``
+    prediction: Optional[PreparedFeature] = None
+    multivariate: Optional[PCAReconstruction] = None
+    multivariate_features: tuple = ()
+    multivariate_threshold: float = MULTIVARIATE_THRESHOLD
+    calibrator: Optional[IsotonicCalibrator] = None
+    tests: dict = field(default_factory=dict)
+
+    @property
+    def methods(self) -> dict:
+        """feature -> (method, threshold), prediction included."""
+        out = {k: (f.method, f.threshold) for k, f in self.features.items()}
+        if self.prediction is not None:
+            out[sc.FEATURE_PREDICTION] = (self.prediction.method, self.prediction.threshold)
+        return out
 
 
-def reference_from_window(window: WindowData, first_n: int) -> ReferenceData:
-    return ReferenceData(features={k: v[:first_n] for k, v in window.features.items()})
+def _prepare_feature(name: str, values: np.ndarray, rows: int, spec: "ModelSpec",
+                     tests: dict) -> PreparedFeature:
+    ref = FeatureReference.build(values, rows=rows)
+    if name in spec.drift_features:
+        # a per-feature method without a threshold takes that method's default threshold
+        method, threshold = spec.drift_features[name]
+    else:
+        method, threshold = spec.drift_default_method, spec.drift_default_threshold
+        default_test = tests.get(method)
+        if default_test is not None and ref.value_kind not in default_test.kinds \
+                and default_test.treatment(ref) != ref.value_kind:
+            # the model-wide default of a numeric-only test does not apply to a categorical
+            # feature (nor to a classifier's predicted label): it gets ``auto``; set for the
+            # feature itself, it is a config error (below)
+            method, threshold = sc.METHOD_AUTO, None
+    actual = resolve_method(method or sc.METHOD_AUTO, ref, tests, feature=name)
+    test = tests[actual]
+    test.prepare(ref)
+    # OOD reads these every cycle
+    _ = (ref.min, ref.max) if ref.value_kind == NUMERIC else ref.category_set
+    return PreparedFeature(name, ref, actual, test,
+                           test.default_threshold if threshold is None else float(threshold),
+                           test.treatment(ref))
 
 
-def load_reference_file(path: str, features=None) -> ReferenceData:
-    import csv
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    cols = {k: [r[k] for r in rows] for k in (rows[0] if rows else {})}
-    import numpy as np
-    out = {}
-    for k, vals in cols.items():
-        try:
-            out[k] = np.array([float(v) for v in vals])
-        except ValueError:
-            out[k] = np.array(vals, dtype=object)
-    return ReferenceData(features=out)
-
-
-def prepare_reference(ref: ReferenceData, spec) -> PreparedReference:
-    return PreparedReference(ref)
+def prepare_reference(ref: ReferenceData, spec: "ModelSpec", tests: Optional[dict] = None) -> PreparedReference:
+    """Precompute the reference-only work (raises DriftConfigError / ReferenceError on a bad config)."""
+    tests = builtin_tests() if tests is None else tests
+    n = ref.n_rows
+    names = list(ref.features)
+    kept, dropped = names[: spec.max_features], tuple(names[spec.max_features:])
+    feats = {k: _prepare_feature(k, ref.features[k], n, spec, tests) for k in kept}
+    task = spec.task or ref.task
+    pred = None
+    if ref.prediction is not None and len(ref.prediction):
+        pvals = ref.prediction
+        if task == sc.TASK_REGRESSION:
+            try:
+                pvals = np.asarray([math.nan if v is None else float(v) for v in pvals.tolist()], dtype=float)
+            except ValueError as exc:
+                raise ReferenceError(f"reference {ref.source}: {sc.REFERENCE_PREDICTION_COLUMN} of a "
+                                     f"regression model must hold numbers ({exc})") from exc
+        elif pvals.dtype != object:
+            pvals = _label_strings(pvals)
+        pred = _prepare_feature(sc.FEATURE_PREDICTION, pvals, n, spec, tests)
+    mv_method, mv_threshold = spec.drift_features.get(sc.FEATURE_MULTIVARIATE, (None, None))
+    if mv_method not in (None, sc.METHOD_AUTO, sc.METHOD_PCA_RECONSTRUCTION):
+        raise DriftConfigError(f"multivariate drift method {mv_method!r} is unknown; known: "
+                               f"{sc.METHOD_AUTO}, {sc.METHOD_PCA_RECONSTRUCTION}")
+    numeric = tuple(k for k, f in feats.items() if f.ref.value_kind == NUMERIC)
+    mv = None
+    if len(numeric) >= 2:
+        mv = PCAReconstruction.fit_columns(np.stack([ref.features[k].astype(float) for k in numeric]))
+    calibrator = None
+    if spec.positive_label is not None and ref.label is not None and ref.prediction is not None:
+        pos = spec.positive_label
+        out_label = ref.prediction if ref.prediction.dtype == object else _label_strings(ref.prediction)
+        p = positive_probability(pos, out_label, ref.score, ref.probabilities)
+        labels = _label_strings(ref.label)
+        ok = np.isfinite(p) & np.array([v is not None for v in labels.tolist()], dtype=bool)
+        if np.any(ok):
+            calibrator = IsotonicCalibrator.fit(p[ok], (labels[ok] == pos).astype(float))
+    return PreparedReference(
+        n_rows=n, features=feats, dropped_features=dropped, prediction=pred, multivariate=mv,
+        multivariate_features=numeric if mv is not None else (),
+        multivariate_threshold=MULTIVARIATE_THRESHOLD if mv_threshold is None else float(mv_threshold),
+        calibrator=calibrator, tests=tests,
+    )

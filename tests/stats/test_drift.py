@@ -1,0 +1,177 @@
+"""Drift tests against scipy on the same rows; the registry's resolution and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from scipy.spatial import distance
+
+from otel_ml import semconv as sc
+from otel_ml_processor.stats.registry import (
+    CATEGORICAL, NUMERIC, DriftConfigError, FeatureReference, FeatureWindow, builtin_tests, resolve_method,
+)
+from tests.stats.oracle import assert_close, float_arrays
+
+SETTINGS = settings(max_examples=50, deadline=None)
+TESTS = builtin_tests()
+
+
+def run(method: str, ref_values, win_values, treatment=None):
+    ref = FeatureReference.build(np.asarray(ref_values))
+    test = TESTS[method]
+    return test.compute(ref, FeatureWindow.build(np.asarray(win_values)), treatment or test.treatment(ref))
+
+
+@SETTINGS
+@given(float_arrays(1, 80), float_arrays(1, 80))
+def test_ks_matches_scipy(a, b):
+    ours = run(sc.METHOD_KS, a, b)
+    want = stats.ks_2samp(a, b)
+    assert_close(ours.score, want.statistic, "D")
+    assert_close(ours.pvalue, want.pvalue, "p")
+
+
+@pytest.mark.parametrize("n1,n2,decimals", [(12000, 300, 2), (300, 12001, 1), (20000, 20000, 3), (10000, 9999, 2)])
+def test_ks_matches_scipy_asymptotic_and_large_exact(n1, n2, decimals):
+    rng = np.random.default_rng(n1 + n2)
+    a = np.round(rng.normal(size=n1), decimals)
+    b = np.round(rng.normal(0.03, 1, size=n2), decimals)
+    ours = run(sc.METHOD_KS, a, b)
+    want = stats.ks_2samp(a, b)
+    assert_close(ours.score, want.statistic, "D")
+    assert_close(ours.pvalue, want.pvalue, "p")
+
+
+@SETTINGS
+@given(float_arrays(1, 80), float_arrays(1, 80))
+def test_wasserstein_matches_scipy(a, b):
+    ours = run(sc.METHOD_WASSERSTEIN, a, b)
+    assert_close(ours.score, stats.wasserstein_distance(a, b) / max(np.std(a), 0.001), "wasserstein")
+    assert ours.pvalue is None
+
+
+def design_bins(ref, cur):
+    # DESIGN.md's expressions, verbatim
+    edges = np.unique(np.quantile(ref, np.linspace(0.1, 0.9, 9)))
+    r = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=edges.size + 1) / ref.size
+    c = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=edges.size + 1) / cur.size
+    return r, c
+
+
+@SETTINGS
+@given(float_arrays(1, 80), float_arrays(1, 80))
+def test_psi_matches_design_expression(a, b):
+    r, c = design_bins(a, b)
+    r, c = np.where(r == 0, 1e-4, r), np.where(c == 0, 1e-4, c)
+    assert_close(run(sc.METHOD_PSI, a, b).score, np.sum((c - r) * np.log(c / r)), "psi")
+
+
+@SETTINGS
+@given(float_arrays(1, 80), float_arrays(1, 80))
+def test_jensenshannon_numeric_matches_scipy(a, b):
+    r, c = design_bins(a, b)
+    assert_close(run(sc.METHOD_JENSENSHANNON, a, b, NUMERIC).score, distance.jensenshannon(r, c, base=2), "js")
+
+
+cat_arrays = st.builds(
+    lambda seed, n, k: np.array([f"v{i}" for i in np.random.default_rng(seed).integers(0, k, n)], dtype=object),
+    st.integers(0, 2**32 - 1), st.integers(1, 60), st.integers(1, 6))
+
+
+def oracle_union(a, b):
+    cats = sorted(set(a.tolist()) | set(b.tolist()))
+    return (np.array([np.sum(a == x) for x in cats], dtype=float),
+            np.array([np.sum(b == x) for x in cats], dtype=float))
+
+
+@SETTINGS
+@given(cat_arrays, cat_arrays)
+def test_chi2_and_js_categorical_match_scipy(a, b):
+    r, c = oracle_union(a, b)
+    ours = run(sc.METHOD_CHI2, a, b)
+    stat, p, _, _ = stats.chi2_contingency([r, c], correction=False)
+    assert_close(ours.score, stat, "chi2")
+    assert_close(ours.pvalue, p, "chi2 p")
+    js = run(sc.METHOD_JENSENSHANNON, a, b, CATEGORICAL)
+    assert_close(js.score, distance.jensenshannon(r / r.sum(), c / c.sum(), base=2), "js")
+
+
+@SETTINGS
+@given(float_arrays(1, 60), float_arrays(1, 60))
+def test_chi2_on_numbers_as_categories(a, b):
+    a, b = np.round(a), np.round(b)
+    cats = np.union1d(a, b)
+    r = np.array([np.sum(a == x) for x in cats])
+    c = np.array([np.sum(b == x) for x in cats])
+    ours = run(sc.METHOD_CHI2, a, b, CATEGORICAL)
+    stat, p, _, _ = stats.chi2_contingency([r, c], correction=False)
+    assert_close(ours.score, stat, "chi2")
+    assert_close(ours.pvalue, p, "chi2 p")
+
+
+def test_missing_values_are_left_out():
+    a = np.array([1.0, np.nan, 2.0, 3.0, np.inf])
+    b = np.array([np.nan, 2.5, 0.5])
+    ours = run(sc.METHOD_KS, a, b)
+    want = stats.ks_2samp([1.0, 2.0, 3.0], [2.5, 0.5])
+    assert_close(ours.score, want.statistic)
+    assert_close(ours.pvalue, want.pvalue)
+    cat = run(sc.METHOD_CHI2, np.array(["a", None, "b"], dtype=object), np.array([None, "a"], dtype=object))
+    stat, p, _, _ = stats.chi2_contingency([[1, 1], [1, 0]], correction=False)
+    assert_close(cat.score, stat)
+
+
+def test_auto_resolution():
+    rng = np.random.default_rng(0)
+    numeric_small = FeatureReference.build(rng.normal(size=1000))
+    numeric_big = FeatureReference.build(rng.normal(size=1001))
+    few_values = FeatureReference.build(rng.integers(0, 5, 5000).astype(float))  # 5 distinct: categorical
+    six_values = FeatureReference.build(rng.integers(0, 6, 500).astype(float))
+    strings_big = FeatureReference.build(np.array(["a", "b"] * 600, dtype=object))
+    assert resolve_method("auto", numeric_small, TESTS) == "ks"
+    assert resolve_method("auto", numeric_big, TESTS) == "wasserstein"
+    assert resolve_method("auto", few_values, TESTS) == "jensenshannon"
+    assert resolve_method("auto", FeatureReference.build(few_values.values[:1000]), TESTS) == "chi2"
+    assert resolve_method("auto", six_values, TESTS) == "ks"
+    assert resolve_method("auto", strings_big, TESTS) == "jensenshannon"
+    # the reference's row count decides, not its present values
+    assert resolve_method("auto", FeatureReference.build(rng.normal(size=900), rows=1500), TESTS) == "wasserstein"
+
+
+def test_unknown_method_lists_the_known_ones():
+    ref = FeatureReference.build(np.arange(10.0))
+    with pytest.raises(DriftConfigError) as err:
+        resolve_method("kolmogorov", ref, TESTS, feature="age")
+    msg = str(err.value)
+    for name in ("auto", "chi2", "jensenshannon", "ks", "psi", "wasserstein", "kolmogorov", "age"):
+        assert name in msg
+
+
+@pytest.mark.parametrize("method", ["ks", "psi", "wasserstein"])
+def test_numeric_only_method_on_categorical_feature_is_an_error(method):
+    ref = FeatureReference.build(np.array(["a", "b"], dtype=object))
+    with pytest.raises(DriftConfigError, match="numeric-only"):
+        resolve_method(method, ref, TESTS, feature="plan")
+    assert resolve_method("chi2", ref, TESTS) == "chi2"
+    assert resolve_method("jensenshannon", ref, TESTS) == "jensenshannon"
+
+
+def test_records_are_declarative():
+    for name, t in TESTS.items():
+        assert t.name == name
+        assert t.score_kind in ("pvalue", "distance")
+        assert t.kinds <= {NUMERIC, CATEGORICAL}
+    assert TESTS["ks"].default_threshold == 0.05 and TESTS["chi2"].default_threshold == 0.05
+    assert TESTS["psi"].default_threshold == 0.2
+    assert TESTS["wasserstein"].default_threshold == 0.1 and TESTS["jensenshannon"].default_threshold == 0.1
+
+
+def test_detection_direction():
+    ks, psi = TESTS["ks"], TESTS["psi"]
+    from otel_ml_processor.stats.registry import DriftScore
+    assert ks.detected(DriftScore(0.5, 0.01), None) and not ks.detected(DriftScore(0.5, 0.05), None)
+    assert psi.detected(DriftScore(0.2), None) and not psi.detected(DriftScore(0.19), None)
+    assert psi.detected(DriftScore(0.1), 0.1)
