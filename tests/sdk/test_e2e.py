@@ -35,7 +35,7 @@ class ModelServer:
     """``opentelemetry-instrument python examples/sklearn_server.py`` as a real process."""
 
     def __init__(self, tmp: Path, otlp_port: int, buffer: Path, name: str = "server", script: Path = SERVER,
-                 launcher: bool = True):
+                 launcher: bool = True, protocol: str = "grpc"):
         self.port = free_port()
         self.log_path = tmp / f"{name}.log"
         exe = shutil.which("opentelemetry-instrument")
@@ -47,6 +47,7 @@ class ModelServer:
             "OTEL_SERVICE_NAME": "churn-api",
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
             "OTEL_METRIC_EXPORT_INTERVAL": "1000",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
             sc.ENV_MODEL_NAME: "churn", sc.ENV_MODEL_VERSION: "1",
@@ -100,10 +101,12 @@ def _stored(db: Path) -> list:
             " trace_id FROM predictions WHERE model = 'churn'")]
 
 
-def test_instrumented_server_predictions_reach_the_processor(tmp_path):
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_instrumented_server_predictions_reach_the_processor(tmp_path, protocol):
     models = [{"name": "churn", "task": "classification", "positive_label": "yes"}]
     with ProcessorProcess(tmp_path / "proc", models=models) as proc:
-        server = ModelServer(tmp_path, proc.grpc_port, tmp_path / "buffer.db").start()
+        port = proc.grpc_port if protocol == "grpc" else proc.http_port
+        server = ModelServer(tmp_path, port, tmp_path / "buffer.db", protocol=protocol).start()
         try:
             rng = np.random.default_rng(11)
             sent = {}
