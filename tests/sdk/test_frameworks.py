@@ -80,3 +80,23 @@ def test_onnxruntime_classifier_and_regressor(captured):
     reg_events = captured.events()[3:]
     assert [e.attributes[sc.ML_OUTPUT_VALUE] for e in reg_events] == pytest.approx(out.ravel().tolist(), rel=1e-6)
     assert reg_events[0].attributes[sc.ML_MODEL_TASK] == sc.TASK_REGRESSION
+
+
+def test_onnx_model_with_one_input_per_feature(captured):
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    Xf = X.astype(np.float32)
+    model = make_pipeline(ColumnTransformer([("s", StandardScaler(), ["a", "b"])]), LogisticRegression()).fit(Xf, Y)
+    onx = to_onnx(model, initial_types=[("a", FloatTensorType([None, 1])), ("b", FloatTensorType([None, 1]))],
+                  options={"zipmap": False})
+    sess = ort.InferenceSession(onx.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = {"a": Xf[["a"]].to_numpy()[:2], "b": Xf[["b"]].to_numpy()[:2]}
+    labels, probs = sess.run(None, feed)
+    events = captured.events()
+    assert [e.attributes[sc.feature_key("a")] for e in events] == pytest.approx(feed["a"].ravel().tolist())
+    assert [e.attributes[sc.feature_key("b")] for e in events] == pytest.approx(feed["b"].ravel().tolist())
+    assert [e.attributes[sc.ML_OUTPUT_LABEL] for e in events] == [str(v) for v in labels]
+    assert [e.attributes[sc.probability_key("1")] for e in events] == pytest.approx(probs[:, 1].tolist(), rel=1e-6)
