@@ -14,7 +14,6 @@ time and the ratio, and how fast the background thread turns calls into signals.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 
