@@ -4,7 +4,9 @@ Records are opaque byte strings kept in arrival order. The shipper reads the old
 sends them, and deletes them only once the receiver acknowledged them; a crash between the
 send and the delete means a resend, which the processor drops as a duplicate prediction id.
 When the stored payload bytes exceed ``max_bytes`` the oldest records are deleted first and
-counted (``dropped``), never silently.
+counted (``dropped``), never silently. The batch being sent is never dropped (it could be
+delivered after all, and a record must not be both delivered and counted as lost): while one is
+in flight the next-oldest records go instead, and the file may exceed the bound by that batch.
 
 Each thread gets its own connection (SQLite connections are not shared across threads), and
 WAL lets the shipper read while the writer appends. ``synchronous=NORMAL`` in WAL mode keeps
@@ -27,7 +29,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -50,7 +52,10 @@ class SQLiteBuffer:
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         self._local = threading.local()
-        self._lock = threading.Lock()          # guards _bytes / _count across threads
+        self._lock = threading.Lock()          # guards _bytes / _count / _inflight across threads
+        # (first id, last id) of the batch being shipped: never dropped while in flight, so that a
+        # record is either delivered or counted as dropped, never both.
+        self._inflight: Optional[Tuple[int, int]] = None
         conn = self._conn()
         with conn:
             conn.executescript(_SCHEMA)
@@ -105,15 +110,18 @@ class SQLiteBuffer:
         excess = self._bytes - self.max_bytes
         if excess <= 0:
             return 0
-        # Walk the oldest rows until their bytes cover the excess, then delete exactly those.
+        # Walk the oldest rows (but the batch in flight) until their bytes cover the excess, then
+        # delete exactly those. While a batch is in flight the file may exceed the bound by it.
+        lo, hi = self._inflight or (0, -1)
         last_id, freed, n = None, 0, 0
-        for rowid, size in conn.execute("SELECT id, length(payload) FROM records ORDER BY id"):
+        for rowid, size in conn.execute(
+                "SELECT id, length(payload) FROM records WHERE id < ? OR id > ? ORDER BY id", (lo, hi)):
             last_id, freed, n = rowid, freed + size, n + 1
             if freed >= excess:
                 break
         if last_id is None:
             return 0
-        conn.execute("DELETE FROM records WHERE id <= ?", (last_id,))
+        conn.execute("DELETE FROM records WHERE id <= ? AND NOT (id BETWEEN ? AND ?)", (last_id, lo, hi))
         conn.execute(
             "INSERT INTO counters (name, value) VALUES ('dropped', ?) "
             "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (n,))
@@ -122,9 +130,18 @@ class SQLiteBuffer:
         return n
 
     def oldest(self, limit: int) -> List[Tuple[int, bytes]]:
-        """Up to ``limit`` of the oldest records as ``(id, payload)``."""
-        return self._conn().execute(
+        """Up to ``limit`` of the oldest records as ``(id, payload)``, marked in flight until
+        :meth:`delete` (acknowledged) or :meth:`release` (not sent)."""
+        rows = self._conn().execute(
             "SELECT id, payload FROM records ORDER BY id LIMIT ?", (int(limit),)).fetchall()
+        with self._lock:
+            self._inflight = (rows[0][0], rows[-1][0]) if rows else None
+        return rows
+
+    def release(self) -> None:
+        """The batch in flight was not acknowledged: it may be dropped again like any record."""
+        with self._lock:
+            self._inflight = None
 
     def delete(self, ids: Iterable[int]) -> int:
         """Delete acknowledged records; return how many were still there."""
@@ -145,12 +162,14 @@ class SQLiteBuffer:
                 raise
             self._bytes -= sum(size for (size,) in gone)
             self._count -= len(gone)
+            self._inflight = None
         return len(gone)
 
     def after_fork(self) -> None:
         """In a forked child: forget the parent's connections and re-read the totals."""
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._inflight = None
         self._bytes, self._count = self._conn().execute(
             "SELECT coalesce(sum(length(payload)), 0), count(*) FROM records").fetchone()
 

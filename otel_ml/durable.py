@@ -208,6 +208,7 @@ class DurableLogRecordProcessor(LogRecordProcessor):
                 _log.exception("otel-ml: export failed")
                 result = LogRecordExportResult.FAILURE
             if result != LogRecordExportResult.SUCCESS:
+                self.buffer.release()
                 self._failures += 1
                 if self._failures == 1:
                     _log.warning("otel-ml: receiver unreachable; %d records kept in %s, retrying with back-off",
