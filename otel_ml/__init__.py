@@ -1,7 +1,12 @@
 """otel-ml: OpenTelemetry-native monitoring for machine-learning services.
 
 Inside a model server, ``otel_ml`` records what the model was asked, what it answered and how
-sure it was, as OpenTelemetry events and metrics. See ``docs/instrumentation.md``.
+sure it was, as OpenTelemetry events and metrics. Three ways in (``docs/instrumentation.md``):
+
+1. no code: ``opentelemetry-instrument python serve.py`` (scikit-learn, XGBoost, LightGBM and
+   ONNX Runtime predict calls are instrumented through the ``MLInstrumentor`` entry point);
+2. two lines: ``import otel_ml; otel_ml.configure(model_name="churn", model_version="3")``;
+3. explicit API: ``record_prediction``, ``record_label``, ``monitor_predict``.
 
 Example::
 
@@ -10,7 +15,61 @@ Example::
     otel_ml.record_label("churn", pid, "1")
 """
 
-from otel_ml.api import record_label, record_prediction
+from otel_ml.api import record_audit, record_label, record_prediction
 from otel_ml.version import __version__
 
-__all__ = ["record_prediction", "record_label", "__version__"]
+
+def shutdown() -> None:
+    """Stop otel-ml now: record what is queued, ship within ``OTEL_ML_SHUTDOWN_TIMEOUT``, keep
+    the rest on disk, and restore the instrumented methods. For servers whose exit skips
+    ``atexit`` (uvicorn re-raises SIGTERM): call it from the app's shutdown hook."""
+    from otel_ml.instrumentation import MLInstrumentor  # noqa: PLC0415
+
+    instrumentor = MLInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+
+
+def update_config(actor=None, **changes):
+    """Change otel-ml settings at run time, e.g. ``update_config(sample_ratio=0.1)``; writes an
+    ``ml.audit`` ``config_change`` event (who: ``actor`` or this process) and returns
+    ``{setting: (old, new)}``. Settings read at start (buffer path, export interval) do not
+    change a running buffer."""
+    from otel_ml import pipeline  # noqa: PLC0415
+
+    active = pipeline.active()
+    if active is None:
+        raise RuntimeError("otel-ml is not active: use opentelemetry-instrument or otel_ml.configure() first")
+    return active.recorder.update_config(actor=actor, **changes)
+
+
+def __getattr__(name: str):
+    # Lazy: ``import otel_ml`` stays light (no SDK threads, no wrapt) until these are used.
+    if name == "configure":
+        from otel_ml.bootstrap import configure  # noqa: PLC0415
+
+        return configure
+    if name == "monitor_predict":
+        from otel_ml.timing import monitor_predict  # noqa: PLC0415
+
+        return monitor_predict
+    if name in ("prediction_context", "last_prediction_ids"):
+        from otel_ml import recorder  # noqa: PLC0415
+
+        return getattr(recorder, name)
+    if name == "set_model":
+        from otel_ml.registry import set_model  # noqa: PLC0415
+
+        return set_model
+    if name == "MLInstrumentor":
+        from otel_ml.instrumentation import MLInstrumentor  # noqa: PLC0415
+
+        return MLInstrumentor
+    raise AttributeError(f"module 'otel_ml' has no attribute {name!r}")
+
+
+__all__ = [
+    "record_prediction", "record_label", "record_audit", "configure", "monitor_predict",
+    "prediction_context", "last_prediction_ids", "set_model", "MLInstrumentor", "shutdown", "update_config",
+    "__version__",
+]

@@ -1,7 +1,8 @@
 """Explicit API: record predictions and true labels as OpenTelemetry events.
 
 Each call emits one OTel LogRecord with ``event_name`` ``ml.prediction`` or ``ml.label``
-through a ``LoggerProvider`` (the global one unless one is passed), so it travels over the
+through a ``LoggerProvider`` (the one passed; else otel-ml's own, with its disk buffer, when
+``opentelemetry-instrument`` or ``otel_ml.configure()`` activated otel-ml; else the global one), so it travels over the
 same OTLP exporter, endpoint and resource as the rest of the service's telemetry.
 
 Example::
@@ -20,6 +21,8 @@ Example::
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from typing import Mapping, Optional, Union
 
@@ -32,7 +35,13 @@ Scalar = Union[str, bool, int, float]
 
 
 def _logger(logger_provider: Optional[LoggerProvider]):
-    provider = logger_provider if logger_provider is not None else get_logger_provider()
+    provider = logger_provider
+    if provider is None:
+        # While otel-ml is active its own provider (with the disk buffer) carries ML events.
+        from otel_ml import pipeline  # noqa: PLC0415 - keep ``import otel_ml`` light
+
+        active = pipeline.active()
+        provider = active.logger_provider if active is not None else get_logger_provider()
     return provider.get_logger(sc.INSTRUMENTATION_NAME, __version__)
 
 
@@ -99,7 +108,7 @@ def record_prediction(
         model_name, model_version, features, prediction_id=pid, label=label, value=value,
         score=score, probabilities=probabilities, segments=segments, task=task,
     )
-    _logger(logger_provider).emit(event_name=sc.EVENT_PREDICTION, attributes=attrs)
+    _logger(logger_provider).emit(event_name=sc.EVENT_PREDICTION, attributes=attrs, timestamp=time.time_ns())
     return pid
 
 
@@ -116,4 +125,27 @@ def record_label(
     else:
         value = float(value)
     attrs = {sc.ML_MODEL_NAME: model_name, sc.ML_PREDICTION_ID: prediction_id, sc.ML_LABEL_VALUE: value}
-    _logger(logger_provider).emit(event_name=sc.EVENT_LABEL, attributes=attrs)
+    _logger(logger_provider).emit(event_name=sc.EVENT_LABEL, attributes=attrs, timestamp=time.time_ns())
+
+
+def record_audit(
+    action: str,
+    model_name: str,
+    model_version: str,
+    detail: str = "",
+    *,
+    actor: Optional[str] = None,
+    logger_provider: Optional[LoggerProvider] = None,
+) -> None:
+    """Emit one ``ml.audit`` event: ``action`` is ``model_load``, ``version_change`` or
+    ``config_change``; ``actor`` defaults to ``OTEL_ML_AUDIT_ACTOR`` or this process's
+    ``user@host pid N``."""
+    if action not in sc.AUDIT_ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}; use one of {sc.AUDIT_ACTIONS}")
+    if actor is None:
+        from otel_ml.recorder import default_actor  # noqa: PLC0415
+
+        actor = os.environ.get(sc.ENV_AUDIT_ACTOR) or default_actor()
+    attrs = {sc.ML_AUDIT_ACTION: action, sc.ML_AUDIT_ACTOR: actor, sc.ML_MODEL_NAME: model_name,
+             sc.ML_MODEL_VERSION: str(model_version), sc.ML_AUDIT_DETAIL: detail}
+    _logger(logger_provider).emit(event_name=sc.EVENT_AUDIT, attributes=attrs, timestamp=time.time_ns())

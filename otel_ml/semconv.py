@@ -211,3 +211,29 @@ ENV_BUFFER_MAX_BYTES = "OTEL_ML_BUFFER_MAX_BYTES"
 ENV_EXPORT_INTERVAL = "OTEL_ML_EXPORT_INTERVAL"
 ENV_SHUTDOWN_TIMEOUT = "OTEL_ML_SHUTDOWN_TIMEOUT"
 ENV_SAMPLE_RATIO = "OTEL_ML_SAMPLE_RATIO"
+
+# --- sdk additions ----------------------------------------------------------------------------------
+#: Span attributes of ``ml.predict``: which method was called and how many rows it predicted.
+ML_PREDICT_METHOD = "ml.predict.method"
+ML_PREDICT_ROWS = "ml.predict.rows"
+#: The framework that served the call (``sklearn``, ``xgboost``, ``lightgbm``, ``onnxruntime``, ``custom``).
+ML_FRAMEWORK = "ml.framework"
+#: Standard OTel attribute naming the class of an error (on spans and on ``ml.client.errors``).
+ERROR_TYPE = "error.type"
+#: Suffixes of the summary attributes that replace a non-scalar feature ``ml.feature.<name>``.
+FEATURE_SUMMARY_LENGTH = ".length"
+FEATURE_SUMMARY_SIZE = ".size"
+FEATURE_SUMMARY_MEAN = ".mean"
+FEATURE_SUMMARY_MIN = ".min"
+FEATURE_SUMMARY_MAX = ".max"
+#: Internal failures of the instrumentation (predict itself never fails because of them).
+METRIC_CLIENT_INSTRUMENTATION_ERRORS = "ml.client.instrumentation.errors"
+#: Attribute of ``ml.client.buffer.dropped``: why records were dropped (``buffer_full``, ``queue_full``).
+ML_DROP_REASON = "ml.drop.reason"
+DROP_BUFFER_FULL = "buffer_full"
+DROP_QUEUE_FULL = "queue_full"
+ENV_MAX_TEXT_LENGTH = "OTEL_ML_MAX_TEXT_LENGTH"
+ENV_AUDIT_ACTOR = "OTEL_ML_AUDIT_ACTOR"
+ENV_LOGGING_BRIDGE = "OTEL_ML_LOGGING_BRIDGE"
+ENV_MAX_QUEUE_SIZE = "OTEL_ML_MAX_QUEUE_SIZE"
+ENV_EXPORT_BATCH_SIZE = "OTEL_ML_EXPORT_BATCH_SIZE"

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Iterable
 
 from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.builders import heatmap, prometheus, stat, statushistory, table, timeseries
+from grafana_foundation_sdk.builders import common, heatmap, prometheus, stat, statushistory, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import prometheus as pm
 
@@ -47,8 +48,8 @@ CV = 'ml_model_name=~"$model", ml_model_version=~"$model_version"'
 INPUT_FEATURES = 'feature!~"__prediction__|__multivariate__"'
 #: System metrics as exported by the Python Prometheus exporter (unit "1" -> no suffix) and by
 #: the Collector's Prometheus exporter (unit "1" -> _ratio): match both.
-PROC_CPU = '{__name__=~"process_cpu_utilization(_ratio)?", job=~"$job"}'
-SYS_CPU = '{__name__=~"system_cpu_utilization(_ratio)?", job=~"$job"}'
+PROC_CPU = '{__name__=~"process_cpu_utilization(_ratio)?", job=~"$job", instance=~"$instance"}'
+SYS_CPU = '{__name__=~"system_cpu_utilization(_ratio)?", job=~"$job", instance=~"$instance"}'
 
 
 # --- variables ---------------------------------------------------------------------------------
@@ -83,7 +84,10 @@ def q(expr: str, legend: str = "", ref: str = "A", instant: bool = False, table_
 
 def ts(title: str, description: str, targets: Iterable, unit: str = "short", width: int = 12, height: int = 8,
        vmin: float | None = None, vmax: float | None = None):
-    p = timeseries.Panel().title(title).description(description).datasource(DS).unit(unit).span(width).height(height)
+    p = (timeseries.Panel().title(title).description(description).datasource(DS).unit(unit).span(width).height(height)
+         .legend(common.VizLegendOptions().show_legend(True).display_mode(cm.LegendDisplayMode.LIST)
+                 .placement(cm.LegendPlacement.BOTTOM).calcs([]))
+         .tooltip(common.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.DESCENDING)))
     for t in targets:
         p = p.with_target(t)
     if vmin is not None:
@@ -160,8 +164,10 @@ def overview() -> db.Dashboard:
               "{{ml_model_name}} p99"),
             q(f"histogram_quantile(0.5, sum by (ml_model_name, le) (rate(ml_client_predict_duration_seconds_bucket{{{C}}}[{RATE}])))",
               "{{ml_model_name}} p50", "B")], "s", 8),
-        ts("Error ratio", "Share of predict calls that raised (ml_client_errors_total / ml_client_predictions_total).",
-           [q(f"sum by (ml_model_name) (rate(ml_client_errors_total{{{C}}}[{RATE}]))\n/\n"
+        ts("Error ratio", "Share of predict calls that raised (ml_client_errors_total / ml_client_predictions_total; 0 while none did: "
+           "the errors counter appears with the first error).",
+           [q(f"(sum by (ml_model_name) (rate(ml_client_errors_total{{{C}}}[{RATE}]))\n"
+              f" or 0 * sum by (ml_model_name) (rate(ml_client_predictions_total{{{C}}}[{RATE}])))\n/\n"
               f"sum by (ml_model_name) (rate(ml_client_predictions_total{{{C}}}[{RATE}]))", "{{ml_model_name}}")],
            "percentunit", 8, vmin=0),
         db.Row("Model quality"),
@@ -229,8 +235,9 @@ def pipeline() -> db.Dashboard:
         ts("Data-quality issues", "ml_data_quality_issues_total per model, feature and issue (the rows are kept).",
            [q(f"sum by (model, feature, issue) (rate(ml_data_quality_issues_total{{{M}}}[{RATE}]))", "{{model}} {{feature}} {{issue}}")],
            "rps", 12),
-        ts("Client buffer drops", "ml_client_buffer_dropped_total: records a model server dropped because its disk buffer was full.",
-           [q(f"sum by (job, instance) (rate(ml_client_buffer_dropped_total[{RATE}]))", "{{instance}}")], "rps", 12),
+        ts("Client buffer drops", "ml_client_buffer_dropped_total: records a model server dropped because its disk buffer was full "
+           "(a flat 0 while no server ever dropped one).",
+           [q(f"sum by (job, instance) (rate(ml_client_buffer_dropped_total[{RATE}])) or vector(0)", "{{instance}}")], "rps", 12),
         db.Row("Labels"),
         ts("Label join delay", "Time from a prediction to the join of its true label (ml_label_join_delay_seconds), p50 and p90.",
            [q(f"histogram_quantile(0.5, sum by (le) (rate(ml_label_join_delay_seconds_bucket[{RATE}])))", "p50"),
@@ -254,29 +261,33 @@ def pipeline() -> db.Dashboard:
 
 def system() -> db.Dashboard:
     job = query_var("job", "Job", "label_values(process_memory_usage_bytes, job)")
+    instance = query_var("instance", "Instance", 'label_values(process_memory_usage_bytes{job=~"$job"}, instance)')
     panels = [
         db.Row("Model-server processes"),
         ts("Process CPU utilization", "process.cpu.utilization of each model-server process (OTel system metrics).",
            [q(f"sum by (job, instance) ({PROC_CPU})", "{{instance}}")], "percentunit", 8),
         ts("Process memory", "process.memory.usage (resident) of each model-server process.",
-           [q('process_memory_usage_bytes{job=~"$job"}', "{{instance}}")], "bytes", 8),
+           [q('process_memory_usage_bytes{job=~"$job", instance=~"$instance"}', "{{instance}}")], "bytes", 8),
         ts("Process threads and open files", "process.thread.count and process.open_file_descriptor.count.",
-           [q('process_thread_count{job=~"$job"}', "threads {{instance}}"),
-            q('process_open_file_descriptor_count{job=~"$job"}', "fds {{instance}}", "B")], "short", 8),
+           [q('process_thread_count{job=~"$job", instance=~"$instance"}', "threads {{instance}}"),
+            q('process_open_file_descriptor_count{job=~"$job", instance=~"$instance"}', "fds {{instance}}", "B")], "short", 8),
+        ts("Python GC collections per second", "cpython.gc.collections per generation: GC pressure of the model server.",
+           [q(f'sum by (instance, generation) (rate(cpython_gc_collections_total{{job=~"$job", instance=~"$instance"}}[{RATE}]))',
+              "{{instance}} gen {{generation}}")], "short", 8),
         db.Row("Hosts"),
         ts("System CPU utilization by state", "system.cpu.utilization averaged over CPUs, per state.",
            [q(f"avg by (instance, state) ({SYS_CPU})", "{{instance}} {{state}}")], "percentunit", 12),
         ts("System memory by state", "system.memory.usage per state (used, free, cached, ...).",
-           [q('sum by (instance, state) (system_memory_usage_bytes{job=~"$job"})', "{{instance}} {{state}}")], "bytes", 12),
+           [q('sum by (instance, state) (system_memory_usage_bytes{job=~"$job", instance=~"$instance"})', "{{instance}} {{state}}")], "bytes", 12),
         ts("Network I/O", "system.network.io per direction.",
-           [q(f'sum by (instance, direction) (rate(system_network_io_bytes_total{{job=~"$job"}}[{RATE}]))', "{{instance}} {{direction}}")],
+           [q(f'sum by (instance, direction) (rate(system_network_io_bytes_total{{job=~"$job", instance=~"$instance"}}[{RATE}]))', "{{instance}} {{direction}}")],
            "Bps", 12),
         ts("Disk I/O", "system.disk.io per direction.",
-           [q(f'sum by (instance, direction) (rate(system_disk_io_bytes_total{{job=~"$job"}}[{RATE}]))', "{{instance}} {{direction}}")],
+           [q(f'sum by (instance, direction) (rate(system_disk_io_bytes_total{{job=~"$job", instance=~"$instance"}}[{RATE}]))', "{{instance}} {{direction}}")],
            "Bps", 12),
     ]
     return _dashboard("otel-ml-system", "otel-ml / System resources",
-                      "Model-server processes and hosts, from opentelemetry-instrumentation-system-metrics.", [job], panels,
+                      "Model-server processes and hosts, from opentelemetry-instrumentation-system-metrics.", [job, instance], panels,
                       ["system"])
 
 
@@ -309,8 +320,8 @@ def docs_with_table(text: str, rendered: dict) -> str:
 
 
 def dashboards() -> dict:
-    return {"ml-overview.json": overview(), "ml-model-detail.json": model_detail(),
-            "ml-pipeline-health.json": pipeline(), "ml-system-resources.json": system()}
+    return {"otel-ml-overview.json": overview(), "otel-ml-model.json": model_detail(),
+            "otel-ml-pipeline.json": pipeline(), "otel-ml-system.json": system()}
 
 
 def _finish(d: dm.Dashboard) -> dm.Dashboard:

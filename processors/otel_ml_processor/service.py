@@ -90,6 +90,7 @@ class ProcessorService:
         for model, _version, _task in self.db.model_versions():
             self.ingest.models.admit(model, count=False)
         loaded = self.windows.rebuild()
+        self.windows.check_references()   # a mismatching reference file is an error at start
         self.computer.run_once()
         log.info("windows rebuilt from the database: %d rows", loaded)
         workers = ingest_workers()

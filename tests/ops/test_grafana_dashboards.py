@@ -18,7 +18,7 @@ from dashboards.grafana import generate
 from tests.ops.grafana_queries import GRAFANA, dashboards, panel_queries, substitute
 from tests.support import PrometheusProcess, http_get
 
-VALUES = {"model": "churn", "model_version": "3", "job": "model-server", "datasource": "prometheus"}
+VALUES = {"model": "churn", "model_version": "3", "job": "model-server", "instance": ".*", "datasource": "prometheus"}
 
 
 def test_committed_json_is_what_the_generator_makes():
@@ -36,9 +36,15 @@ def test_datasource_is_a_variable_everywhere():
         assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
         uids = re.findall(r'"uid":\s*"([^"]*)"', json.dumps(dash))
         assert uids and set(uids) - {dash["uid"]} == {"${datasource}"}, f"{name}: hard-coded datasource uid"
-        if name != "ml-system-resources.json":
+        if name != "otel-ml-system.json":
             assert "model" in variables
-    for name in ("ml-overview.json", "ml-model-detail.json"):
+        assert dash["uid"] and dash["title"] and dash["schemaVersion"] >= 36
+        ids = [p["id"] for p in dash["panels"]]
+        assert len(ids) == len(set(ids)), f"{name}: duplicate panel ids"
+        for panel in dash["panels"]:
+            refs = [t["refId"] for t in panel.get("targets") or []]
+            assert len(refs) == len(set(refs)), f"{name} / {panel['title']}: duplicate refId"
+    for name in ("otel-ml-overview.json", "otel-ml-model.json"):
         assert "model_version" in {v["name"] for v in dashboards()[name]["templating"]["list"]}
 
 

@@ -25,13 +25,14 @@ from typing import Callable, Optional
 from otel_ml_processor.clean.records import PredictionRecord
 from otel_ml_processor.compute.engine import ModelMetrics, ModelSpec, compute_model_metrics
 from otel_ml_processor.compute.reference import (
-    load_reference_file, prepare_reference, reference_from_window,
+    ReferenceError, check_reference_columns, load_reference_file, prepare_reference, reference_from_window,
 )
 from otel_ml_processor.compute.window import WindowBuffer
 from otel_ml import semconv as sc
 from otel_ml_processor.config import Config, ConfigError, ModelConfig
 from otel_ml_processor.counters import Counters
 from otel_ml_processor.join.labels import window_label
+from otel_ml_processor.stats.registry import DriftConfigError
 from otel_ml_processor.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class ModelWindows:
         self.specs: dict = {}            # model -> ModelSpec
         self.references: dict = {}       # (model, version) -> PreparedReference
         self.file_references: dict = {}  # model -> ReferenceData loaded from the config's file
+        self.reference_errors: dict = {}  # (model, version) -> why its reference cannot be used
         check_drift_methods(config)
         for m in config.models:
             self.specs[m.name] = model_spec(m, config)
@@ -139,14 +141,40 @@ class ModelWindows:
         with self._lock:
             return [(key, buf.snapshot(now)) for key, buf in self.buffers.items()]
 
-    def reference(self, model: str, version: str, task: str):
-        """The prepared reference of a model version, or None until it exists."""
+    def reference(self, model: str, version: str, task: str, features: Optional[list] = None):
+        """The prepared reference of a model version, or None until it exists (or if it cannot be used).
+
+        A reference file whose columns differ from the model's ``features``, or a drift method
+        that cannot run on a feature's kind, raises at start (:meth:`check_references`); later it
+        is logged once and the model is computed without a reference (no drift, no OOD).
+        """
         key = (model, version)
         ref = self.references.get(key)
-        if ref is not None:
+        if ref is not None or key in self.reference_errors:
             return ref
+        try:
+            ref = self._prepare(model, version, task, features)
+        except (ReferenceError, DriftConfigError) as exc:
+            self.reference_errors[key] = str(exc)
+            log.error("model %s version %s: reference unusable, computing without drift and OOD: %s",
+                      model, version, exc)
+            return None
+        if ref is not None:
+            self.references[key] = ref
+        return ref
+
+    def check_references(self) -> None:
+        """At start: every model version with stored rows and a reference file must match it."""
+        for (model, version), buf in list(self.buffers.items()):
+            if model in self.file_references and len(buf):
+                window = buf.snapshot()
+                self._prepare(model, version, window.task, sorted(window.features))
+
+    def _prepare(self, model: str, version: str, task: str, features: Optional[list]):
         spec = self.spec(model)
         data = self.file_references.get(model)
+        if data is not None and features:
+            check_reference_columns(data, features)
         if data is None:
             first_n = self.config.model(model).reference.first_n
             if self.db.count(model, version) < first_n:
@@ -157,8 +185,7 @@ class ModelWindows:
                 if row["label"] is not None:
                     row["label"] = window_label(task, row["label"])
             data = reference_from_window(rows_to_window(model, version, spec.task or task, rows), first_n)
-        ref = self.references[key] = prepare_reference(data, spec)
-        return ref
+        return prepare_reference(data, spec)
 
 
 @dataclass(frozen=True)
@@ -191,7 +218,7 @@ class Computer:
         for (model, version), window in self.windows.snapshots(now):
             t0 = time.perf_counter()
             try:
-                ref = self.windows.reference(model, version, window.task)
+                ref = self.windows.reference(model, version, window.task, sorted(window.features))
                 metrics: ModelMetrics = compute_model_metrics(window, ref, self.windows.spec(model))
             except Exception:  # one model's failure must not stop the others' metrics
                 log.exception("computing metrics of model %s version %s failed", model, version)

@@ -1,0 +1,158 @@
+"""The ML event pipeline of one process: recorder thread -> LoggerProvider -> disk buffer -> OTLP.
+
+``ml.prediction`` / ``ml.label`` / ``ml.audit`` events get their own ``LoggerProvider`` (same
+resource as the service's tracer provider) whose processor is the durable SQLite buffer, so
+they survive a hub outage or a restart, while spans, metrics and application logs keep
+using the global providers that ``opentelemetry-instrument`` (or ``otel_ml.configure``) set up.
+
+Example::
+
+    from otel_ml.config import MLConfig
+    from otel_ml.pipeline import MLPipeline
+
+    pipe = MLPipeline(MLConfig.from_env(buffer_path="/tmp/ml.db"))
+    ...
+    pipe.shutdown()        # ships within OTEL_ML_SHUTDOWN_TIMEOUT, keeps the rest on disk
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from typing import Any, Optional
+
+from opentelemetry import trace
+from opentelemetry._logs import LoggerProvider as APILoggerProvider
+from opentelemetry._logs import get_logger_provider
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.trace import TracerProvider
+
+from otel_ml import semconv as sc
+from otel_ml.config import MLConfig, default_buffer_path
+from otel_ml.durable import DurableLogRecordProcessor
+from otel_ml.providers import otlp_log_exporter
+from otel_ml.recorder import IdHook, ModelHook, Recorder
+
+_log = logging.getLogger(__name__)
+
+_active: Optional["MLPipeline"] = None
+
+
+def active() -> Optional["MLPipeline"]:
+    """The pipeline of the running instrumentation, if any."""
+    return _active
+
+
+def _set_active(pipe: Optional["MLPipeline"]) -> None:
+    global _active  # noqa: PLW0603 - one process-wide pipeline, set by instrument()/uninstrument()
+    _active = pipe
+
+
+def _resource_of(tracer_provider: Any) -> Resource:
+    resource = getattr(tracer_provider, "resource", None)
+    return resource if isinstance(resource, Resource) else Resource.create()
+
+
+class MLPipeline:
+    """Recorder + ML LoggerProvider (+ durable buffer) + the logging bridge, shut down together."""
+
+    def __init__(
+        self,
+        config: MLConfig,
+        *,
+        tracer_provider: Optional[TracerProvider] = None,
+        meter_provider: Optional[MeterProvider] = None,
+        logger_provider: Optional[APILoggerProvider] = None,
+        log_exporter: Optional[LogRecordExporter] = None,
+        model_hook: Optional[ModelHook] = None,
+        id_hook: Optional[IdHook] = None,
+    ) -> None:
+        self.config = config
+        self.durable: Optional[DurableLogRecordProcessor] = None
+        self._own_provider: Optional[LoggerProvider] = None
+        self.recorder: Optional[Recorder] = None
+        if logger_provider is None:
+            resource = _resource_of(tracer_provider or trace.get_tracer_provider())
+            provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+            exporter = log_exporter if log_exporter is not None else otlp_log_exporter()
+            if config.buffer_path == "":
+                provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+            else:
+                path = config.buffer_path or default_buffer_path(
+                    str(resource.attributes.get("service.name", "unknown_service")))
+                self.durable = DurableLogRecordProcessor(
+                    exporter, path, max_bytes=config.buffer_max_bytes,
+                    export_interval_ms=config.export_interval_ms, batch_size=config.export_batch_size,
+                    shutdown_timeout_ms=config.shutdown_timeout_ms, resource=resource,
+                    on_dropped=self._on_dropped)
+                provider.add_log_record_processor(self.durable)
+            self._own_provider = provider
+            logger_provider = provider
+        self.logger_provider = logger_provider
+        self.recorder = Recorder(config, tracer_provider=tracer_provider, meter_provider=meter_provider,
+                                 logger_provider=logger_provider, model_hook=model_hook, id_hook=id_hook)
+        self._handler: Optional[logging.Handler] = None
+        self._logging_instrumentor: Any = None
+        if config.logging_bridge:
+            self._bridge_logging()
+        self._closed = False
+        atexit.register(self.shutdown)
+
+    def _on_dropped(self, n: int) -> None:
+        if self.recorder is not None:
+            self.recorder.dropped.add(n, {sc.ML_DROP_REASON: sc.DROP_BUFFER_FULL})
+
+    def _bridge_logging(self) -> None:
+        """Send Python ``logging`` records to the service's OTel LoggerProvider (once).
+
+        Uses ``opentelemetry-instrumentation-logging`` when installed (the maintained bridge;
+        ``opentelemetry-instrument`` may also load it: it is a singleton, so it bridges once),
+        else the SDK's own (deprecated) ``LoggingHandler``.
+        """
+        root = logging.getLogger()
+        if any(type(h).__name__ == "LoggingHandler" and "opentelemetry" in type(h).__module__ for h in root.handlers):
+            return                   # already bridged (opentelemetry-instrument or the app)
+        if not isinstance(get_logger_provider(), LoggerProvider):
+            return                   # no SDK configured: nowhere to send them
+        try:
+            from opentelemetry.instrumentation.logging import LoggingInstrumentor  # noqa: PLC0415
+        except ImportError:
+            LoggingInstrumentor = None  # noqa: N806
+        if LoggingInstrumentor is not None:
+            instrumentor = LoggingInstrumentor()
+            if not instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.instrument()
+                self._logging_instrumentor = instrumentor
+            return
+        import warnings  # noqa: PLC0415
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from opentelemetry.sdk._logs import LoggingHandler  # noqa: PLC0415
+
+            self._handler = LoggingHandler(level=logging.NOTSET, logger_provider=get_logger_provider())
+        root.addHandler(self._handler)   # the app's own logger levels decide what is bridged
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Turn queued calls into signals and ship buffered events now."""
+        ok = self.recorder.flush(timeout_millis / 1000.0)
+        provider = self.logger_provider
+        flush = getattr(provider, "force_flush", None)
+        return bool(flush(timeout_millis)) and ok if flush is not None else ok
+
+    def shutdown(self) -> None:
+        """Process queued calls, then ship within the shutdown timeout and keep the rest on disk."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.shutdown)
+        if self._handler is not None:
+            logging.getLogger().removeHandler(self._handler)
+        if self._logging_instrumentor is not None:
+            self._logging_instrumentor.uninstrument()
+        self.recorder.shutdown(timeout=max(1.0, self.config.shutdown_timeout_ms / 1000.0))
+        if self._own_provider is not None:
+            self._own_provider.shutdown()
