@@ -143,6 +143,11 @@ def alerts(t: dict) -> list:
     a.append(_alert(t, "MLLabelsExpiring", "warning", "rate(ml_labels_expired_total[1h]) > 0",
                     t["labels_expiring"]["for"], "True labels expire without finding their prediction.",
                     "{{ $value | printf \"%.2f\" }} labels per second expire unjoined (unknown prediction ids, or labels sent to the wrong model)."))
+    lp = t["labels_pending"]
+    a.append(_alert(t, "MLLabelsPendingGrowing", "warning",
+                    f"ml_labels_pending > {lp['above']}\nand delta(ml_labels_pending[{lp['growth_window']}]) > 0",
+                    lp["for"], "Labels pile up waiting for predictions that have not arrived.",
+                    f"{{{{ $value | printf \"%.0f\" }}}} labels are waiting for their prediction and the backlog grew over the last {lp['growth_window']}."))
     lt = t["latency"]
     for sev, key in (("warning", "warning_p99_above_seconds"), ("critical", "critical_p99_above_seconds")):
         a.append(_alert(t, "MLPredictionLatencyHigh", sev, f"model:ml_client_predict_duration_seconds:p99_rate5m > {lt[key]}",

@@ -120,10 +120,12 @@ def reference_quantiles(n: int) -> list:
     return [NormalDist().inv_cdf((i + 0.5) / n) for i in range(n)]
 
 
-def send_drifted(provider, model: str, version: str, drifted: list, stable: list, first_n: int, repeats: int = 2) -> list:
-    """Predictions through the SDK: ``first_n`` reference rows, then ``repeats`` copies of them
-    with the ``drifted`` features shifted by +3 and the ``stable`` ones unchanged (so their KS
-    statistic is exactly 0 and only the drifted features can be detected). Returns the ids."""
+def send_drifted(provider, model: str, version: str, drifted: list, stable: list, first_n: int, repeats: int = 2,
+                 reference: bool = True) -> list:
+    """Predictions through the SDK: ``first_n`` reference rows (unless ``reference`` is false),
+    then ``repeats`` copies of them with the ``drifted`` features shifted by +3 and the
+    ``stable`` ones unchanged (so their KS statistic is exactly 0 and only the drifted features
+    can be detected). Returns the ids."""
     import otel_ml  # noqa: PLC0415
 
     ref = reference_quantiles(first_n)
@@ -134,9 +136,10 @@ def send_drifted(provider, model: str, version: str, drifted: list, stable: list
         features.update({f: ref[(i * 7 + k) % first_n] for k, f in enumerate(stable)})
         ids.append(otel_ml.record_prediction(model, version, features, label="1", score=0.9, logger_provider=provider))
 
-    for i in range(first_n):
-        emit(0.0, i)
-    provider.force_flush()  # the reference is the first predictions: send them first
+    if reference:
+        for i in range(first_n):
+            emit(0.0, i)
+        provider.force_flush()  # the reference is the first predictions: send them first
     for _ in range(repeats):
         for i in range(first_n):
             emit(3.0, i)

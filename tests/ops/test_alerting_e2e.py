@@ -11,6 +11,8 @@ placeholder webhook host replaced by the test's receiver and group_wait shortene
 - churn: 1 of 3 features drifted -> MLFeatureDrift warning only -> receiver ml-models.
 - fraud-detector: its only feature drifted -> MLFeatureDrift warning AND critical; the critical
   one pages the risk team (route by model, then severity) and inhibits the warning.
+- then churn gets undrifted rows that push the drifted ones out of its window (window.size
+  200): the drift test clears, the alert resolves, and Alertmanager posts the resolution.
 """
 
 from __future__ import annotations
@@ -26,28 +28,27 @@ pytestmark = pytest.mark.e2e
 FIRST_N = 100
 
 
-def _model(name: str) -> dict:
+def _model(name: str, window: int = 10000) -> dict:
     return {"name": name, "task": "classification", "reference": {"first_n": FIRST_N},
-            "drift": {"default": {"method": "ks"}}}
+            "window": {"size": window}, "drift": {"default": {"method": "ks"}}}
 
 
 def test_drift_alert_reaches_the_webhook_routed_and_inhibited(tmp_path):
     rule_files = generate.render_to(generate.load_thresholds(), tmp_path / "rules", for_override="1s")
-    with ProcessorProcess(tmp_path, models=[_model("churn"), _model("fraud-detector")]) as proc, \
+    with ProcessorProcess(tmp_path, models=[_model("churn", window=2 * FIRST_N), _model("fraud-detector")]) as proc, \
             WebhookReceiver() as hook, AlertmanagerProcess(tmp_path, hook.url) as am, \
             PrometheusProcess(tmp_path, targets=[proc.metrics_endpoint], rule_files=rule_files,
                               alertmanager=am.address) as prom:
         provider = sdk_logger_provider(proc.grpc_endpoint, "grpc")
         send_drifted(provider, "churn", "3", drifted=["x"], stable=["a", "b"], first_n=FIRST_N)
         send_drifted(provider, "fraud-detector", "1", drifted=["amount"], stable=[], first_n=FIRST_N)
-        provider.shutdown()
 
         # The processor's own numbers, as Prometheus sees them.
         wait_for(lambda: prom.value('model_version:ml_drift_detected:sum{model="churn"}') == 1,
                  what="churn: one drifted feature in Prometheus")
         assert prom.value('ml_drift_detected{model="churn",feature="a",method="ks"}') == 0
         assert prom.value('ml_drift_detected{model="churn",feature="x",method="ks"}') == 1
-        assert prom.value('ml_window_predictions{model="churn"}') == 3 * FIRST_N
+        assert prom.value('ml_window_predictions{model="churn"}') == 2 * FIRST_N
 
         churn = hook.wait_for(lambda a: a["labels"]["alertname"] == "MLFeatureDrift" and a["labels"]["model"] == "churn",
                               what="MLFeatureDrift for churn at the webhook")
@@ -74,3 +75,13 @@ def test_drift_alert_reaches_the_webhook_routed_and_inhibited(tmp_path):
         assert not [a for a in hook.alerts() if a["labels"]["alertname"] == "MLFeatureDrift"
                     and a["labels"]["model"] == "fraud-detector" and a["labels"]["severity"] == "warning"]
         # (Other alerts may fire too with for: 1s, e.g. MLOODRatioHigh: the shifted rows are OOD.)
+
+        # Undrifted rows replace the drifted ones in churn's window: the alert resolves.
+        send_drifted(provider, "churn", "3", drifted=[], stable=["x", "a", "b"], first_n=FIRST_N, repeats=2,
+                     reference=False)
+        provider.shutdown()
+        wait_for(lambda: prom.value('model_version:ml_drift_detected:sum{model="churn"}') == 0,
+                 what="churn's drift cleared in Prometheus")
+        resolved = hook.wait_for(lambda a: a["labels"]["alertname"] == "MLFeatureDrift" and a["labels"]["model"] == "churn"
+                                 and a["status"] == "resolved", what="MLFeatureDrift for churn resolved at the webhook")
+        assert resolved["receiver_path"] == "/ml-models"
