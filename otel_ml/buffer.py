@@ -4,9 +4,9 @@ Records are opaque byte strings kept in arrival order. The shipper reads the old
 sends them, and deletes them only once the receiver acknowledged them; a crash between the
 send and the delete means a resend, which the processor drops as a duplicate prediction id.
 When the stored payload bytes exceed ``max_bytes`` the oldest records are deleted first and
-counted (``dropped``), never silently. The batch being sent is never dropped (it could be
-delivered after all, and a record must not be both delivered and counted as lost): while one is
-in flight the next-oldest records go instead, and the file may exceed the bound by that batch.
+counted (``dropped``), never silently. A record dropped while its batch is being sent may still
+be delivered by that send: its drop is counted only once the send failed (:meth:`release`), so a
+record is either delivered or counted as dropped, never both.
 
 Each thread gets its own connection (SQLite connections are not shared across threads), and
 WAL lets the shipper read while the writer appends. ``synchronous=NORMAL`` in WAL mode keeps
@@ -53,9 +53,10 @@ class SQLiteBuffer:
         os.makedirs(directory, exist_ok=True)
         self._local = threading.local()
         self._lock = threading.Lock()          # guards _bytes / _count / _inflight across threads
-        # (first id, last id) of the batch being shipped: never dropped while in flight, so that a
-        # record is either delivered or counted as dropped, never both.
+        # (first id, last id) of the batch being shipped, and how many of its records were dropped
+        # meanwhile: counted as dropped only if the send fails (it may deliver them after all).
         self._inflight: Optional[Tuple[int, int]] = None
+        self._dropped_inflight = 0
         conn = self._conn()
         with conn:
             conn.executescript(_SCHEMA)
@@ -110,24 +111,29 @@ class SQLiteBuffer:
         excess = self._bytes - self.max_bytes
         if excess <= 0:
             return 0
-        # Walk the oldest rows (but the batch in flight) until their bytes cover the excess, then
-        # delete exactly those. While a batch is in flight the file may exceed the bound by it.
+        # Walk the oldest rows until their bytes cover the excess, then delete exactly those.
         lo, hi = self._inflight or (0, -1)
-        last_id, freed, n = None, 0, 0
-        for rowid, size in conn.execute(
-                "SELECT id, length(payload) FROM records WHERE id < ? OR id > ? ORDER BY id", (lo, hi)):
+        last_id, freed, n, in_flight = None, 0, 0, 0
+        for rowid, size in conn.execute("SELECT id, length(payload) FROM records ORDER BY id"):
             last_id, freed, n = rowid, freed + size, n + 1
+            in_flight += lo <= rowid <= hi
             if freed >= excess:
                 break
         if last_id is None:
             return 0
-        conn.execute("DELETE FROM records WHERE id <= ? AND NOT (id BETWEEN ? AND ?)", (last_id, lo, hi))
-        conn.execute(
-            "INSERT INTO counters (name, value) VALUES ('dropped', ?) "
-            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (n,))
+        conn.execute("DELETE FROM records WHERE id <= ?", (last_id,))
+        self._count_dropped(conn, n - in_flight)
+        self._dropped_inflight += in_flight
         self._bytes -= freed
         self._count -= n
-        return n
+        return n - in_flight
+
+    @staticmethod
+    def _count_dropped(conn: sqlite3.Connection, n: int) -> None:
+        if n:
+            conn.execute(
+                "INSERT INTO counters (name, value) VALUES ('dropped', ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (n,))
 
     def oldest(self, limit: int) -> List[Tuple[int, bytes]]:
         """Up to ``limit`` of the oldest records as ``(id, payload)``, marked in flight until
@@ -138,10 +144,16 @@ class SQLiteBuffer:
             self._inflight = (rows[0][0], rows[-1][0]) if rows else None
         return rows
 
-    def release(self) -> None:
-        """The batch in flight was not acknowledged: it may be dropped again like any record."""
+    def release(self) -> int:
+        """The batch in flight was not acknowledged. Returns how many of its records were dropped
+        while it was in flight: they are lost now, and counted."""
+        conn = self._conn()
         with self._lock:
-            self._inflight = None
+            lost, self._inflight, self._dropped_inflight = self._dropped_inflight, None, 0
+            if lost:
+                with conn:
+                    self._count_dropped(conn, lost)
+        return lost
 
     def delete(self, ids: Iterable[int]) -> int:
         """Delete acknowledged records; return how many were still there."""
@@ -162,14 +174,15 @@ class SQLiteBuffer:
                 raise
             self._bytes -= sum(size for (size,) in gone)
             self._count -= len(gone)
-            self._inflight = None
+            # Delivered: those of the batch dropped meanwhile were not lost after all.
+            self._inflight, self._dropped_inflight = None, 0
         return len(gone)
 
     def after_fork(self) -> None:
         """In a forked child: forget the parent's connections and re-read the totals."""
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._inflight = None
+        self._inflight, self._dropped_inflight = None, 0
         self._bytes, self._count = self._conn().execute(
             "SELECT coalesce(sum(length(payload)), 0), count(*) FROM records").fetchone()
 

@@ -208,7 +208,9 @@ class DurableLogRecordProcessor(LogRecordProcessor):
                 _log.exception("otel-ml: export failed")
                 result = LogRecordExportResult.FAILURE
             if result != LogRecordExportResult.SUCCESS:
-                self.buffer.release()
+                lost = self.buffer.release()
+                if lost and self._on_dropped is not None:
+                    self._on_dropped(lost)
                 self._failures += 1
                 if self._failures == 1:
                     _log.warning("otel-ml: receiver unreachable; %d records kept in %s, retrying with back-off",

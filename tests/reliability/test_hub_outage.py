@@ -93,8 +93,9 @@ def test_outage_longer_than_the_buffer_keeps_the_bound_and_counts_drops(tmp_path
         assert rows == distinct and dropped > 0 and ids <= set(made)
         # No record both delivered and counted as dropped, none lost uncounted.
         assert len(made) <= distinct + dropped <= len(made) + 1
-        # Oldest first (but the batch that was in flight when the buffer filled): the newest arrived.
-        assert set(made[-50:]) <= ids
+        # Oldest first: the newest predictions all arrived (besides them, the batch that was in
+        # flight when the hub came back may deliver older ones, which are then not counted as lost).
+        assert set(made[-60:]) <= ids
     finally:
         server.proc.terminate()
         server.proc.wait(timeout=30)

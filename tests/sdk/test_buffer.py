@@ -152,3 +152,21 @@ def test_forked_worker_gets_its_own_threads_and_writes_the_shared_buffer(tmp_pat
         assert rows == 4
     finally:
         inst.uninstrument()
+
+
+@pytest.mark.parametrize("delivered", [True, False])
+def test_records_dropped_while_in_flight_are_counted_only_if_the_send_fails(tmp_path, delivered):
+    from otel_ml.buffer import SQLiteBuffer
+
+    buf = SQLiteBuffer(str(tmp_path / "b.db"), max_bytes=1000)
+    buf.append([b"x" * 100] * 10)                # full
+    batch = buf.oldest(4)                        # being sent
+    assert buf.append([b"y" * 100] * 6) == 2     # 6 oldest dropped: 4 in flight (not counted yet) + 2
+    assert buf.dropped_total == 2
+    if delivered:
+        buf.delete(rowid for rowid, _ in batch)  # acknowledged: the 4 were delivered, not lost
+        assert buf.dropped_total == 2
+    else:
+        assert buf.release() == 4                # not acknowledged: now they are lost
+        assert buf.dropped_total == 6
+    assert len(buf) == 10 and buf.bytes == 1000
