@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider
@@ -156,8 +158,6 @@ def test_forked_worker_gets_its_own_threads_and_writes_the_shared_buffer(tmp_pat
 
 @pytest.mark.parametrize("delivered", [True, False])
 def test_records_dropped_while_in_flight_are_counted_only_if_the_send_fails(tmp_path, delivered):
-    from otel_ml.buffer import SQLiteBuffer
-
     buf = SQLiteBuffer(str(tmp_path / "b.db"), max_bytes=1000)
     buf.append([b"x" * 100] * 10)                # full
     batch = buf.oldest(4)                        # being sent
