@@ -13,7 +13,6 @@ rotel really sent multi-resource batches. The processor must count and window ev
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
