@@ -4,6 +4,12 @@ One class for SQLite and PostgreSQL through SQLAlchemy Core. SQLite runs in WAL 
 ``synchronous=NORMAL``: a committed batch survives a process crash (SIGKILL), which is the
 promise the receivers make when they answer success.
 
+On PostgreSQL several processor replicas may share the database (``docs/scaling.md``): each
+writes only the models routed to it, and the housekeeping (label expiry, retention) runs in
+one replica at a time under a transaction-scoped advisory lock; the others skip that cycle.
+A URL without a driver (``postgresql://user@host/db``) uses psycopg 3, the driver the
+``postgresql`` extra installs (SQLAlchemy 2.0 would otherwise pick psycopg2).
+
 The label join lives here because it must be atomic with the writes: a prediction batch and
 the labels it completes are committed in one transaction, and so is a label batch with the
 predictions it finds.
@@ -22,8 +28,8 @@ import time as _time
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
-from sqlalchemy import and_, create_engine, delete, event, func, select, tuple_, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import and_, create_engine, delete, event, func, select, text, tuple_, update
+from sqlalchemy.engine import Connection, Engine, make_url
 
 from otel_ml_processor.clean.records import AuditRecord, LabelRecord, PredictionRecord
 from otel_ml_processor.store import schema
@@ -31,6 +37,8 @@ from otel_ml_processor.store.migrations import migrate
 
 _P, _L = schema.predictions, schema.labels
 _CHUNK = 500  # bound on the size of IN (...) lists
+#: Advisory lock key of the housekeeping (PostgreSQL); "otelmlhk" in ASCII.
+HOUSEKEEPING_LOCK_KEY = 0x6F74656C6D6C686B
 
 
 @dataclass(slots=True)
@@ -67,6 +75,14 @@ def label_value(row) -> object:
     return row.value_text if row.value_text is not None else row.value_num
 
 
+def engine_url(url: str):
+    """``url`` with psycopg 3 as the driver of a bare ``postgresql://`` URL."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
 def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
@@ -75,7 +91,7 @@ def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
 class Database:
     def __init__(self, url: str, engine: Optional[Engine] = None):
         self.url = url
-        self.engine = engine or create_engine(url, future=True, pool_pre_ping=True)
+        self.engine = engine or create_engine(engine_url(url), pool_pre_ping=True)
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -89,6 +105,12 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def _housekeeper(self, conn: Connection) -> bool:
+        """True when this transaction may do the housekeeping (always on SQLite: one writer)."""
+        if self.dialect != "postgresql":
+            return True
+        return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": HOUSEKEEPING_LOCK_KEY}).scalar())
 
     # --- writes ---------------------------------------------------------------------------------
 
@@ -199,6 +221,8 @@ class Database:
         """Delete waiting labels older than ``ttl``, then the oldest past ``pending_max``."""
         expired = 0
         with self.engine.begin() as conn:
+            if not self._housekeeper(conn):
+                return 0   # another replica is doing it right now
             while True:
                 old = select(_L.c.model, _L.c.prediction_id).where(and_(
                     _L.c.joined_at.is_(None), _L.c.received_at < now - ttl)).limit(batch)
@@ -214,6 +238,8 @@ class Database:
                 oldest = select(_L.c.model, _L.c.prediction_id).where(_L.c.joined_at.is_(None)).order_by(
                     _L.c.received_at).limit(min(excess, batch))
                 keys = [tuple(r) for r in conn.execute(oldest)]
+                if not keys:
+                    break
                 for chunk in _chunks(keys):
                     conn.execute(delete(_L).where(tuple_(_L.c.model, _L.c.prediction_id).in_(chunk)))
                 expired += len(keys)
@@ -225,6 +251,8 @@ class Database:
         deleted = 0
         while True:
             with self.engine.begin() as conn:
+                if not self._housekeeper(conn):
+                    return deleted
                 rows = conn.execute(select(_P.c.id, _P.c.model, _P.c.prediction_id).where(
                     _P.c.received_at < now - retention).limit(batch)).all()
                 if not rows:
