@@ -181,3 +181,19 @@ def test_replicas_migrating_at_once_on_postgresql(pg_url):
     assert {d.schema_version for d in dbs} == {len(MIGRATIONS)}
     for d in dbs:
         d.close()
+
+
+def test_regression_rows_odd_strings_and_missing_values_round_trip(db):
+    odd = 'quo"te \\ back{slash} ,comma é ✓'
+    rows = [PredictionRecord(model="reg", model_version="1", prediction_id=f"r{i}", task="regression", time=T0 + i,
+                             features={"x": float(i), "s": odd, "none": None}, output_value=i * 1.5,
+                             trace_id="", span_id="") for i in range(3)]
+    rows.append(pred(odd, t=T0 + 10, model="reg"))        # a classification row in the same batch
+    assert len(db.insert_predictions(rows, now=T0).inserted) == 4
+    got = db.window_rows("reg", "1", 10)
+    assert [(r["prediction_id"], r["output_value"], r["output_label"], r["score"]) for r in got] == [
+        ("r0", 0.0, None, None), ("r1", 1.5, None, None), ("r2", 3.0, None, None), (odd, None, "1", 0.75)]
+    assert got[0]["features"] == {"x": 0.0, "s": odd, "none": None}
+    only_none = PredictionRecord(model="reg", model_version="1", prediction_id="n", task="regression", time=T0,
+                                 features={})
+    assert len(db.insert_predictions([only_none], now=T0).inserted) == 1

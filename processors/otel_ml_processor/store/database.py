@@ -28,7 +28,8 @@ import time as _time
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
-from sqlalchemy import and_, create_engine, delete, event, func, select, text, tuple_, update
+from sqlalchemy import String, and_, any_, bindparam, create_engine, delete, event, func, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from otel_ml_processor.clean.records import AuditRecord, LabelRecord, PredictionRecord
@@ -83,6 +84,30 @@ def engine_url(url: str):
     return parsed
 
 
+_PG_COLUMNS = (
+    ("model", "text"), ("model_version", "text"), ("prediction_id", "text"), ("task", "text"),
+    ("time", "float8"), ("received_at", "float8"), ("features", "text"), ("segments", "text"),
+    ("output_label", "text"), ("output_value", "float8"), ("score", "float8"), ("probabilities", "text"),
+    ("attributes", "text"), ("trace_id", "text"), ("span_id", "text"),
+)
+_PG_INSERT_PREDICTIONS = (
+    f"INSERT INTO predictions ({', '.join(c for c, _t in _PG_COLUMNS)}) "
+    f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for _c, t in _PG_COLUMNS)}) "
+    "ON CONFLICT (model, prediction_id) DO NOTHING RETURNING model, prediction_id"
+)
+
+
+def _prediction_row(r: PredictionRecord, now: float) -> dict:
+    return {
+        "model": r.model, "model_version": r.model_version, "prediction_id": r.prediction_id,
+        "task": r.task, "time": r.time, "received_at": now, "features": _dumps(r.features),
+        "segments": _dumps(r.segments), "output_label": r.output_label,
+        "output_value": r.output_value, "score": r.score,
+        "probabilities": _dumps(r.probabilities), "attributes": _dumps(r.extra),
+        "trace_id": r.trace_id, "span_id": r.span_id,
+    }
+
+
 def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
@@ -112,6 +137,20 @@ class Database:
             return True
         return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": HOUSEKEEPING_LOCK_KEY}).scalar())
 
+    def _keys_in(self, table, keys: list) -> list:
+        """WHERE clauses that together match the ``(model, prediction_id)`` pairs in ``keys``.
+
+        PostgreSQL: one ``model = m AND prediction_id = ANY(array)`` per model (one parameter,
+        whatever the batch size); SQLite: row-value ``IN`` lists of at most ``_CHUNK`` pairs.
+        """
+        if self.dialect == "postgresql":
+            by_model: dict = {}
+            for m, p in keys:
+                by_model.setdefault(m, []).append(p)
+            return [and_(table.c.model == m, table.c.prediction_id == any_(
+                bindparam("pids", pids, type_=PG_ARRAY(String), unique=True))) for m, pids in by_model.items()]
+        return [tuple_(table.c.model, table.c.prediction_id).in_(chunk) for chunk in _chunks(keys)]
+
     # --- writes ---------------------------------------------------------------------------------
 
     def insert_predictions(self, records: Sequence[PredictionRecord], now: Optional[float] = None) -> PredictionWrite:
@@ -127,32 +166,34 @@ class Database:
             (out.duplicates if key in seen else fresh).append(r)
             seen.add(key)
         with self.engine.begin() as conn:
-            existing = set()
-            for chunk in _chunks([(r.model, r.prediction_id) for r in fresh]):
-                rows = conn.execute(select(_P.c.model, _P.c.prediction_id).where(
-                    tuple_(_P.c.model, _P.c.prediction_id).in_(chunk)))
-                existing.update((m, p) for m, p in rows)
-            for r in fresh:
-                (out.duplicates if (r.model, r.prediction_id) in existing else out.inserted).append(r)
+            if self.dialect == "postgresql":
+                # One statement with one array parameter per column (INSERT ... SELECT unnest(...)):
+                # ON CONFLICT DO NOTHING RETURNING names the rows that were new. A lookup then one
+                # INSERT per row ran at ~3 000 rows/s; multi-row VALUES spent its time having the
+                # driver rewrite 7 000 placeholders; this runs at ~15 000 rows/s (BENCHMARKS.md).
+                rows = [_prediction_row(r, now) for r in fresh]
+                stored = {(m, p) for m, p in conn.exec_driver_sql(
+                    _PG_INSERT_PREDICTIONS, tuple([row[c] for row in rows] for c, _t in _PG_COLUMNS))}
+                for r in fresh:
+                    (out.inserted if (r.model, r.prediction_id) in stored else out.duplicates).append(r)
+            else:
+                existing = set()
+                for chunk in _chunks([(r.model, r.prediction_id) for r in fresh]):
+                    rows = conn.execute(select(_P.c.model, _P.c.prediction_id).where(
+                        tuple_(_P.c.model, _P.c.prediction_id).in_(chunk)))
+                    existing.update((m, p) for m, p in rows)
+                for r in fresh:
+                    (out.duplicates if (r.model, r.prediction_id) in existing else out.inserted).append(r)
+                if out.inserted:
+                    conn.execute(self._insert(_P).on_conflict_do_nothing(),
+                                 [_prediction_row(r, now) for r in out.inserted])
             if out.inserted:
-                rows = [{
-                    "model": r.model, "model_version": r.model_version, "prediction_id": r.prediction_id,
-                    "task": r.task, "time": r.time, "received_at": now, "features": _dumps(r.features),
-                    "segments": _dumps(r.segments), "output_label": r.output_label,
-                    "output_value": r.output_value, "score": r.score,
-                    "probabilities": _dumps(r.probabilities), "attributes": _dumps(r.extra),
-                    "trace_id": r.trace_id, "span_id": r.span_id,
-                } for r in out.inserted]
-                conn.execute(self._insert(_P).on_conflict_do_nothing(), rows)
                 by_key = {(r.model, r.prediction_id): r for r in out.inserted}
-                for chunk in _chunks(list(by_key)):
-                    waiting = conn.execute(select(_L).where(and_(
-                        tuple_(_L.c.model, _L.c.prediction_id).in_(chunk), _L.c.joined_at.is_(None)))).all()
+                for where in self._keys_in(_L, list(by_key)):
+                    waiting = conn.execute(select(_L).where(and_(where, _L.c.joined_at.is_(None)))).all()
                     if not waiting:
                         continue
-                    conn.execute(update(_L).where(and_(
-                        tuple_(_L.c.model, _L.c.prediction_id).in_([(w.model, w.prediction_id) for w in waiting]),
-                        _L.c.joined_at.is_(None))).values(joined_at=now))
+                    conn.execute(update(_L).where(and_(where, _L.c.joined_at.is_(None))).values(joined_at=now))
                     for w in waiting:
                         p = by_key[(w.model, w.prediction_id)]
                         out.joined.append(Join(p.model, p.model_version, p.prediction_id, label_value(w), p.time, True))
