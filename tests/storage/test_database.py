@@ -197,3 +197,21 @@ def test_regression_rows_odd_strings_and_missing_values_round_trip(db):
     only_none = PredictionRecord(model="reg", model_version="1", prediction_id="n", task="regression", time=T0,
                                  features={})
     assert len(db.insert_predictions([only_none], now=T0).inserted) == 1
+
+
+def test_housekeeping_runs_in_one_replica_at_a_time_on_postgresql(pg_url):
+    """While another replica holds the housekeeping lock, expiry and retention skip the cycle."""
+    from otel_ml_processor.store.database import HOUSEKEEPING_LOCK_KEY  # noqa: PLC0415
+
+    db = Database(pg_url)
+    db.insert_predictions([pred("old")], now=T0 - 1000)
+    db.upsert_labels([label("waiting", "1")], now=T0 - 1000)
+    other = create_engine(engine_url(pg_url))
+    with other.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": HOUSEKEEPING_LOCK_KEY})
+        assert db.expire_labels(T0, ttl=10, pending_max=100) == 0
+        assert db.apply_retention(T0, retention=10) == 0
+    other.dispose()
+    assert db.expire_labels(T0, ttl=10, pending_max=100) == 1
+    assert db.apply_retention(T0, retention=10) == 1
+    db.close()

@@ -214,12 +214,12 @@ class Database:
         with self.engine.begin() as conn:
             keys = list(latest)
             previous, preds = {}, {}
-            for chunk in _chunks(keys):
-                for row in conn.execute(select(_L.c.model, _L.c.prediction_id, _L.c.joined_at).where(
-                        tuple_(_L.c.model, _L.c.prediction_id).in_(chunk))):
+            for where in self._keys_in(_L, keys):
+                for row in conn.execute(select(_L.c.model, _L.c.prediction_id, _L.c.joined_at).where(where)):
                     previous[(row.model, row.prediction_id)] = row.joined_at
+            for where in self._keys_in(_P, keys):
                 for row in conn.execute(select(_P.c.model, _P.c.prediction_id, _P.c.model_version, _P.c.time).where(
-                        tuple_(_P.c.model, _P.c.prediction_id).in_(chunk))):
+                        where)):
                     preds[(row.model, row.prediction_id)] = row
             rows = []
             for key, r in latest.items():
