@@ -50,6 +50,9 @@ def test_two_replicas_share_one_postgresql(tmp_path, pg_url):
                 target = f'instance="{proc.metrics_endpoint}",model="{model}"'
 
                 def accuracy():
+                    # on the whole labeled window: a partial one could match the number by chance
+                    if prom.value(f'ml_window_labeled{{{target}}}') != N[model]:
+                        return False
                     v = prom.value(f'ml_performance{{{target},metric="accuracy"}}')
                     return v is not None and math.isclose(v, expected, rel_tol=1e-9, abs_tol=1e-12)
 
