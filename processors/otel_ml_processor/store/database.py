@@ -167,10 +167,11 @@ class Database:
             seen.add(key)
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                # One statement with one array parameter per column (INSERT ... SELECT unnest(...)):
-                # ON CONFLICT DO NOTHING RETURNING names the rows that were new. A lookup then one
-                # INSERT per row ran at ~3 000 rows/s; multi-row VALUES spent its time having the
-                # driver rewrite 7 000 placeholders; this runs at ~15 000 rows/s (BENCHMARKS.md).
+                # One statement with one binary array parameter per column (INSERT ... SELECT
+                # unnest(...)); ON CONFLICT DO NOTHING RETURNING names the rows that were new.
+                # Batches of 512 x 20 features: a lookup then one INSERT per row ran at ~3 300
+                # rows/s, multi-row VALUES at ~8 700 (the driver rewrites 7 000 placeholders),
+                # text arrays at ~10 000 (quote escaping), this at ~21 000 (docs/scaling.md).
                 rows = [_prediction_row(r, now) for r in fresh]
                 stored = {(m, p) for m, p in conn.exec_driver_sql(
                     _PG_INSERT_PREDICTIONS, tuple([row[c] for row in rows] for c, _t in _PG_COLUMNS))}
