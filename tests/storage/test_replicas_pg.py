@@ -3,7 +3,8 @@
 Each replica gets the predictions and labels of one model, as the Collector's
 ``loadbalancing`` exporter routes them by ``ml.model.name``; a real Prometheus scrapes both.
 Each replica exports its own model's window and accuracy (equal to scikit-learn's on the rows
-sent) and nothing of the other model; the one database holds both models' rows.
+sent) and nothing of the other model; the one database holds both models' rows; a replica
+that restarts rebuilds its model's window from the database.
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ def test_two_replicas_share_one_postgresql(tmp_path, pg_url):
                 assert len(prom.query(f'ml_window_predictions{{model="{model}"}}')) == 1
                 other = b if proc is a else a
                 assert prom.query(f'ml_window_predictions{{instance="{other.metrics_endpoint}",model="{model}"}}') == []
+    # A replica that restarts rebuilds its model's window from the shared database.
+    with ProcessorProcess(tmp_path / "a2", models=models, db_url=pg_url) as again:
+        expected = accuracy_score(*sent["alpha"])
+        wait_for(lambda: again.sample("ml_window_labeled", {"model": "alpha"}) == N["alpha"], what="rebuilt window")
+        assert again.sample("ml_window_predictions", {"model": "alpha"}) == N["alpha"]
+        accuracy = wait_for(lambda: again.sample("ml_performance", {"model": "alpha", "metric": "accuracy"}),
+                            what="accuracy after restart")
+        assert math.isclose(accuracy, expected, rel_tol=1e-9, abs_tol=1e-12)
     engine = create_engine(engine_url(pg_url))
     with engine.connect() as conn:
         counts = dict(conn.execute(text("select model, count(*) from predictions group by model")).all())
