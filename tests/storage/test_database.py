@@ -1,100 +1,217 @@
-"""The production ML database, identically on SQLite and PostgreSQL (issue 5)."""
+"""The production ML database, the same tests on a real SQLite file and a real PostgreSQL.
+
+Covers the writes (duplicates), the label join (before, after, twice), expiry, retention in
+batches, window reads, migrations and export rows.
+"""
 
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 
-from otel_ml_processor.clean.records import AuditRecord, LabelRecord, PredictionRecord
+from otel_ml_processor.clean.records import LabelRecord, PredictionRecord
 from otel_ml_processor.store import schema
-from otel_ml_processor.store.database import Database
+from otel_ml_processor.store.database import Database, engine_url
 from otel_ml_processor.store.migrations import MIGRATIONS, migrate
 
+T0 = 1_700_000_000.0
 
-def _p(pid: str, t: float = 1.0, version: str = "1", model: str = "m", **features) -> PredictionRecord:
-    return PredictionRecord(model, version, pid, "classification", t, features or {"x": t}, "1", score=0.9,
-                            segments={"g": "a"}, extra={"enduser.id": "hashed"})
+
+def pred(pid: str, t: float = T0, model: str = "m", version: str = "1", **kw) -> PredictionRecord:
+    return PredictionRecord(model=model, model_version=version, prediction_id=pid, task="classification", time=t,
+                            features=kw.pop("features", {"x": 1.5, "color": "red", "gap": None}),
+                            output_label=kw.pop("output_label", "1"), score=0.75,
+                            probabilities={"1": 0.75, "0": 0.25}, segments={"gender": "f"}, **kw)
+
+
+def label(pid: str, value, model: str = "m") -> LabelRecord:
+    return LabelRecord(model=model, prediction_id=pid, value=value, time=T0)
 
 
 @pytest.fixture
 def db(db_url):
-    d = Database(db_url)
-    yield d
-    d.close()
+    database = Database(db_url)
+    yield database
+    database.close()
+
+
+def _count(db: Database, table) -> int:
+    with db.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
 
 
 def test_duplicates_in_batch_and_across_batches_are_kept_once(db):
-    w = db.insert_predictions([_p("a"), _p("b"), _p("a")], now=10.0)
-    assert [r.prediction_id for r in w.inserted] == ["a", "b"] and [r.prediction_id for r in w.duplicates] == ["a"]
-    w = db.insert_predictions([_p("b"), _p("c")], now=11.0)
-    assert [r.prediction_id for r in w.inserted] == ["c"] and [r.prediction_id for r in w.duplicates] == ["b"]
-    assert db.count("m", "1") == 3
-    # The same id under another model is another prediction.
-    assert len(db.insert_predictions([_p("a", model="other")]).inserted) == 1
+    first = db.insert_predictions([pred("a"), pred("b"), pred("a", output_label="0")], now=T0)
+    assert [r.prediction_id for r in first.inserted] == ["a", "b"]
+    assert [(r.prediction_id, r.output_label) for r in first.duplicates] == [("a", "0")]
+    second = db.insert_predictions([pred("b"), pred("c"), pred("a", model="other")], now=T0 + 1)
+    assert [(r.model, r.prediction_id) for r in second.inserted] == [("m", "c"), ("other", "a")]
+    assert [r.prediction_id for r in second.duplicates] == ["b"]
+    assert _count(db, schema.predictions) == 4
+    # The first one stays.
+    assert [r["output_label"] for r in db.window_rows("m", "1", 10) if r["prediction_id"] == "a"] == ["1"]
 
 
 def test_label_before_prediction_waits_then_joins(db):
-    w = db.upsert_labels([LabelRecord("m", "a", "0", 1.0)], now=5.0)
-    assert w.joined == [] and db.pending_labels() == 1
-    w = db.insert_predictions([_p("a", t=3.0)], now=7.0)
-    assert len(w.joined) == 1 and w.joined[0].value == "0" and w.joined[0].first
+    write = db.upsert_labels([label("p1", "1")], now=T0)
+    assert write.stored == 1 and write.joined == [] and write.replaced == []
+    assert db.pending_labels() == 1
+    assert db.window_rows("m", "1", 10) == []
+    write = db.insert_predictions([pred("p1", t=T0 - 5), pred("p2")], now=T0 + 30)
+    assert [(j.prediction_id, j.value, j.prediction_time, j.first) for j in write.joined] == [("p1", "1", T0 - 5, True)]
     assert db.pending_labels() == 0
-    assert db.window_rows("m", "1", 10)[0]["label"] == "0"
-
-
-def test_label_after_prediction_joins_and_last_one_wins(db):
-    db.insert_predictions([_p("a"), _p("b")])
-    w = db.upsert_labels([LabelRecord("m", "a", "1", 1.0), LabelRecord("m", "a", "0", 1.0)])
-    assert w.replaced == ["m"] and len(w.joined) == 1 and w.joined[0].value == "0"
-    w = db.upsert_labels([LabelRecord("m", "a", 2.5, 2.0)])
-    assert w.replaced == ["m"] and not w.joined[0].first
     rows = {r["prediction_id"]: r["label"] for r in db.window_rows("m", "1", 10)}
-    assert rows == {"a": 2.5, "b": None}
-
-
-def test_expiry_by_ttl_then_by_count_oldest_first(db):
-    db.upsert_labels([LabelRecord("m", f"old{i}", "1", 0.0) for i in range(3)], now=100.0)
-    db.upsert_labels([LabelRecord("m", f"new{i}", "1", 0.0) for i in range(5)], now=200.0)
-    db.upsert_labels([LabelRecord("m", f"newer{i}", "1", 0.0) for i in range(5)], now=300.0)
-    assert db.expire_labels(now=350.0, ttl=200.0, pending_max=100) == 3       # the old ones
-    assert db.expire_labels(now=350.0, ttl=200.0, pending_max=6) == 4         # then the oldest beyond 6
+    assert rows == {"p1": "1", "p2": None}
     with db.engine.connect() as conn:
-        left = sorted(r[0] for r in conn.execute(select(schema.labels.c.prediction_id)))
-    # The five newest survive, plus one of the five received together at t=200.
-    assert len(left) == 6 and sum(p.startswith("newer") for p in left) == 5
+        assert conn.execute(select(schema.labels.c.joined_at)).scalar_one() == T0 + 30
 
 
-def test_retention_deletes_old_rows_in_batches(db):
-    db.insert_predictions([_p(f"o{i}") for i in range(25)], now=1000.0)
-    db.insert_predictions([_p(f"n{i}") for i in range(5)], now=5000.0)
-    db.upsert_labels([LabelRecord("m", "o1", "1", 0.0)], now=1000.0)
-    assert db.apply_retention(now=6000.0, retention=3000.0, batch=10) == 25
-    assert db.count("m", "1") == 5
-    assert db.pending_labels() == 0
+def test_label_after_prediction_joins_and_second_label_wins(db):
+    db.insert_predictions([pred("p1"), pred("p2")], now=T0)
+    write = db.upsert_labels([label("p1", "0")], now=T0 + 10)
+    assert [(j.prediction_id, j.value, j.first) for j in write.joined] == [("p1", "0", True)]
+    assert write.replaced == []
+    write = db.upsert_labels([label("p1", "1")], now=T0 + 20)
+    assert [(j.prediction_id, j.value, j.first) for j in write.joined] == [("p1", "1", False)]
+    assert write.replaced == ["m"]
+    # Twice in one batch: the last one wins, the first counts as replaced.
+    write = db.upsert_labels([label("p2", 2.0), label("p2", 3.5)], now=T0 + 30)
+    assert [(j.prediction_id, j.value, j.first) for j in write.joined] == [("p2", 3.5, True)]
+    assert write.replaced == ["m"] and write.stored == 1
+    assert {r["prediction_id"]: r["label"] for r in db.window_rows("m", "1", 10)} == {"p1": "1", "p2": 3.5}
+    with db.engine.connect() as conn:
+        joined_at = dict(conn.execute(select(schema.labels.c.prediction_id, schema.labels.c.joined_at)).all())
+    assert joined_at == {"p1": T0 + 10, "p2": T0 + 30}   # a replacement keeps the first join's time
+    assert _count(db, schema.labels) == 2 and db.pending_labels() == 0
 
 
-def test_windows_first_rows_and_versions(db):
-    db.insert_predictions([_p(f"p{i}", t=float(100 - i)) for i in range(10)])
-    db.insert_predictions([_p("v2", t=1.0, version="2")])
-    assert [r["prediction_id"] for r in db.window_rows("m", "1", 3)] == ["p2", "p1", "p0"]
-    assert [r["prediction_id"] for r in db.first_rows("m", "1", 2)] == ["p9", "p8"]
-    assert [r["prediction_id"] for r in db.window_rows("m", "1", 100, min_time=96.0)] == ["p4", "p3", "p2", "p1", "p0"]
+def test_expire_labels_by_ttl_then_pending_max_oldest_first(db):
+    db.insert_predictions([pred("joined")], now=T0)
+    db.upsert_labels([label("joined", "1")], now=T0)          # joined: never expires
+    for i, age in enumerate([500, 400, 300, 20, 10]):
+        db.upsert_labels([label(f"w{i}", "1")], now=T0 - age)
+    assert db.pending_labels() == 5
+    # ttl 100 s: w0, w1, w2 expire; pending_max 1: then the oldest of w3, w4 (w3) goes.
+    assert db.expire_labels(T0, ttl=100, pending_max=1, batch=2) == 4
+    with db.engine.connect() as conn:
+        left = sorted(conn.execute(select(schema.labels.c.prediction_id)).scalars())
+    assert left == ["joined", "w4"]
+    assert db.expire_labels(T0, ttl=100, pending_max=1) == 0
+
+
+def test_retention_deletes_old_predictions_and_their_labels_in_batches(db):
+    db.insert_predictions([pred(f"old{i}") for i in range(7)], now=T0 - 1000)
+    db.insert_predictions([pred(f"new{i}") for i in range(3)], now=T0)
+    db.upsert_labels([label("old1", "1"), label("new1", "0")], now=T0)
+    statements = []
+
+    def count_deletes(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("DELETE FROM PREDICTIONS"):
+            statements.append(statement)
+
+    from sqlalchemy import event  # noqa: PLC0415
+    event.listen(db.engine, "before_cursor_execute", count_deletes)
+    assert db.apply_retention(T0, retention=500, batch=3) == 7
+    event.remove(db.engine, "before_cursor_execute", count_deletes)
+    assert len(statements) == 3   # 3 + 3 + 1
+    assert sorted(r["prediction_id"] for r in db.window_rows("m", "1", 100)) == ["new0", "new1", "new2"]
+    with db.engine.connect() as conn:
+        assert list(conn.execute(select(schema.labels.c.prediction_id)).scalars()) == ["new1"]
+    assert db.apply_retention(T0, retention=500) == 0
+
+
+def test_window_and_first_rows_are_ordered_by_record_time_with_labels(db):
+    times = [T0 + 5, T0 + 1, T0 + 3, T0 + 2, T0 + 4, T0 + 3]
+    db.insert_predictions([pred(f"p{i}", t=t) for i, t in enumerate(times)], now=T0)
+    db.insert_predictions([pred("v2", version="2")], now=T0)
+    db.upsert_labels([label("p1", "0"), label("p4", 1.0)], now=T0)
+    window = db.window_rows("m", "1", 4)
+    # latest 4 by time (ties by arrival order), oldest first
+    assert [r["prediction_id"] for r in window] == ["p2", "p5", "p4", "p0"]
+    assert [r["timestamp"] for r in window] == [T0 + 3, T0 + 3, T0 + 4, T0 + 5]
+    assert [r["label"] for r in window] == [None, None, 1.0, None]
+    assert [r["prediction_id"] for r in db.window_rows("m", "1", 10, min_time=T0 + 4)] == ["p4", "p0"]
+    first = db.first_rows("m", "1", 3)
+    assert [(r["prediction_id"], r["label"]) for r in first] == [("p1", "0"), ("p3", None), ("p2", None)]
+    r = first[0]
+    assert r["features"] == {"x": 1.5, "color": "red", "gap": None}
+    assert r["segments"] == {"gender": "f"} and r["probabilities"] == {"1": 0.75, "0": 0.25}
+    assert (r["model"], r["model_version"], r["task"], r["score"]) == ("m", "1", "classification", 0.75)
+    assert db.count("m", "1") == 6 and db.count("m", "2") == 1
     assert sorted(db.model_versions()) == [("m", "1", "classification"), ("m", "2", "classification")]
-    row = db.window_rows("m", "2", 1)[0]
-    assert row["features"] == {"x": 1.0} and row["segments"] == {"g": "a"} and row["attributes"] == {"enduser.id": "hashed"}
 
 
-def test_migrations_are_idempotent(db, db_url):
-    assert db.schema_version == len(MIGRATIONS)
-    assert migrate(db.engine) == len(MIGRATIONS)
-    with db.engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(schema.schema_version)).scalar_one() == 1
-    db.insert_audit([AuditRecord("m", "1", "model_load", "ci", "loaded", 1.0)])
-    assert len(Database(db_url).model_versions()) == 0   # reopening migrates nothing and loses nothing
+def test_export_rows_since_with_labels(db):
+    db.insert_predictions([pred("a", t=T0 - 100), pred("b", t=T0), pred("c", t=T0 + 1, model="other")], now=T0)
+    db.upsert_labels([label("b", "0"), label("zzz", "1")], now=T0)   # zzz waits: not exported
+    rows = db.export_rows("m", since=T0 - 10)
+    assert [(r["prediction_id"], r["label"], r["output_label"]) for r in rows] == [("b", "0", "1")]
+    assert len(db.export_rows("m", since=0)) == 2
 
 
-def test_export_rows(db):
-    db.insert_predictions([_p("a", t=10.0), _p("b", t=20.0)])
-    db.upsert_labels([LabelRecord("m", "b", "0", 0.0)])
-    rows = db.export_rows("m", since=15.0)
-    assert [(r["prediction_id"], r["label"]) for r in rows] == [("b", "0")]
+def test_migrations_are_idempotent_and_recorded(db_url):
+    first = Database(db_url)
+    first.insert_predictions([pred("a")], now=T0)
+    first.close()
+    engine = create_engine(engine_url(db_url))
+    assert migrate(engine) == len(MIGRATIONS) == migrate(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("select version from schema_version")).scalars().all() == [len(MIGRATIONS)]
+        assert conn.execute(text("select count(*) from predictions")).scalar_one() == 1
+    engine.dispose()
+    again = Database(db_url)
+    assert again.schema_version == len(MIGRATIONS) and again.count("m", "1") == 1
+    again.close()
+
+
+def test_plain_postgresql_url_uses_psycopg_3(pg_url):
+    """DESIGN.md's ``postgresql://user@host/db`` must work without psycopg2 installed."""
+    db = Database(pg_url.replace("postgresql+psycopg://", "postgresql://"))
+    assert db.engine.dialect.driver == "psycopg"
+    assert db.insert_predictions([pred("a")], now=T0).inserted
+    db.close()
+
+
+def test_replicas_migrating_at_once_on_postgresql(pg_url):
+    """Two replicas starting together on an empty database: one creates the schema, both start."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    with ThreadPoolExecutor(4) as pool:
+        dbs = list(pool.map(lambda _: Database(pg_url), range(4)))
+    assert {d.schema_version for d in dbs} == {len(MIGRATIONS)}
+    for d in dbs:
+        d.close()
+
+
+def test_regression_rows_odd_strings_and_missing_values_round_trip(db):
+    odd = 'quo"te \\ back{slash} ,comma é ✓'
+    rows = [PredictionRecord(model="reg", model_version="1", prediction_id=f"r{i}", task="regression", time=T0 + i,
+                             features={"x": float(i), "s": odd, "none": None}, output_value=i * 1.5,
+                             trace_id="", span_id="") for i in range(3)]
+    rows.append(pred(odd, t=T0 + 10, model="reg"))        # a classification row in the same batch
+    assert len(db.insert_predictions(rows, now=T0).inserted) == 4
+    got = db.window_rows("reg", "1", 10)
+    assert [(r["prediction_id"], r["output_value"], r["output_label"], r["score"]) for r in got] == [
+        ("r0", 0.0, None, None), ("r1", 1.5, None, None), ("r2", 3.0, None, None), (odd, None, "1", 0.75)]
+    assert got[0]["features"] == {"x": 0.0, "s": odd, "none": None}
+    only_none = PredictionRecord(model="reg", model_version="1", prediction_id="n", task="regression", time=T0,
+                                 features={})
+    assert len(db.insert_predictions([only_none], now=T0).inserted) == 1
+
+
+def test_housekeeping_runs_in_one_replica_at_a_time_on_postgresql(pg_url):
+    """While another replica holds the housekeeping lock, expiry and retention skip the cycle."""
+    from otel_ml_processor.store.database import HOUSEKEEPING_LOCK_KEY  # noqa: PLC0415
+
+    db = Database(pg_url)
+    db.insert_predictions([pred("old")], now=T0 - 1000)
+    db.upsert_labels([label("waiting", "1")], now=T0 - 1000)
+    other = create_engine(engine_url(pg_url))
+    with other.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": HOUSEKEEPING_LOCK_KEY})
+        assert db.expire_labels(T0, ttl=10, pending_max=100) == 0
+        assert db.apply_retention(T0, retention=10) == 0
+    other.dispose()
+    assert db.expire_labels(T0, ttl=10, pending_max=100) == 1
+    assert db.apply_retention(T0, retention=10) == 1
+    db.close()

@@ -110,7 +110,9 @@ class Anonymizer:
                 if rule.action == "drop":
                     continue
                 v = self._apply(rule, v)
-            out[name] = self._detect(v)
+            # A hash is hex: its digit runs must not be taken for a phone number (that would
+            # replace every hashed id by "[phone]" and break the joins hashing keeps).
+            out[name] = v if rule is not None and rule.action == "hash" else self._detect(v)
         return out
 
     def prediction(self, record: PredictionRecord) -> PredictionRecord:
@@ -126,7 +128,7 @@ class Anonymizer:
                 v = self._apply(rule, v)
             if isinstance(v, (list, dict, bytes)):
                 continue  # not kept: structured values are not stored
-            extra[key] = self._detect(v)
+            extra[key] = v if rule is not None and rule.action == "hash" else self._detect(v)
         record.extra = extra
         return record
 

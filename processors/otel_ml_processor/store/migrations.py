@@ -3,6 +3,10 @@
 Version 1 creates the tables of ``store/schema.py``. A later change to the schema appends a
 step (a function taking a SQLAlchemy connection) and never edits an earlier one.
 
+Replicas sharing one PostgreSQL may start at the same moment: the migration runs under a
+transaction-scoped advisory lock, so one of them creates the schema and the others wait and
+then find it current (without it, two concurrent ``CREATE TABLE`` fail on the catalog).
+
 Example::
 
     from sqlalchemy import create_engine
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from sqlalchemy import Connection, Engine, inspect, select
+from sqlalchemy import Connection, Engine, inspect, select, text
 
 from otel_ml_processor.store import schema
 
@@ -21,6 +25,9 @@ from otel_ml_processor.store import schema
 def _v1(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.predictions, schema.labels, schema.audit])
 
+
+#: Advisory lock key of the schema migration (any constant; "otelmlsv" in ASCII).
+MIGRATION_LOCK_KEY = 0x6F74656C6D6C7376
 
 MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
 
@@ -35,6 +42,8 @@ def current_version(conn: Connection) -> int:
 def migrate(engine: Engine) -> int:
     """Bring the database to the latest version; return it."""
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
         schema.metadata.create_all(conn, tables=[schema.schema_version])
         version = current_version(conn)
         for step in MIGRATIONS[version:]:
