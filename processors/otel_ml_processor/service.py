@@ -95,12 +95,11 @@ class ProcessorService:
         log.info("windows rebuilt from the database: %d rows", loaded)
         workers = ingest_workers()
         if workers:
-            self.pool = ProcessPoolExecutor(
-                max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker,
-                initargs=(self.config.anonymization, {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}))
+            self.pool = self._new_pool(workers)
             # Start the workers now (spawn imports take a moment), not on the first request.
             await asyncio.gather(*(asyncio.get_running_loop().run_in_executor(self.pool, warm_up) for _ in range(workers)))
             self.handlers.pool = self.pool
+            self.handlers.pool_factory = lambda: self._new_pool(workers)
         cfg = self.config.receiver
         self._grpc = await start_grpc_server(cfg, self.handlers, self.auth, self.gate)
         receiver = HttpReceiver(cfg, self.handlers, self.auth, self.gate)
@@ -110,6 +109,12 @@ class ProcessorService:
         self.ready = True
         log.info("otel-ml processor ready: OTLP/gRPC %s, OTLP/HTTP %s, metrics http://%s/metrics",
                  cfg.grpc_endpoint, cfg.http_endpoint, self.config.prometheus.endpoint)
+
+    def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+        self.pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker,
+            initargs=(self.config.anonymization, {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}))
+        return self.pool
 
     async def _site(self, app: web.Application, endpoint: str, ssl_ctx) -> None:
         # auto_decompress off: gzip bodies go through the receiver's bounded decompression
@@ -129,8 +134,8 @@ class ProcessorService:
             await runner.cleanup()
         # Requests already handed to the writer finish and commit before the exit.
         await asyncio.get_running_loop().run_in_executor(None, self.writer.shutdown, True)
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
+        if self.handlers.pool is not None:
+            self.handlers.pool.shutdown(wait=True)
         self.computer.stop()
         self.db.close()
         log.info("otel-ml processor stopped in %.2fs", time.monotonic() - started)

@@ -51,6 +51,9 @@ def test_prediction_fields(validator):
     ({sc.ML_MODEL_TASK: "ranking"}, sc.REASON_INVALID_ATTRIBUTE),
     ({sc.ML_OUTPUT_LABEL: None}, sc.REASON_MISSING_ATTRIBUTE),
     ({sc.ML_MODEL_TASK: "regression", sc.ML_OUTPUT_VALUE: math.inf}, sc.REASON_INVALID_ATTRIBUTE),
+    ({sc.ML_PREDICTION_ID: "x" * 256}, sc.REASON_INVALID_ATTRIBUTE),        # over the key columns' 255
+    ({sc.ML_MODEL_NAME: "churn\x00"}, sc.REASON_INVALID_ATTRIBUTE),        # PostgreSQL text holds no NUL
+    ({sc.ML_OUTPUT_LABEL: "y\x00es"}, sc.REASON_INVALID_ATTRIBUTE),
 ])
 def test_rejections(validator, attrs, reason):
     ev = _pred()

@@ -246,3 +246,39 @@ def test_restart_rebuilds_windows_and_exports_the_same_values(tmp_path):
     after = {n: proc.sample(n, l) for n, l in names}
     assert None not in before.values() and after == before
     assert proc.stop() == 0
+
+
+def _post(proc, body):
+    return requests.post(f"{proc.http_url}/v1/logs", data=body, headers={"Content-Type": "application/x-protobuf"},
+                         timeout=60)
+
+
+def test_a_killed_ingest_worker_gets_a_retryable_answer_and_the_workers_restart(tmp_path):
+    with ProcessorProcess(tmp_path) as proc:
+        workers = [c for c in psutil.Process(proc.proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+        assert workers
+        workers[0].kill()
+        workers[0].wait(timeout=10)
+        answers = [_post(proc, otlp_logs_request([prediction("wk", f"p{i}")])) for i in range(6)]
+        codes = [a.status_code for a in answers]
+        assert set(codes) <= {200, 503} and 503 in codes, codes
+        assert all(a.headers.get("Retry-After") for a in answers if a.status_code == 503)
+        # The client's retries succeed on the new workers, and the processor is alive.
+        for i, a in enumerate(answers):
+            if a.status_code == 503:
+                wait_for(lambda: _post(proc, otlp_logs_request([prediction("wk", f"p{i}")])).status_code == 200,
+                         what="a retry accepted by the restarted workers")
+        wait_for(lambda: proc.sample("ml_records_received_total", {"model": "wk", "signal": "prediction"}) == 6,
+                 what="all six predictions stored once")
+
+
+def test_storage_locked_past_the_busy_timeout_gets_a_retryable_answer(tmp_path):
+    with ProcessorProcess(tmp_path) as proc:
+        blocker = sqlite3.connect(proc.db_path, timeout=30)
+        blocker.execute("BEGIN IMMEDIATE")     # held past the processor's 10 s busy timeout
+        r = _post(proc, otlp_logs_request([prediction("locked", "p1")]))
+        blocker.rollback()
+        blocker.close()
+        assert r.status_code == 503 and r.headers.get("Retry-After")
+        assert _post(proc, otlp_logs_request([prediction("locked", "p1")])).status_code == 200
+        assert proc.sample("ml_records_received_total", {"model": "locked", "signal": "prediction"}) == 1

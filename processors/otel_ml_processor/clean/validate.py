@@ -36,6 +36,8 @@ _FEATURE = sc.ML_FEATURE_PREFIX
 _SEGMENT = sc.ML_SEGMENT_PREFIX
 _PROB = sc.ML_OUTPUT_PROBABILITY_PREFIX
 _FEATURE_LEN, _SEGMENT_LEN = len(_FEATURE), len(_SEGMENT)
+#: Longest model name, model version or prediction id accepted (the database's key columns).
+MAX_KEY_LENGTH = 255
 _INF = (math.inf, -math.inf)
 _KNOWN = {
     sc.ML_MODEL_NAME, sc.ML_MODEL_VERSION, sc.ML_MODEL_TASK, sc.ML_PREDICTION_ID,
@@ -88,6 +90,11 @@ class Validator:
                 return Rejection(sc.REASON_MISSING_ATTRIBUTE, signal, model, f"{key} is missing")
             if not isinstance(v, str):
                 return Rejection(sc.REASON_INVALID_ATTRIBUTE, signal, model, f"{key} must be a string")
+            if len(v) > MAX_KEY_LENGTH or "\x00" in v:
+                # Key columns are VARCHAR(255) and text cannot hold NUL on PostgreSQL: one such
+                # record would fail its whole batch there.
+                return Rejection(sc.REASON_INVALID_ATTRIBUTE, signal, None,
+                                 f"{key} must be at most {MAX_KEY_LENGTH} characters, without NUL")
         return None
 
     def _prediction(self, event: LogEvent) -> Union[PredictionRecord, Rejection]:
@@ -105,6 +112,8 @@ class Validator:
             return Rejection(sc.REASON_INVALID_ATTRIBUTE, sc.SIGNAL_PREDICTION, model, f"{sc.ML_MODEL_TASK}={task!r}")
         if label is not None:
             label = str(label).lower() if isinstance(label, bool) else str(label) if isinstance(label, (str, int, float)) else None
+            if label is not None and "\x00" in label:
+                return Rejection(sc.REASON_INVALID_ATTRIBUTE, sc.SIGNAL_PREDICTION, model, f"{sc.ML_OUTPUT_LABEL} contains NUL")
         if value is not None:
             if not _finite(value):
                 return Rejection(sc.REASON_INVALID_ATTRIBUTE, sc.SIGNAL_PREDICTION, model, f"{sc.ML_OUTPUT_VALUE} must be a finite number")
@@ -178,8 +187,9 @@ class Validator:
             if not math.isfinite(v):
                 return Rejection(sc.REASON_INVALID_ATTRIBUTE, sc.SIGNAL_LABEL, model, f"{sc.ML_LABEL_VALUE} must be finite")
             v = float(v)
-        elif not isinstance(v, str):
-            return Rejection(sc.REASON_INVALID_ATTRIBUTE, sc.SIGNAL_LABEL, model, f"{sc.ML_LABEL_VALUE} must be a string or number")
+        elif not isinstance(v, str) or "\x00" in v:
+            return Rejection(sc.REASON_INVALID_ATTRIBUTE, sc.SIGNAL_LABEL, model,
+                             f"{sc.ML_LABEL_VALUE} must be a string (without NUL) or a number")
         return LabelRecord(model=model, prediction_id=a[sc.ML_PREDICTION_ID], value=v, time=event.time)
 
     def _audit(self, event: LogEvent) -> Union[AuditRecord, Rejection]:
@@ -191,6 +201,6 @@ class Validator:
             return Rejection(sc.REASON_INVALID_ATTRIBUTE, sc.SIGNAL_AUDIT, a[sc.ML_MODEL_NAME], f"{sc.ML_AUDIT_ACTION} unknown")
         return AuditRecord(
             model=a[sc.ML_MODEL_NAME], model_version=str(a.get(sc.ML_MODEL_VERSION, "")),
-            action=a[sc.ML_AUDIT_ACTION], actor=str(a.get(sc.ML_AUDIT_ACTOR, "")),
-            detail=str(a.get(sc.ML_AUDIT_DETAIL, "")), time=event.time,
+            action=a[sc.ML_AUDIT_ACTION], actor=str(a.get(sc.ML_AUDIT_ACTOR, "")).replace("\x00", ""),
+            detail=str(a.get(sc.ML_AUDIT_DETAIL, "")).replace("\x00", ""), time=event.time,
         )

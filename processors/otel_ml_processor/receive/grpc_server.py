@@ -24,7 +24,7 @@ from otel_ml import semconv as sc
 from otel_ml_processor.clean.batch import KIND_LOGS, KIND_METRICS, KIND_TRACES
 from otel_ml_processor.config import ReceiverConfig
 from otel_ml_processor.receive.auth import BearerAuth
-from otel_ml_processor.receive.handlers import Handlers
+from otel_ml_processor.receive.handlers import Handlers, Unavailable
 from otel_ml_processor.receive.limits import RETRY_AFTER_SECONDS, InflightGate
 from otel_ml_processor.receive.otlp import MalformedRequest
 
@@ -61,6 +61,9 @@ def _method(kind: str, handlers: Handlers, auth: BearerAuth, gate: InflightGate)
         except MalformedRequest as exc:
             handlers.request_rejected(sc.REASON_MALFORMED)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed OTLP request: {exc}")
+        except Unavailable as exc:
+            context.set_trailing_metadata(_retry_info_trailer())
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         finally:
             gate.release(size)
         return response

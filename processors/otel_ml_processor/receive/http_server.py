@@ -32,7 +32,7 @@ from otel_ml import semconv as sc
 from otel_ml_processor.clean.batch import KIND_LOGS, KIND_METRICS, KIND_TRACES
 from otel_ml_processor.config import ReceiverConfig
 from otel_ml_processor.receive.auth import BearerAuth
-from otel_ml_processor.receive.handlers import Handlers
+from otel_ml_processor.receive.handlers import RETRYABLE_DB_ERRORS, Handlers, Unavailable
 from otel_ml_processor.receive.limits import RETRY_AFTER_SECONDS, InflightGate
 from otel_ml_processor.receive.otlp import LogEvent, MalformedRequest, RequestTooLarge, is_json
 
@@ -109,6 +109,8 @@ class HttpReceiver:
         except MalformedRequest as exc:
             self.handlers.request_rejected(sc.REASON_MALFORMED)
             return _status(code_pb2.INVALID_ARGUMENT, f"malformed OTLP request: {exc}", as_json, 400)
+        except Unavailable as exc:
+            return _status(code_pb2.UNAVAILABLE, str(exc), as_json, 503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         finally:
             self.gate.release(len(body))
         if as_json:
@@ -129,8 +131,12 @@ class HttpReceiver:
             self.handlers.request_rejected(sc.REASON_MALFORMED)
             return web.json_response({"error": str(exc)}, status=400)
         ingest = self.handlers.ingest
-        result = await asyncio.get_running_loop().run_in_executor(
-            self.handlers.writer, lambda: ingest.events(events, time.time()))
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(
+                self.handlers.writer, lambda: ingest.events(events, time.time()))
+        except RETRYABLE_DB_ERRORS:
+            return web.json_response({"error": "storage unavailable: retry later"}, status=503,
+                                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         return web.json_response({"accepted": result.accepted, "rejected": result.rejected,
                                   "errors": [result.message] if result.message else []})
 
