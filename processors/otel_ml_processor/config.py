@@ -23,6 +23,8 @@ from typing import Any, Optional
 
 import yaml
 
+from otel_ml import semconv as sc
+
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
@@ -107,9 +109,9 @@ ANONYMIZATION_ACTIONS = ("drop", "hash", "mask", "generalize")
 class AnonymizationConfig:
     hash_key_env: str = "OTEL_ML_HASH_KEY"
     rules: tuple = (
-        AnonymizationRule("enduser.id", "hash"),
-        AnonymizationRule("ml.feature.email", "drop"),
-        AnonymizationRule("ml.feature.zip", "generalize", keep_chars=3),
+        AnonymizationRule(sc.ENDUSER_ID, "hash"),
+        AnonymizationRule(sc.feature_key("email"), "drop"),
+        AnonymizationRule(sc.feature_key("zip"), "generalize", keep_chars=3),
     )
 
 
