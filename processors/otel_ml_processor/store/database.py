@@ -272,8 +272,7 @@ class Database:
                 keys = [tuple(r) for r in conn.execute(old)]
                 if not keys:
                     break
-                for chunk in _chunks(keys):
-                    conn.execute(delete(_L).where(tuple_(_L.c.model, _L.c.prediction_id).in_(chunk)))
+                self._delete_labels(conn, keys)
                 expired += len(keys)
             pending = conn.execute(select(func.count()).select_from(_L).where(_L.c.joined_at.is_(None))).scalar_one()
             excess = pending - pending_max
@@ -283,11 +282,14 @@ class Database:
                 keys = [tuple(r) for r in conn.execute(oldest)]
                 if not keys:
                     break
-                for chunk in _chunks(keys):
-                    conn.execute(delete(_L).where(tuple_(_L.c.model, _L.c.prediction_id).in_(chunk)))
+                self._delete_labels(conn, keys)
                 expired += len(keys)
                 excess -= len(keys)
         return expired
+
+    def _delete_labels(self, conn, keys: list) -> None:
+        for where in self._keys_in(_L, keys):
+            conn.execute(delete(_L).where(where))
 
     def apply_retention(self, now: float, retention: float, batch: int = 10_000) -> int:
         """Delete predictions (and their labels) stored longer ago than ``retention``, in batches."""
