@@ -107,10 +107,26 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--protocol", choices=["grpc", "http", "both"], default="both")
     ap.add_argument("--db-url", default=None)
+    ap.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster (Debian's postgresql)")
     args = ap.parse_args()
+    cluster = None
+    if args.postgres:
+        from tests.postgres import PostgresCluster
+
+        cluster = PostgresCluster(fsync=True).start()   # durable, as in production
+        args.db_url = cluster.create_database("bench")
+    try:
+        run_all(args)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def run_all(args: argparse.Namespace) -> None:
     protocols = ["grpc", "http"] if args.protocol == "both" else [args.protocol]
     print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {sys.version.split()[0]}")
-    print(f"batches of {RECORDS} predictions x {FEATURES} features, {args.batches} batches per protocol, {args.clients} clients")
+    print(f"batches of {RECORDS} predictions x {FEATURES} features, {args.batches} batches per protocol, "
+          f"{args.clients} clients, storage {'PostgreSQL' if args.db_url and 'postgres' in args.db_url else 'SQLite'}")
     with tempfile.TemporaryDirectory() as tmp:
         with ProcessorProcess(Path(tmp), db_url=args.db_url, interval="5s") as proc:
             ps = psutil.Process(proc.proc.pid)
