@@ -28,7 +28,7 @@ import time as _time
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
-from sqlalchemy import String, and_, any_, bindparam, create_engine, delete, event, func, select, text, tuple_, update
+from sqlalchemy import String, and_, any_, bindparam, create_engine, delete, event, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.engine import Connection, Engine, make_url
 
@@ -139,15 +139,18 @@ class Database:
         """WHERE clauses that together match the ``(model, prediction_id)`` pairs in ``keys``.
 
         PostgreSQL: one ``model = m AND prediction_id = ANY(array)`` per model (one parameter,
-        whatever the batch size); SQLite: row-value ``IN`` lists of at most ``_CHUNK`` pairs.
+        whatever the batch size); SQLite: ``model = m AND prediction_id IN (...)`` lists of at
+        most ``_CHUNK`` ids. Never a row-value ``(model, prediction_id) IN (...)``: SQLite answers
+        that with a full scan, which made label joins slow down as the tables grew.
         """
+        by_model: dict = {}
+        for m, p in keys:
+            by_model.setdefault(m, []).append(p)
         if self.dialect == "postgresql":
-            by_model: dict = {}
-            for m, p in keys:
-                by_model.setdefault(m, []).append(p)
             return [and_(table.c.model == m, table.c.prediction_id == any_(
                 bindparam("pids", pids, type_=PG_ARRAY(String), unique=True))) for m, pids in by_model.items()]
-        return [tuple_(table.c.model, table.c.prediction_id).in_(chunk) for chunk in _chunks(keys)]
+        return [and_(table.c.model == m, table.c.prediction_id.in_(chunk))
+                for m, pids in by_model.items() for chunk in _chunks(pids)]
 
     # --- writes ---------------------------------------------------------------------------------
 
@@ -303,8 +306,7 @@ class Database:
                 if not rows:
                     return deleted
                 conn.execute(delete(_P).where(_P.c.id.in_([r.id for r in rows])))
-                for chunk in _chunks([(r.model, r.prediction_id) for r in rows]):
-                    conn.execute(delete(_L).where(tuple_(_L.c.model, _L.c.prediction_id).in_(chunk)))
+                self._delete_labels(conn, [(r.model, r.prediction_id) for r in rows])
                 deleted += len(rows)
 
     # --- reads ------------------------------------------------------------------------------------

@@ -1,0 +1,22 @@
+"""Keyed lookups must use the (model, prediction_id) indexes on SQLite, whatever the table size.
+
+A row-value ``(model, prediction_id) IN (...)`` made SQLite scan the whole table: label joins
+slowed down as the database grew (found by the soak benchmark). The plan, not a timing, is checked.
+"""
+
+from sqlalchemy import select
+
+from otel_ml_processor.store import schema
+from otel_ml_processor.store.database import Database
+
+
+def test_keyed_lookups_search_the_index(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    keys = [("churn", f"p{i}") for i in range(700)] + [("fraud", "q1")]
+    for table in (schema.predictions, schema.labels):
+        for where in db._keys_in(table, keys):
+            stmt = select(table.c.model, table.c.prediction_id).where(where)
+            sql = str(stmt.compile(db.engine, compile_kwargs={"literal_binds": True}))
+            with db.engine.connect() as conn:
+                plan = " ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+            assert "SEARCH" in plan and f"SCAN {table.name}" not in plan, plan
