@@ -98,7 +98,7 @@ def main() -> None:
            "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none",
            "OTEL_ML_BUFFER_PATH": str(tmp / "buffer.db"), "OTEL_ML_BUFFER_MAX_BYTES": str(2 << 30),
            "OTEL_ML_EXPORT_BATCH_SIZE": "2048", "OTEL_ML_EXPORT_INTERVAL": "200",
-           "OTEL_ML_SHUTDOWN_TIMEOUT": "600000", "PYTHONPATH": f"{ROOT}:{ROOT / 'processors'}"}
+           "OTEL_ML_SHUTDOWN_TIMEOUT": "300000", "PYTHONPATH": f"{ROOT}:{ROOT / 'processors'}"}
     gen = subprocess.Popen([sys.executable, __file__, "--generator", "--duration", str(args.duration), "--rate",
                             str(args.rate), "--report", str(report)], env=env)
     started = time.monotonic()
@@ -132,11 +132,16 @@ def main() -> None:
     with sqlite3.connect(proc.db_path) as conn:
         rows, distinct = conn.execute("select count(*), count(distinct prediction_id) from predictions").fetchone()
         joined = conn.execute("select count(*) from labels where joined_at is not null").fetchone()[0]
+    with sqlite3.connect(tmp / "buffer.db") as conn:
+        left = conn.execute("select count(*) from records").fetchone()[0]
+        dropped = conn.execute("select coalesce(max(value), 0) from counters where name = 'dropped'").fetchone()[0]
     proc.stop()
     print(f"duration {args.duration:.0f} s, target rate {args.rate:.0f}/s, achieved {made / result['elapsed']:.0f}/s, "
           f"{outages} processor outages of {args.outage_for:.0f} s (alternately SIGTERM / SIGKILL)")
     print(f"predictions made {made}, stored distinct {distinct}, stored rows {rows}, "
           f"LOST {made - distinct}, duplicates {rows - distinct}, labels joined {joined} (sent {(made + 1) // 2})")
+    print(f"SDK buffer at the end: {left} records still on disk (shipped at the next start), "
+          f"{dropped} dropped because the buffer was full (counted in ml_client_buffer_dropped_total)")
     print(f"processor RSS (with ingest workers): {start_rss:.0f} MiB near the start, {end_rss:.0f} MiB at the end")
     print(f"compute cycle (window 10 000): {start_compute * 1000:.1f} ms near the start, {end_compute * 1000:.1f} ms at the end")
     print(f"data in {tmp}")
