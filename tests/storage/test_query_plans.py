@@ -20,3 +20,13 @@ def test_keyed_lookups_search_the_index(tmp_path):
             with db.engine.connect() as conn:
                 plan = " ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
             assert "SEARCH" in plan and f"SCAN {table.name}" not in plan, plan
+
+
+def test_the_waiting_labels_probe_seeks_the_pending_index(tmp_path):
+    from otel_ml_processor.store.database import LABELS_WAITING_PROBE
+
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    sql = str(LABELS_WAITING_PROBE.compile(db.engine, compile_kwargs={"literal_binds": True}))
+    with db.engine.connect() as conn:
+        plan = " ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+    assert "ix_labels_pending" in plan and "SEARCH" in plan, plan

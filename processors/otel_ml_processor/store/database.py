@@ -93,6 +93,11 @@ _PG_INSERT_PREDICTIONS = (
 )
 
 
+#: Is any label waiting at all? Seeks the (joined_at, received_at) index. Filtering on the model
+#: too made SQLite walk the primary key of every label of that model (found by the soak).
+LABELS_WAITING_PROBE = select(_L.c.prediction_id).where(_L.c.joined_at.is_(None)).limit(1)
+
+
 def _prediction_row(r: PredictionRecord, now: float) -> dict:
     # The JSON is usually made by the ingest worker already (PredictionRecord.encode).
     features, segments, probabilities, extra = r.encode()
@@ -189,11 +194,11 @@ class Database:
             by_model: dict = {}
             for r in out.inserted:
                 by_model.setdefault(r.model, {})[r.prediction_id] = r
+            # Most batches find no label waiting: a one-row probe spares the key lookups.
+            waiting_somewhere = bool(by_model) and conn.execute(LABELS_WAITING_PROBE).first() is not None
             for model, preds in by_model.items():
-                # Most batches find no label waiting: a one-row probe spares the key lookups.
-                probe = select(_L.c.prediction_id).where(and_(_L.c.joined_at.is_(None), _L.c.model == model)).limit(1)
-                if conn.execute(probe).first() is None:
-                    continue
+                if not waiting_somewhere:
+                    break
                 for where in self._keys_in(_L, [(model, pid) for pid in preds]):
                     waiting = conn.execute(select(_L).where(and_(where, _L.c.joined_at.is_(None)))).all()
                     if not waiting:
