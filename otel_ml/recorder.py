@@ -448,15 +448,7 @@ class Recorder:
 
     # -- audit trail -----------------------------------------------------------------------------
     def _audit_model(self, name: str, version: str, framework: str) -> None:
-        with self._models_lock:
-            seen = self._models.get(name)
-            if seen == version:
-                return
-            self._models[name] = version
-        if seen is None:
-            self.audit(sc.AUDIT_MODEL_LOAD, name, version, f"first prediction served by {framework}")
-        else:
-            self.audit(sc.AUDIT_VERSION_CHANGE, name, version, f"version {seen} -> {version}")
+        self.note_model(name, version, f"first prediction served by {framework}")
 
     def note_model(self, name: str, version: str, detail: str) -> None:
         """A model was registered in code: audit a load or a version change."""
