@@ -447,16 +447,29 @@ class Recorder:
         return done
 
     # -- audit trail -----------------------------------------------------------------------------
-    def _audit_model(self, name: str, version: str, framework: str) -> None:
-        self.note_model(name, version, f"first prediction served by {framework}")
-
-    def note_model(self, name: str, version: str, detail: str) -> None:
-        """A model was registered in code: audit a load or a version change."""
+    def _remember_model(self, name: str, version: str) -> tuple:
+        """(changed, version seen before or None) for ``name``, remembering ``version``."""
         with self._models_lock:
             seen = self._models.get(name)
             if seen == version:
-                return
+                return False, seen
             self._models[name] = version
+        return True, seen
+
+    def _audit_model(self, name: str, version: str, framework: str) -> None:
+        changed, seen = self._remember_model(name, version)
+        if not changed:
+            return
+        if seen is None:
+            self.audit(sc.AUDIT_MODEL_LOAD, name, version, f"first prediction served by {framework}")
+        else:
+            self.audit(sc.AUDIT_VERSION_CHANGE, name, version, f"version {seen} -> {version}")
+
+    def note_model(self, name: str, version: str, detail: str) -> None:
+        """A model was registered in code: audit a load or a version change."""
+        changed, seen = self._remember_model(name, version)
+        if not changed:
+            return
         if seen is None:
             self.audit(sc.AUDIT_MODEL_LOAD, name, version, detail)
         else:
