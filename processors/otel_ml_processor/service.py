@@ -127,6 +127,7 @@ class ProcessorService:
 
     async def stop(self) -> None:
         self.ready = False
+        self.handlers.pool_factory = None   # a worker dying now is not replaced
         started = time.monotonic()
         if self._grpc is not None:
             await self._grpc.stop(grace=SHUTDOWN_GRACE_SECONDS)

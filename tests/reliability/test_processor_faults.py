@@ -276,6 +276,11 @@ def test_a_killed_ingest_worker_gets_a_retryable_answer_and_the_workers_restart(
                      what="a retry accepted")
         wait_for(lambda: proc.sample("ml_records_received_total", {"model": "wk", "signal": "prediction"}) == len(codes),
                  what="every prediction stored once")
+        # The broken pool's surviving worker is ended too: the processor stops cleanly, leaving no process.
+        family = [proc.proc.pid] + [c.pid for c in psutil.Process(proc.proc.pid).children(recursive=True)]
+        assert proc.stop() == 0
+        wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                                 for p in family), what="every processor process gone")
 
 
 def test_storage_locked_past_the_busy_timeout_gets_a_retryable_answer(tmp_path):

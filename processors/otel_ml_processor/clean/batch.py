@@ -123,9 +123,10 @@ def _exit_with_parent(parent: int) -> None:
 def init_worker(anonymization: AnonymizationConfig, environ: dict) -> None:
     """Pool initializer: one Cleaner per worker process."""
     global _worker_cleaner
-    # The parent handles Ctrl-C and SIGTERM and shuts the pool down in order.
+    # Ctrl-C reaches the whole foreground process group; the parent handles it and shuts the
+    # pool down in order. SIGTERM keeps its default: it is how the pool ends the surviving
+    # workers of a broken pool (ignoring it left the pool's manager joining them forever).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True,
                      name="otel-ml-parent-watch").start()
     os.environ.update(environ)
