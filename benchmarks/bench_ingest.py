@@ -122,6 +122,21 @@ def main() -> None:
             cluster.stop()
 
 
+def cpu_seconds(ps: psutil.Process) -> dict:
+    """CPU seconds used so far by the processor's main process, its workers, and this client."""
+    def used(p: psutil.Process) -> float:
+        t = p.cpu_times()
+        return t.user + t.system
+
+    workers = 0.0
+    for c in ps.children(recursive=True):
+        try:
+            workers += used(c)
+        except psutil.NoSuchProcess:
+            pass
+    return {"processor": used(ps), "workers": workers, "client": used(psutil.Process())}
+
+
 def run_all(args: argparse.Namespace) -> None:
     protocols = ["grpc", "http"] if args.protocol == "both" else [args.protocol]
     print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {sys.version.split()[0]}")
@@ -140,9 +155,13 @@ def run_all(args: argparse.Namespace) -> None:
             total = 0
             for protocol in protocols:
                 bodies = [build_request("bench", s) for s in range(args.batches)]
+                before = cpu_seconds(ps)
                 rate = run(proc, protocol, bodies, args.clients)
-                total += len(bodies) * RECORDS
-                print(f"{protocol:5s}: {rate:9,.0f} records/s  ({len(bodies) * RECORDS:,} records)")
+                n = len(bodies) * RECORDS
+                total += n
+                used = {k: (v - before[k]) / n * 1e6 for k, v in cpu_seconds(ps).items()}
+                print(f"{protocol:5s}: {rate:9,.0f} records/s  ({n:,} records); CPU µs per record: "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in used.items()))
             wait_for(lambda: proc.sample("ml_records_received_total", {"model": "bench", "signal": "prediction"}) == total,
                      timeout=120, what="all records counted")
             print(f"processor RSS after {total:,} records: {rss()}")

@@ -101,15 +101,17 @@ class Ingest:
                 result.message = f"{rec.reason}: {rec.message}"
         preds = batch.predictions
         if preds:
+            checked = {m for m, (names, kinds) in batch.kinds.items()
+                       if self.model_label(m) != sc.OVERFLOW_LABEL_VALUE and self.kinds.accept(m, names, kinds)}
             for r in preds:
-                if self.model_label(r.model) != sc.OVERFLOW_LABEL_VALUE:
+                if r.model not in checked and self.model_label(r.model) != sc.OVERFLOW_LABEL_VALUE:
                     self.kinds.check(r)
             write = self.db.insert_predictions(preds, now=now)
             per_model: dict = {}
             for r in write.inserted:
                 per_model[r.model] = per_model.get(r.model, 0) + 1
-                if self.models.admitted(r.model):
-                    self.windows.add_prediction(r, self.window_features(r.model, r.features))
+            self.windows.add_predictions([r for r in write.inserted if self.models.admitted(r.model)],
+                                         self.window_features)
             for r in write.duplicates:
                 per_model[r.model] = per_model.get(r.model, 0) + 1
             for model, n in per_model.items():

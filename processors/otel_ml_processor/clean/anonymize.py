@@ -60,6 +60,8 @@ class Anonymizer:
         self._detected: dict = {}
         for attr in CLIENT_ADDRESS_ATTRIBUTES:
             self._rules.setdefault(attr, AnonymizationRule(attr, "hash"))
+        self._ruled_prefixes = {prefix for prefix in (sc.ML_FEATURE_PREFIX, sc.ML_SEGMENT_PREFIX)
+                                if any(k.startswith(prefix) for k in self._rules)}
 
     def hash(self, value: object) -> str:
         return hmac.new(self._key, str(value).encode(), hashlib.sha256).hexdigest()
@@ -102,6 +104,14 @@ class Anonymizer:
         return value
 
     def _section(self, values: dict, prefix: str) -> dict:
+        if prefix not in self._ruled_prefixes:
+            # No rule names a key of this section (the common case): only the detectors run,
+            # in place, on string values.
+            detect = self._detect
+            for name, v in values.items():
+                if type(v) is str:
+                    values[name] = detect(v)
+            return values
         out = {}
         rules = self._rules
         for name, v in values.items():

@@ -46,6 +46,9 @@ class CleanBatch:
     logs: int = 0                                     # non-ML log records
     points: int = 0                                   # metric data points (metrics requests)
     spans: int = 0                                    # spans (traces requests)
+    #: model -> (feature names, their value types) when every prediction of the model in this
+    #: batch had exactly those (``FeatureKinds.accept`` then checks the batch at once)
+    kinds: dict = field(default_factory=dict)
 
 
 def _points(metric) -> int:
@@ -84,8 +87,14 @@ class Cleaner:
     def request_encoded(self, *args) -> CleanBatch:
         """:meth:`request`, with each prediction's JSON made here (in the worker) already."""
         batch = self.request(*args)
+        signatures: dict = {}
         for r in batch.predictions:
             r.encode()
+            features = r.features
+            signature = (tuple(features), tuple(map(type, features.values())))
+            if signatures.setdefault(r.model, signature) != signature:
+                signatures[r.model] = None
+        batch.kinds = {m: sig for m, sig in signatures.items() if sig is not None}
         return batch
 
     def request(self, kind: str, body: bytes, content_type: str, encoding: Optional[str],

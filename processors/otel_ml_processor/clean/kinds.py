@@ -27,6 +27,27 @@ class FeatureKinds:
     def forget(self, model: str) -> None:
         self.kinds.pop(model, None)
 
+    def accept(self, model: str, names: tuple, kinds: tuple) -> bool:
+        """Check a whole batch of ``model`` at once, when every record of it had the features
+        ``names`` with the types ``kinds`` (``Cleaner`` finds that in the worker).
+
+        True when no record would get an issue (learning the kinds not known yet); False, with
+        nothing changed, when :meth:`check` must run record by record.
+        """
+        known = self.kinds.get(model)
+        if known is None:
+            known = self.kinds[model] = {}
+        if not known.keys() <= set(names):
+            return False
+        none = type(None)
+        for name, t in zip(names, kinds):
+            if t is not none and known.get(name, t) is not t:
+                return False
+        for name, t in zip(names, kinds):
+            if t is not none and name not in known:
+                known[name] = t
+        return True
+
     def check(self, r: PredictionRecord) -> None:
         kinds = self.kinds.get(r.model)
         if kinds is None:

