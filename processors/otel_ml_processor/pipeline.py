@@ -110,8 +110,8 @@ class Ingest:
             per_model: dict = {}
             for r in write.inserted:
                 per_model[r.model] = per_model.get(r.model, 0) + 1
-            self.windows.add_predictions([r for r in write.inserted if self.models.admitted(r.model)],
-                                         self.window_features)
+            admitted = {m for m in per_model if self.models.admitted(m)}
+            self.windows.add_predictions([r for r in write.inserted if r.model in admitted], self.window_features)
             for r in write.duplicates:
                 per_model[r.model] = per_model.get(r.model, 0) + 1
             for model, n in per_model.items():

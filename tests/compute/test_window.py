@@ -22,6 +22,8 @@ ops = st.lists(st.one_of(
     st.tuples(st.just("append"), st.integers(0, 60)),
     st.tuples(st.just("label"), st.integers(0, 60)),
     st.tuples(st.just("snapshot"), st.just(0)),
+    # the bulk append of the ingest path, ids possibly repeated within one call
+    st.tuples(st.just("extend"), st.lists(st.integers(0, 60), max_size=8)),
 ), max_size=120)
 
 
@@ -60,16 +62,23 @@ def check(buf, model):
 def test_buffer_matches_a_list_model(operations, size):
     buf = WindowBuffer("m", "1", "classification", size=size)
     model: list[dict] = []
+    def new_row(i):
+        feats = {"x": float(i)}
+        if i % 2:
+            feats["s"] = feature_value(i)
+        return row(i, features=feats)
+
     for op, i in operations:
-        if op == "append":
-            feats = {"x": float(i)}
-            if i % 2:
-                feats["s"] = feature_value(i)
-            r = row(i, features=feats)
-            buf.append(dict(r))
-            if all(m["prediction_id"] != r["prediction_id"] for m in model):
-                model.append(r)
-                model = model[-size:]
+        if op in ("append", "extend"):
+            rows = [new_row(i)] if op == "append" else [new_row(j) for j in i]
+            if op == "append":
+                buf.append(dict(rows[0]))
+            else:
+                buf.extend([dict(r) for r in rows])
+            for r in rows:
+                if all(m["prediction_id"] != r["prediction_id"] for m in model):
+                    model.append(r)
+                    model = model[-size:]
         elif op == "label":
             hit = buf.set_label(f"p{i}", str(i % 2))
             want = any(m["prediction_id"] == f"p{i}" for m in model)

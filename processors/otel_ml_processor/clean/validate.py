@@ -39,6 +39,8 @@ _FEATURE_LEN, _SEGMENT_LEN = len(_FEATURE), len(_SEGMENT)
 #: Longest model name, model version or prediction id accepted (the database's key columns).
 MAX_KEY_LENGTH = 255
 _INF = (math.inf, -math.inf)
+#: Bound on the feature names (and on the string values) a validator remembers: senders choose them.
+MAX_CACHED_NAMES = 10_000
 _KNOWN = {
     sc.ML_MODEL_NAME, sc.ML_MODEL_VERSION, sc.ML_MODEL_TASK, sc.ML_PREDICTION_ID,
     sc.ML_OUTPUT_LABEL, sc.ML_OUTPUT_VALUE, sc.ML_OUTPUT_SCORE,
@@ -69,6 +71,17 @@ class Validator:
 
     def __init__(self, issues: IssueSink):
         self._issues = issues
+        #: feature attribute key -> feature name, one str object per name: records of a batch
+        #: then share their keys, so the batch pickles each name once and the writer thread
+        #: hashes it once (a slice per record made 20 new strings per record).
+        self._names: dict = {}
+        #: the same for repeated string values (model, version, task, labels, categories)
+        self._shared: dict = {}
+
+    def _share(self, value: str) -> str:
+        if len(self._shared) < MAX_CACHED_NAMES and value:
+            self._shared[value] = value
+        return value
 
     def validate(self, event: LogEvent) -> Validated:
         """The typed record of ``event``, a :class:`Rejection`, or None for a non-ML log."""
@@ -133,20 +146,26 @@ class Validator:
             else:
                 score = float(score)
         features, segments, probabilities, extra = {}, {}, {}, {}
-        issue = self._issues
+        issue, names, shared = self._issues, self._names, self._shared
         for key, v in a.items():
             # One pass over the attributes: this loop is the ingest hot path.
             if key.startswith(_FEATURE):
-                name = key[_FEATURE_LEN:]
+                name = names.get(key)
+                if name is None:
+                    name = key[_FEATURE_LEN:]
+                    if len(names) < MAX_CACHED_NAMES:
+                        names[key] = name
                 if type(v) is float or type(v) is int:
                     if v != v or v in _INF:
                         issue(model, name, sc.ISSUE_NAN)
                         v = None
                     else:
                         v = float(v)
+                elif type(v) is str:
+                    v = shared.get(v) or self._share(v)
                 elif type(v) is bool:
                     v = "true" if v else "false"
-                elif type(v) is not str:
+                else:
                     issue(model, name, sc.ISSUE_UNSUPPORTED_TYPE)
                     v = None
                 features[name] = v
@@ -157,9 +176,12 @@ class Validator:
                     probabilities[key[len(_PROB):]] = float(v)
             elif key not in _KNOWN:
                 extra[key] = v
+        version = a[sc.ML_MODEL_VERSION]
         return PredictionRecord(
-            model=model, model_version=a[sc.ML_MODEL_VERSION], prediction_id=a[sc.ML_PREDICTION_ID],
-            task=task, time=event.time, features=features, output_label=label, output_value=value,
+            model=shared.get(model) or self._share(model), model_version=shared.get(version) or self._share(version),
+            prediction_id=a[sc.ML_PREDICTION_ID], task=shared.get(task) or self._share(task), time=event.time,
+            features=features, output_label=label if label is None else shared.get(label) or self._share(label),
+            output_value=value,
             score=score, probabilities=probabilities, segments=segments, extra=extra,
             trace_id=event.trace_id, span_id=event.span_id,
         )

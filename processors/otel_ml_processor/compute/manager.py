@@ -101,19 +101,18 @@ class ModelWindows:
         return buf
 
     def add_predictions(self, records: list[PredictionRecord], features_of: Callable[[str, dict], dict]) -> None:
-        """Append stored predictions (one lock for the batch); ``features_of(model, features)``
-        gives the features under the cardinality limit."""
+        """Append stored predictions (one lock and one bulk append per window);
+        ``features_of(model, features)`` gives the features under the cardinality limit."""
+        groups: dict = {}
+        for r in records:
+            groups.setdefault((r.model, r.model_version), []).append(r)
         with self._lock:
-            buffer, key = None, None
-            for r in records:
-                if (r.model, r.model_version) != key:
-                    key = (r.model, r.model_version)
-                    buffer = self._buffer(r.model, r.model_version, r.task)
-                buffer.append({
-                    "prediction_id": r.prediction_id, "timestamp": r.time, "features": features_of(r.model, r.features),
+            for (model, version), group in groups.items():
+                self._buffer(model, version, group[0].task).extend([{
+                    "prediction_id": r.prediction_id, "timestamp": r.time, "features": features_of(model, r.features),
                     "output_label": r.output_label, "output_value": r.output_value, "score": r.score,
                     "probabilities": r.probabilities, "segments": r.segments, "label": None,
-                })
+                } for r in group])
 
     def set_label(self, model: str, version: str, prediction_id: str, value: object) -> None:
         with self._lock:

@@ -234,6 +234,23 @@ class WindowBuffer:
         if len(self) > self.size:
             self._evict_one()
 
+    def extend(self, rows: list) -> None:
+        """:meth:`append` each of ``rows``, with the bookkeeping done once (the ingest path)."""
+        index = self._index
+        ids = [r["prediction_id"] for r in rows]
+        if not rows or len(set(ids)) != len(ids) or not index.keys().isdisjoint(ids):
+            # an id seen before (the store makes this rare): evictions decide, row by row
+            for r in rows:
+                self.append(r)
+            return
+        if not self._pending:
+            self._pending_base = self._base + self._end
+        first = self._pending_base + len(self._pending)
+        index.update(zip(ids, range(first, first + len(rows))))
+        self._pending.extend(rows)
+        for _ in range(len(self) - self.size):
+            self._evict_one()
+
     def _evict_one(self) -> None:
         if self._start < self._end:
             self._index.pop(self._ids[self._start], None)
