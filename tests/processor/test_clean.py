@@ -5,12 +5,14 @@ import hmac
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from otel_ml import semconv as sc
 from otel_ml_processor.clean.anonymize import Anonymizer
 from otel_ml_processor.clean.kinds import FeatureKinds
 from otel_ml_processor.clean.records import LabelRecord, PredictionRecord
-from otel_ml_processor.clean.validate import Rejection, Validator
+from otel_ml_processor.clean.validate import MAX_CACHED_NAMES, MAX_SHARED_LENGTH, Rejection, Validator
 from otel_ml_processor.config import AnonymizationConfig, AnonymizationRule
 from otel_ml_processor.receive.otlp import LogEvent
 
@@ -112,3 +114,48 @@ def test_anonymization_actions():
 def test_without_hash_key_hashes_are_still_not_raw():
     anon = Anonymizer(AnonymizationConfig(), {})
     assert anon.hash("u1") != "u1" and len(anon.hash("u1")) == 64
+
+
+_kind_values = st.one_of(st.none(), st.sampled_from([1.0, 2.5]), st.sampled_from(["a", "b"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from("xyz"), _kind_values, max_size=3), max_size=4),
+       st.lists(st.dictionaries(st.sampled_from("xyz"), _kind_values, max_size=3), min_size=1, max_size=4))
+def test_batch_kind_check_is_the_record_by_record_check(earlier, batch):
+    """``FeatureKinds.accept`` (a whole batch at once) agrees with ``check`` record by record:
+    when it accepts, the records need no repair and the kinds learned are the same; otherwise it
+    changes nothing, and the record-by-record check runs."""
+    def records(features_list):
+        return [PredictionRecord("m", "1", f"p{i}", "classification", 1.0, dict(f)) for i, f in enumerate(features_list)]
+
+    slow_issues, fast_issues = [], []
+    slow, fast = FeatureKinds(lambda *i: slow_issues.append(i)), FeatureKinds(lambda *i: fast_issues.append(i))
+    for r in records(earlier):
+        slow.check(r)
+    for r in records(earlier):
+        fast.check(r)
+    slow_recs, fast_recs = records(batch), records(batch)
+    for r in slow_recs:
+        slow.check(r)
+    signatures = {(tuple(r.features), tuple(map(type, r.features.values()))) for r in fast_recs}
+    accepted = len(signatures) == 1 and fast.accept("m", *next(iter(signatures)))
+    if not accepted:
+        for r in fast_recs:
+            fast.check(r)
+    else:
+        assert slow_issues[len(fast_issues):] == []      # the batch needed no repair
+    assert [r.features for r in fast_recs] == [r.features for r in slow_recs]
+    assert fast_issues == slow_issues and fast.kinds == slow.kinds
+
+
+def test_validators_share_names_and_short_values_within_bounds(validator):
+    a = validator.validate(_pred("a", **{sc.feature_key("plan"): "pro"}))
+    b = validator.validate(_pred("b", **{sc.feature_key("plan"): "".join(["p", "ro"])}))
+    (name_a, value_a), = a.features.items()
+    (name_b, value_b), = b.features.items()
+    assert name_a is name_b and value_a is value_b and a.model is b.model
+    for i in range(MAX_CACHED_NAMES + 50):
+        validator.validate(_pred(f"q{i}", **{sc.feature_key("plan"): f"value-{i}", sc.feature_key("note"): "x" * 100 + str(i)}))
+    assert len(validator._shared) <= MAX_CACHED_NAMES
+    assert not any(len(v) > MAX_SHARED_LENGTH for v in validator._shared)

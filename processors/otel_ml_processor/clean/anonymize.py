@@ -43,6 +43,8 @@ EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
 PHONE = re.compile(r"\+?\(?\d[\d\s().-]{5,18}\d")
 #: Distinct strings whose detector result is remembered (categorical values repeat).
 DETECT_CACHE_SIZE = 100_000
+#: Longer strings are not remembered (free text rarely repeats, and the cache must stay small).
+DETECT_CACHE_MAX_LENGTH = 256
 CLIENT_ADDRESS_ATTRIBUTES = (
     sc.CLIENT_ADDRESS, "net.peer.ip", "net.sock.peer.addr", "source.address", "http.client_ip",
 )
@@ -89,7 +91,7 @@ class Anonymizer:
         if cached is not None:
             return cached
         result = self._detect_uncached(value)
-        if len(self._detected) < DETECT_CACHE_SIZE:
+        if len(self._detected) < DETECT_CACHE_SIZE and len(value) <= DETECT_CACHE_MAX_LENGTH:
             self._detected[value] = result
         return result
 

@@ -41,6 +41,8 @@ MAX_KEY_LENGTH = 255
 _INF = (math.inf, -math.inf)
 #: Bound on the feature names (and on the string values) a validator remembers: senders choose them.
 MAX_CACHED_NAMES = 10_000
+#: Longest string value a validator shares (categories and ids are short; free text is not).
+MAX_SHARED_LENGTH = 64
 _KNOWN = {
     sc.ML_MODEL_NAME, sc.ML_MODEL_VERSION, sc.ML_MODEL_TASK, sc.ML_PREDICTION_ID,
     sc.ML_OUTPUT_LABEL, sc.ML_OUTPUT_VALUE, sc.ML_OUTPUT_SCORE,
@@ -79,7 +81,8 @@ class Validator:
         self._shared: dict = {}
 
     def _share(self, value: str) -> str:
-        if len(self._shared) < MAX_CACHED_NAMES and value:
+        # Short values only: the cache must stay small whatever the senders send.
+        if 0 < len(value) <= MAX_SHARED_LENGTH and len(self._shared) < MAX_CACHED_NAMES:
             self._shared[value] = value
         return value
 
@@ -153,7 +156,7 @@ class Validator:
                 name = names.get(key)
                 if name is None:
                     name = key[_FEATURE_LEN:]
-                    if len(names) < MAX_CACHED_NAMES:
+                    if len(names) < MAX_CACHED_NAMES and len(key) <= MAX_KEY_LENGTH:
                         names[key] = name
                 if type(v) is float or type(v) is int:
                     if v != v or v in _INF:
