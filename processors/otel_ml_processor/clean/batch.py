@@ -26,6 +26,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_ml_processor.clean.anonymize import Anonymizer
+from otel_ml_processor.clean.kinds import signature
 from otel_ml_processor.clean.records import AuditRecord, LabelRecord, PredictionRecord
 from otel_ml_processor.clean.validate import Rejection, Validator
 from otel_ml_processor.config import AnonymizationConfig
@@ -90,9 +91,8 @@ class Cleaner:
         signatures: dict = {}
         for r in batch.predictions:
             r.encode()
-            features = r.features
-            signature = (tuple(features), tuple(map(type, features.values())))
-            if signatures.setdefault(r.model, signature) != signature:
+            sig = signature(r.features)
+            if signatures.setdefault(r.model, sig) != sig:
                 signatures[r.model] = None
         batch.kinds = {m: sig for m, sig in signatures.items() if sig is not None}
         return batch

@@ -19,6 +19,12 @@ from otel_ml import semconv as sc
 from otel_ml_processor.clean.records import PredictionRecord
 
 
+def signature(features: dict) -> tuple:
+    """(names, value types) of a record's features: a batch whose records of one model all have
+    the same signature can be checked at once (:meth:`FeatureKinds.accept`)."""
+    return tuple(features), tuple(map(type, features.values()))
+
+
 class FeatureKinds:
     def __init__(self, issues: Callable[[str, str, str], None]):
         self._issues = issues

@@ -81,6 +81,10 @@ class Validator:
         self._shared: dict = {}
 
     def _share(self, value: str) -> str:
+        """The one str object kept for ``value`` (``value`` itself when not kept)."""
+        kept = self._shared.get(value)
+        if kept is not None:
+            return kept
         # Short values only: the cache must stay small whatever the senders send.
         if 0 < len(value) <= MAX_SHARED_LENGTH and len(self._shared) < MAX_CACHED_NAMES:
             self._shared[value] = value
@@ -149,7 +153,7 @@ class Validator:
             else:
                 score = float(score)
         features, segments, probabilities, extra = {}, {}, {}, {}
-        issue, names, shared = self._issues, self._names, self._shared
+        issue, names, share = self._issues, self._names, self._share
         for key, v in a.items():
             # One pass over the attributes: this loop is the ingest hot path.
             if key.startswith(_FEATURE):
@@ -165,7 +169,7 @@ class Validator:
                     else:
                         v = float(v)
                 elif type(v) is str:
-                    v = shared.get(v) or self._share(v)
+                    v = share(v)
                 elif type(v) is bool:
                     v = "true" if v else "false"
                 else:
@@ -181,11 +185,9 @@ class Validator:
                 extra[key] = v
         version = a[sc.ML_MODEL_VERSION]
         return PredictionRecord(
-            model=shared.get(model) or self._share(model), model_version=shared.get(version) or self._share(version),
-            prediction_id=a[sc.ML_PREDICTION_ID], task=shared.get(task) or self._share(task), time=event.time,
-            features=features, output_label=label if label is None else shared.get(label) or self._share(label),
-            output_value=value,
-            score=score, probabilities=probabilities, segments=segments, extra=extra,
+            model=share(model), model_version=share(version), prediction_id=a[sc.ML_PREDICTION_ID],
+            task=share(task), time=event.time, features=features,
+            output_label=label if label is None else share(label), output_value=value, score=score, probabilities=probabilities, segments=segments, extra=extra,
             trace_id=event.trace_id, span_id=event.span_id,
         )
 

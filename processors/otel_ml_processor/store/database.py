@@ -92,7 +92,7 @@ _SQLITE_INSERT_PREDICTIONS = (
     "ON CONFLICT (model, prediction_id) DO NOTHING"
 )
 _PG_INSERT_PREDICTIONS = (
-    f"INSERT INTO predictions ({', '.join(c for c, _t in _PG_COLUMNS)}) "
+    f"INSERT INTO predictions ({', '.join(_COLUMNS)}) "
     f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for _c, t in _PG_COLUMNS)}) "
     "ON CONFLICT (model, prediction_id) DO NOTHING RETURNING model, prediction_id"
 )
@@ -187,7 +187,7 @@ class Database:
             try:
                 return self._store_predictions(fresh, rows, now, out, fast=True)
             except _NotAllNew:
-                out.inserted.clear()   # rolled back: store again, naming the duplicates
+                pass   # rolled back, nothing recorded in out: store again, naming the duplicates
         return self._store_predictions(fresh, rows, now, out, fast=False)
 
     def _store_predictions(self, fresh: list, rows: list, now: float, out: PredictionWrite,
