@@ -33,8 +33,21 @@ if __package__ in (None, ""):  # run as a script: import this checkout's package
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from dashboards.promql import (  # noqa: E402
-    CLIENT_MODEL_VERSION, INSTANCE, JOB, LE, MODEL_VERSION, PSEUDO_FEATURES,
-    bucket, counter, eq, labels, match, ne, not_match, rule_name, sel,
+    CLIENT_MODEL_VERSION,
+    INSTANCE,
+    JOB,
+    LE,
+    MODEL_VERSION,
+    PSEUDO_FEATURES,
+    bucket,
+    counter,
+    eq,
+    labels,
+    match,
+    ne,
+    not_match,
+    rule_name,
+    sel,
 )
 from otel_ml import semconv as sc  # noqa: E402
 

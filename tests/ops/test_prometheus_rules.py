@@ -159,3 +159,19 @@ def test_metrics_without_an_interval_are_compared_by_value_with_more_labels():
     roc_auc = f'ml_performance{{metric="roc_auc"}} < 0.6\nand on (model, model_version) ml_window_labeled >= {minimum}'
     assert ("warning", recall) in exprs
     assert ("critical", roc_auc) in exprs
+
+
+def test_generators_take_names_from_semconv():
+    """No otel-ml metric name is spelled as a literal in the generators, bare or as a selector
+    (prose in descriptions may name them): they come from otel_ml.semconv."""
+    import ast  # noqa: PLC0415
+
+    from otel_ml import semconv as sc  # noqa: PLC0415
+
+    metrics = {v for k, v in vars(sc).items() if k.startswith(("M_", "PROM_CLIENT_")) and isinstance(v, str)}
+    metrics |= {m + "_total" for m in metrics} | {m + "_bucket" for m in metrics}
+    literal = re.compile(rf"^({'|'.join(sorted(metrics, key=len, reverse=True))})([{{\[]|$)")
+    for path in (ROOT / "dashboards" / "promql.py", PROM / "generate.py", ROOT / "dashboards" / "grafana" / "generate.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert not literal.match(node.value), f"{path.name}: literal {node.value!r}"
