@@ -575,7 +575,7 @@ def _finish(dashboard: dm.Dashboard) -> dm.Dashboard:
     keeps the ids across imports and every panel type gets its defaults."""
     for i, panel in enumerate(dashboard.panels or [], start=1):
         panel.id_val = i
-        if getattr(panel, "options", "absent") is None:
+        if isinstance(panel, dm.Panel) and panel.options is None:  # rows have no options
             panel.options = {}
     return dashboard
 
