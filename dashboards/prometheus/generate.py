@@ -121,6 +121,7 @@ def recording_rules(t: dict) -> list[Record]:
 
     baseline = t["performance_baseline"]
     window = f"[{baseline['baseline']}] offset {baseline['baseline_offset']}"
+    predictions_received = sel(counter(sc.M_RECORDS_RECEIVED), eq(sc.L_SIGNAL, sc.SIGNAL_PREDICTION))
     return [
         Record(CLIENT_PREDICTIONS_RATE, by_client_model(client_rate(sc.PROM_CLIENT_PREDICTIONS, *CLIENT_MODEL_VERSION))),
         Record(CLIENT_ERRORS_RATIO, by_client_model(
@@ -147,7 +148,7 @@ def recording_rules(t: dict) -> list[Record]:
         Record(baseline_labeled(t), f"min {BY_MODEL_VERSION} (min_over_time({sc.M_WINDOW_LABELED}{window}))"),
         Record(DATA_QUALITY_RATIO,
                f"sum by {labels([sc.L_MODEL])} (rate({counter(sc.M_DATA_QUALITY_ISSUES)}[15m]))\n  /\n"
-               f"sum by {labels([sc.L_MODEL])} (rate({sel(counter(sc.M_RECORDS_RECEIVED), eq(sc.L_SIGNAL, sc.SIGNAL_PREDICTION))}[15m]))"),
+               f"sum by {labels([sc.L_MODEL])} (rate({predictions_received}[15m]))"),
         # Fairness tests of a model version: one per attribute for demographic parity (the
         # disparate impact ratio shares its chi-squared table, hence its p-value) and one for
         # equalized odds. Their Bonferroni-adjusted p-values keep the chance that any attribute
