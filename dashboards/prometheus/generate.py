@@ -254,6 +254,7 @@ def drift_alerts(t: dict) -> list[Alert]:
 
 
 def performance_alerts(t: dict) -> list[Alert]:
+    """MLPerformanceBelowThreshold: one per configured metric and severity."""
     performance = t["performance"]
     alerts = []
     for metric, levels in performance["metrics"].items():
@@ -281,14 +282,17 @@ def performance_alerts(t: dict) -> list[Alert]:
                 description=description,
                 model_quality=True,
             ))
+    return alerts
 
+
+def baseline_alerts(t: dict) -> list[Alert]:
     baseline = t["performance_baseline"]
     keep = 1 - baseline["relative_drop"]
     metrics = "|".join(baseline["metrics"])
     comparison = (f"{sel(sc.M_PERFORMANCE, match(sc.L_METRIC, metrics))}\n"
                   f"  < on {labels([*MODEL_VERSION, sc.L_METRIC])} group_left\n"
                   f"    {keep:g} * {performance_baseline(t)}")
-    alerts.append(Alert(
+    return [Alert(
         name="MLPerformanceBelowBaseline",
         severity="warning",
         expr=with_at_least(with_at_least(comparison, sc.M_WINDOW_LABELED, baseline["min_labeled"]),
@@ -298,9 +302,12 @@ def performance_alerts(t: dict) -> list[Alert]:
         description=(f"{label(sc.L_METRIC)} of {MODEL_TEXT} is {VALUE_3F}, more than {baseline['relative_drop']:.0%} "
                      f"below its {baseline['baseline']} average (both on at least {baseline['min_labeled']} labels)."),
         model_quality=True,
-    ))
+    )]
 
+
+def estimated_performance_alerts(t: dict) -> list[Alert]:
     estimated = t["estimated_performance"]
+    alerts = []
     for severity in ("warning", "critical"):
         threshold = estimated[f"{severity}_below"]
         alerts.append(Alert(
@@ -490,8 +497,9 @@ def data_alerts(t: dict) -> list[Alert]:
 
 def alerts(t: dict) -> list[Alert]:
     """Every alert, in the order of the rule file and the runbook's table."""
-    return [*drift_alerts(t), *performance_alerts(t), *ood_alerts(t), *fairness_alerts(t), *processor_alerts(t),
-            *pipeline_alerts(t), *client_alerts(t), *data_alerts(t)]
+    return [*drift_alerts(t), *performance_alerts(t), *baseline_alerts(t), *estimated_performance_alerts(t),
+            *ood_alerts(t), *fairness_alerts(t), *processor_alerts(t), *pipeline_alerts(t), *client_alerts(t),
+            *data_alerts(t)]
 
 
 # --- files --------------------------------------------------------------------------------------------
