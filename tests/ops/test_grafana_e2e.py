@@ -77,7 +77,9 @@ def live(tmp_path_factory):
             for pid, label in ids:
                 requests.post(f"{server.url}/label", json={"id": pid, "value": label if rng.random() < 0.8 else "no"},
                               timeout=10).raise_for_status()
-            wait_for(lambda: (proc.sample("ml_window_labeled", {"model": "churn"}) or 0) >= 210, timeout=90,
+            # 210 labeled predictions, less the first_n reference ones (not in the labeled window)
+            labeled = 150 + 60 - MODEL["reference"]["first_n"]
+            wait_for(lambda: (proc.sample("ml_window_labeled", {"model": "churn"}) or 0) >= labeled, timeout=90,
                      what="labels joined")
             prom = PrometheusProcess(tmp, targets=[proc.metrics_endpoint], rule_files=rule_files)
             cfg_path = prom.tmp / "prometheus.yml"
