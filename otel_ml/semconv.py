@@ -190,7 +190,7 @@ PERF_MAE = "mae"
 PERF_RMSE = "rmse"
 PERF_R2 = "r2"
 
-# Values of the ``bound`` label of ml_performance_interval (95 % Wilson interval).
+# Values of the ``bound`` label of ml_performance_interval.
 BOUND_LOWER = "lower"
 BOUND_UPPER = "upper"
 
