@@ -59,12 +59,15 @@ def test_drift_alert_reaches_the_webhook_routed_and_inhibited(tmp_path):
         assert churn["annotations"]["summary"] == "Input features drifted away from the reference data."
         assert churn["annotations"]["description"] == "1 feature(s) of model churn version 3 drifted from the reference."
         assert churn["annotations"]["runbook_url"].endswith("docs/runbook.md#mlfeaturedrift")
+        page_base = generate.load_thresholds()["model_page_base_url"]
+        assert churn["annotations"]["model_page"] == f"{page_base}/models/churn?version=3"
 
         fraud = hook.wait_for(lambda a: a["labels"]["alertname"] == "MLFeatureDrift"
                               and a["labels"]["model"] == "fraud-detector", what="MLFeatureDrift for fraud-detector")
         assert fraud["receiver_path"] == "/risk-team-pager"
         assert fraud["labels"]["severity"] == "critical"
         assert fraud["annotations"]["description"] == "100% of the features of model fraud-detector version 1 drifted from the reference."
+        assert fraud["annotations"]["model_page"] == f"{page_base}/models/fraud-detector?version=1"
 
         # Both severities are firing in Prometheus, yet the warning never reached anyone.
         firing = prom.query('ALERTS{alertname="MLFeatureDrift", model="fraud-detector", alertstate="firing"}')
@@ -85,3 +88,62 @@ def test_drift_alert_reaches_the_webhook_routed_and_inhibited(tmp_path):
         resolved = hook.wait_for(lambda a: a["labels"]["alertname"] == "MLFeatureDrift" and a["labels"]["model"] == "churn"
                                  and a["status"] == "resolved", what="MLFeatureDrift for churn resolved at the webhook")
         assert resolved["receiver_path"] == "/ml-models"
+
+
+def _send_groups(provider, model: str, selection: dict, correct_every: int, first_n: int = FIRST_N,
+                 window: int = 400) -> None:
+    """``first_n`` reference predictions, then ``window`` more whose predicted label is "1" for a
+    share ``selection[group]`` of each group's rows (deterministically, so a fair model's groups
+    have exactly equal rates), each labeled right once in ``correct_every`` rows. One stable
+    numeric input, the same quantiles in the reference and the window."""
+    import otel_ml  # noqa: PLC0415
+
+    from tests.ops.stack import reference_quantiles  # noqa: PLC0415
+
+    ref = reference_quantiles(first_n)
+    groups = sorted(selection)
+    for i in range(first_n + window):
+        group = groups[i % len(groups)]
+        k = i // len(groups)
+        predicted = "1" if (k % 10) < round(10 * selection[group]) else "0"
+        pid = otel_ml.record_prediction(model, "1", {"x": ref[i % first_n]}, label=predicted, score=0.8,
+                                        segments={"group": group}, logger_provider=provider)
+        if i == first_n - 1:
+            provider.force_flush()  # the reference is the first predictions: send them first
+        if i >= first_n:
+            right = (i % correct_every) == 0
+            otel_ml.record_label(model, pid, predicted if right else ("0" if predicted == "1" else "1"),
+                                 logger_provider=provider)
+    provider.force_flush()
+
+
+def test_fairness_and_performance_alerts_read_the_processors_intervals_and_pvalues(tmp_path):
+    """Needs the processor's ml_fairness_pvalue and ml_performance_interval. loans: group a is
+    selected 80 % of the time, group b 20 %, and 7 of 10 predictions are wrong: MLFairnessGap
+    (parity gap AND its adjusted p-value) and MLPerformanceBelowThreshold (Wilson upper bound,
+    both severities) fire. fair: equal selection rates, every prediction right: neither fires."""
+    rule_files = generate.render_to(generate.load_thresholds(), tmp_path / "rules", for_override="1s")
+    models = [{"name": name, "task": "classification", "positive_label": "1", "reference": {"first_n": FIRST_N},
+               "fairness": {"attributes": ["group"], "min_group_size": 30}} for name in ("loans", "fair")]
+    with ProcessorProcess(tmp_path, models=models) as proc, \
+            PrometheusProcess(tmp_path, targets=[proc.metrics_endpoint], rule_files=rule_files) as prom:
+        provider = sdk_logger_provider(proc.grpc_endpoint, "grpc")
+        _send_groups(provider, "loans", {"a": 0.8, "b": 0.2}, correct_every=3)
+        _send_groups(provider, "fair", {"a": 0.5, "b": 0.5}, correct_every=1)
+        provider.shutdown()
+
+        def firing(alert: str, model: str) -> list:
+            return prom.query(f'ALERTS{{alertname="{alert}", model="{model}", alertstate="firing"}}')
+
+        gap = wait_for(lambda: firing("MLFairnessGap", "loans"), what="MLFairnessGap for loans")
+        assert {s["metric"]["metric"] for s in gap} >= {"demographic_parity_difference", "disparate_impact_ratio"}
+        assert {s["metric"]["attribute"] for s in gap} == {"group"}
+        performance = wait_for(lambda: len(firing("MLPerformanceBelowThreshold", "loans")) == 2 and
+                               firing("MLPerformanceBelowThreshold", "loans"), what="MLPerformanceBelowThreshold")
+        assert sorted(s["metric"]["severity"] for s in performance) == ["critical", "warning"]
+        assert prom.value('ml_performance_interval{model="loans", metric="accuracy", bound="upper"}') < 0.7
+
+        # The fair model has been computed on the same data volume: its figures exist, its alerts do not.
+        assert prom.value('ml_fairness_pvalue{model="fair", metric="demographic_parity_difference"}') > 0.5
+        assert prom.value('ml_window_labeled{model="fair"}') == prom.value('ml_window_labeled{model="loans"}')
+        assert not firing("MLFairnessGap", "fair") and not firing("MLPerformanceBelowThreshold", "fair")

@@ -2,6 +2,8 @@
 (a ``datasource`` variable of type prometheus, no hard-coded datasource uid), with the
 ``model`` / ``model_version`` variables, and every panel query valid PromQL once its
 variables are substituted (a real, empty Prometheus answers success, not a parse error).
+Every drift score is drawn beside its threshold, every performance figure beside its interval,
+q-values and fairness p-values are shown, and the model dashboard links to the model's page.
 test_grafana_e2e.py runs the same queries against live data."""
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import urllib.parse
 import pytest
 
 from dashboards.grafana import generate
+from dashboards.prometheus.generate import load_thresholds
 from tests.ops.grafana_queries import GRAFANA, dashboards, panel_queries, substitute
 from tests.support import PrometheusProcess, http_get
 
-VALUES = {"model": "churn", "model_version": "3", "job": "model-server", "instance": ".*", "datasource": "prometheus"}
+VALUES = {"model": "churn", "model_version": "3", "feature": "age", "metric": "accuracy", "job": "model-server",
+          "instance": ".*", "datasource": "prometheus"}
 
 
 def test_committed_json_is_what_the_generator_makes():
@@ -66,3 +70,51 @@ def test_every_panel_query_parses_in_prometheus(tmp_path):
             status, body = http_get(f"{prom.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
             data = json.loads(body)
             assert status == 200 and data["status"] == "success", f"{dash} / {title} / {ref}: {promql}: {data}"
+
+
+def _panels_querying(metric: str) -> list:
+    pattern = re.compile(rf"\b{metric}\b(?!_)")
+    return [(name, panel) for name, dash in dashboards().items() for panel in dash["panels"]
+            if any(pattern.search(t["expr"]) for t in panel.get("targets") or [])]
+
+
+@pytest.mark.parametrize("metric, beside", [("ml_drift_score", "ml_drift_threshold"),
+                                            ("ml_drift_qvalue", "ml_drift_threshold"),
+                                            ("ml_performance", "ml_performance_interval")])
+def test_every_figure_is_drawn_beside_what_it_is_compared_with(metric, beside):
+    panels = _panels_querying(metric)
+    assert panels
+    for name, panel in panels:
+        assert any(beside in t["expr"] for t in panel["targets"]), f"{name} / {panel['title']}: {metric} without {beside}"
+
+
+def test_qvalues_and_fairness_pvalues_are_shown():
+    titles = {metric: {p["title"] for _, p in _panels_querying(metric)}
+              for metric in ("ml_drift_qvalue", "ml_drift_pvalue", "ml_fairness_pvalue",
+                             "model_version_attribute_metric:ml_fairness_pvalue:bonferroni")}
+    assert "Drift per feature (now)" in titles["ml_drift_qvalue"] & titles["ml_drift_pvalue"]
+    assert "Fairness per attribute (now)" in titles["ml_fairness_pvalue"]
+    assert "Fairness p-values (what MLFairnessGap compares)" in \
+        titles["model_version_attribute_metric:ml_fairness_pvalue:bonferroni"]
+
+
+def test_model_dashboard_links_to_the_model_page():
+    dash = dashboards()["otel-ml-model.json"]
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    base = variables["model_page_base_url"]
+    assert base["type"] == "constant" and base["query"] == load_thresholds()["model_page_base_url"]
+    assert not variables["model"]["multi"] and not variables["model"]["includeAll"], "one model's page"
+    assert not variables["model_version"]["multi"] and not variables["model_version"]["includeAll"]
+    assert [link["url"] for link in dash["links"]] == \
+        ["${model_page_base_url}/models/${model:percentencode}?version=${model_version:percentencode}"]
+    repeated = {p["repeat"] for p in dash["panels"] if p.get("repeat")}
+    assert repeated == {"feature", "metric"} and all(variables[v]["multi"] for v in repeated)
+
+
+def test_overview_series_link_to_their_model_page():
+    dash = dashboards()["otel-ml-overview.json"]
+    assert "model_page_base_url" in {v["name"] for v in dash["templating"]["list"]}
+    linked = [p["title"] for p in dash["panels"]
+              if any("/models/${__field.labels.model:percentencode}" in link["url"]
+                     for link in (p.get("fieldConfig") or {}).get("defaults", {}).get("links") or [])]
+    assert {"Accuracy (labeled window)", "Out-of-distribution ratio", "Prediction and multivariate drift"} <= set(linked)

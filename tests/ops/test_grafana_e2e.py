@@ -12,8 +12,11 @@ Sources, all real processes on loopback:
   every second, with the shipped recording rules and alerts loaded.
 
 Each query is run as Grafana would for model=churn, model_version=1, job=model-server, every
-instance, a 1m $__rate_interval, and must return at least one series. The variables' own
-label_values() queries must find the model and the job.
+instance, every feature and metric (the repeated panels' variables), a 1m $__rate_interval, and
+must return at least one series: q-values (ks features), distance scores and their thresholds
+(the multivariate score), Wilson intervals (binary model), fairness p-values and their adjusted
+record included. The variables' own label_values() queries must find the model, the job, the
+features and the metrics.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ from tests.support import PrometheusProcess, ProcessorProcess, free_port, sdk_lo
 
 pytestmark = pytest.mark.e2e
 
-VALUES = {"model": "churn", "model_version": "1", "job": "model-server", "instance": ".*"}
+VALUES = {"model": "churn", "model_version": "1", "feature": ".*", "metric": ".*", "job": "model-server", "instance": ".*"}
 MODEL = {"name": "churn", "task": "classification", "positive_label": "yes", "reference": {"first_n": 40},
-         "drift": {"default": {"method": "ks"}}, "fairness": {"attributes": ["gender"], "min_group_size": 5}}
+         # ks features have q-values, income (psi) a distance score and its noise floor: both kinds are drawn
+         "drift": {"default": {"method": "ks"}, "features": {"income": {"method": "psi"}}},
+         "fairness": {"attributes": ["gender"], "min_group_size": 5}}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +77,9 @@ def live(tmp_path_factory):
             for pid, label in ids:
                 requests.post(f"{server.url}/label", json={"id": pid, "value": label if rng.random() < 0.8 else "no"},
                               timeout=10).raise_for_status()
-            wait_for(lambda: (proc.sample("ml_window_labeled", {"model": "churn"}) or 0) >= 210, timeout=90,
+            # 210 labeled predictions, less the first_n reference ones (not in the labeled window)
+            labeled = 150 + 60 - MODEL["reference"]["first_n"]
+            wait_for(lambda: (proc.sample("ml_window_labeled", {"model": "churn"}) or 0) >= labeled, timeout=90,
                      what="labels joined")
             prom = PrometheusProcess(tmp, targets=[proc.metrics_endpoint], rule_files=rule_files)
             cfg_path = prom.tmp / "prometheus.yml"
@@ -107,3 +114,5 @@ def test_variable_queries_find_the_model_and_the_job(live):
             found.setdefault(var["name"], set()).update(s["metric"][m.group(2)] for s in series)
     assert "churn" in found["model"] and "1" in found["model_version"] and "model-server" in found["job"]
     assert found["instance"]
+    assert {"age", "income", "visits", "__multivariate__"} <= found["feature"]
+    assert {"accuracy", "precision", "recall"} <= found["metric"]

@@ -7,22 +7,29 @@ thresholds.yaml, linked to the runbook.
   expect nothing (before ``for:`` runs out, after it resolved);
 - the committed rule files and the runbook's thresholds table are what generate.py makes;
 - every alert has ``for``, a ``severity``, a fixed summary, a templated description and a
-  ``runbook_url`` whose anchor is a heading of docs/runbook.md.
+  ``runbook_url`` whose anchor is a heading of docs/runbook.md; every model-quality alert also
+  links to the model's page on the processor (base URL from thresholds.yaml);
+- every recording rule is named in docs/runbook.md; a threshold for a metric that cannot have
+  one is refused with its name.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from dashboards.prometheus import generate
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "dashboards" / "prometheus"
+MODEL_QUALITY = {"MLFeatureDrift", "MLPredictionDrift", "MLMultivariateDrift", "MLPerformanceBelowThreshold",
+                 "MLPerformanceBelowBaseline", "MLEstimatedPerformanceDrop", "MLOODRatioHigh", "MLFairnessGap"}
 RULE_FILES = sorted((PROM / "rules").glob("*.yaml")) + sorted((PROM / "alerts").glob("*.yaml"))
 TEST_FILES = sorted((PROM / "tests").glob("*.yaml"))
 
@@ -108,3 +115,63 @@ def test_per_model_alerts_carry_a_model_label():
                 for exp in case.get("exp_alerts") or []:
                     if case["alertname"] not in global_alerts:
                         assert "model" in exp["exp_labels"], case["alertname"]
+
+
+def test_model_quality_alerts_link_to_the_model_page():
+    base = generate.load_thresholds()["model_page_base_url"]
+    names = set()
+    for rule in _alert_rules():
+        page = rule["annotations"].get("model_page")
+        if rule["alert"] in MODEL_QUALITY:
+            names.add(rule["alert"])
+            assert page and page.startswith(f"{base}/models/{{{{ $labels.model "), rule["alert"]
+            assert "?version={{ $labels.model_version " in page, rule["alert"]
+        else:
+            assert page is None, f"{rule['alert']} has no model to link to"
+    assert names == MODEL_QUALITY
+
+
+def test_every_recording_rule_is_in_the_runbook():
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                if "record" in rule:
+                    assert f"`{rule['record']}`" in runbook, rule["record"]
+
+
+@pytest.mark.parametrize("metric", ["log_loss", "mae", "nope"])
+def test_a_below_threshold_on_a_metric_where_lower_is_better_is_refused(metric):
+    thresholds = copy.deepcopy(generate.load_thresholds())
+    thresholds["performance"]["metrics"][metric] = {"warning_below": 0.5, "critical_below": 0.4}
+    with pytest.raises(ValueError, match=f"performance.metrics: '{metric}'"):
+        generate.alerts(thresholds)
+
+
+def test_metrics_without_an_interval_are_compared_by_value_with_more_labels():
+    thresholds = copy.deepcopy(generate.load_thresholds())
+    thresholds["performance"]["metrics"] = {"recall": {"warning_below": 0.6, "critical_below": 0.5},
+                                            "roc_auc": {"warning_below": 0.7, "critical_below": 0.6}}
+    exprs = {(a.severity, a.expr) for a in generate.alerts(thresholds) if a.name == "MLPerformanceBelowThreshold"}
+    minimum = thresholds["performance"]["min_labeled_without_interval"]
+    recall = ('ml_performance_interval{metric="recall", bound="upper"} < 0.6\n'
+              f'and on (model, model_version) ml_window_labeled >= {thresholds["performance"]["min_labeled"]}')
+    roc_auc = f'ml_performance{{metric="roc_auc"}} < 0.6\nand on (model, model_version) ml_window_labeled >= {minimum}'
+    assert ("warning", recall) in exprs
+    assert ("critical", roc_auc) in exprs
+
+
+def test_generators_take_names_from_semconv():
+    """No otel-ml metric name is spelled as a literal in the generators, bare or as a selector
+    (prose in descriptions may name them): they come from otel_ml.semconv."""
+    import ast  # noqa: PLC0415
+
+    from otel_ml import semconv as sc  # noqa: PLC0415
+
+    metrics = {v for k, v in vars(sc).items() if k.startswith(("M_", "PROM_CLIENT_")) and isinstance(v, str)}
+    metrics |= {m + "_total" for m in metrics} | {m + "_bucket" for m in metrics}
+    literal = re.compile(rf"^({'|'.join(sorted(metrics, key=len, reverse=True))})([{{\[]|$)")
+    for path in (ROOT / "dashboards" / "promql.py", PROM / "generate.py", ROOT / "dashboards" / "grafana" / "generate.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert not literal.match(node.value), f"{path.name}: literal {node.value!r}"
