@@ -47,6 +47,7 @@ class Visit:
     screenshot_png: bytes = b""
     clip_png: bytes = b""
     clip_rect: Optional[dict] = None
+    value: object = None          # the result of ``evaluate``
 
 
 def chromium_binary() -> str:
@@ -94,10 +95,12 @@ class Chromium:
         self._log.close()
 
     def visit(self, url: str, auth: Optional[tuple] = None, dark: bool = True, clip_selector: Optional[str] = None,
-              full_page: bool = True, timeout: float = 60) -> Visit:
-        return asyncio.run(asyncio.wait_for(self._visit(url, auth, dark, clip_selector, full_page), timeout))
+              full_page: bool = True, evaluate: Optional[str] = None, timeout: float = 60) -> Visit:
+        """Load ``url`` (answering a basic-auth prompt with ``auth``), in the dark or light colour scheme;
+        screenshot the page and the element ``clip_selector``; ``evaluate`` a JS expression (its value)."""
+        return asyncio.run(asyncio.wait_for(self._visit(url, auth, dark, clip_selector, full_page, evaluate), timeout))
 
-    async def _visit(self, url, auth, dark, clip_selector, full_page) -> Visit:
+    async def _visit(self, url, auth, dark, clip_selector, full_page, evaluate) -> Visit:
         import aiohttp  # noqa: PLC0415
 
         visit = Visit(url)
@@ -106,7 +109,8 @@ class Chromium:
                 target = await resp.json(content_type=None)
             try:
                 async with http.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                    await _Session(ws, visit).run(url, auth, dark, clip_selector, full_page, self.width, self.height)
+                    await _Session(ws, visit).run(url, auth, dark, clip_selector, full_page, evaluate, self.width,
+                                                  self.height)
             finally:
                 async with http.get(f"http://127.0.0.1:{self.port}/json/close/{target['id']}"):
                     pass
@@ -164,7 +168,7 @@ class _Session:
                 if self.auth and v.auth_challenges == 1 else {"response": "CancelAuth"}
             await self.send("Fetch.continueWithAuth", requestId=p["requestId"], authChallengeResponse=response)
 
-    async def run(self, url, auth, dark, clip_selector, full_page, width, height) -> None:
+    async def run(self, url, auth, dark, clip_selector, full_page, evaluate, width, height) -> None:
         v = self.visit
         self.auth = auth
         reader = asyncio.create_task(self.reader())
@@ -183,6 +187,8 @@ class _Session:
             res = await self.call("Runtime.evaluate", expression="document.documentElement.outerHTML",
                                   returnByValue=True)
             v.html = res["result"]["value"]
+            if evaluate:
+                v.value = (await self.call("Runtime.evaluate", expression=evaluate, returnByValue=True))["result"].get("value")
             shot = await self.call("Page.captureScreenshot", format="png", captureBeyondViewport=full_page)
             v.screenshot_png = base64.b64decode(shot["data"])
             if clip_selector:
