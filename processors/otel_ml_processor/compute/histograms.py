@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Optional
 
@@ -170,13 +171,18 @@ def categorical_histogram(feature: str, reference: np.ndarray, window: np.ndarra
         _ref = _categorical_reference(cats, counts, top)
     index, labels, rc, n_ref = _ref
     k = len(labels)
-    wvals = _present(window)
     wc = np.zeros(k + 2, dtype=np.int64)
-    if wvals.size:
-        wcats, wcounts = value_counts(wvals)
-        for c, n in zip(wcats.tolist(), wcounts.tolist()):
-            wc[index.get(c, k + 1)] += n     # absent from the reference: the "unseen" bar (OOD)
-    n_cur = int(wvals.size)
+    v = np.asarray(window)
+    if v.dtype.kind in "fiu":
+        v = v.astype(float, copy=False)
+        v = v[np.isfinite(v)]
+    # Counter counts in C: the fastest pass over 100 000 Python strings; then only the distinct values
+    n_cur = 0
+    for c, n in Counter(v.tolist()).items():
+        if c is None:
+            continue
+        wc[index.get(c, k + 1)] += n     # absent from the reference: the "unseen" bar (OOD)
+        n_cur += n
     return FeatureHistogram(feature, CATEGORICAL, n_ref, n_cur, _fractions(rc, n_ref), _fractions(wc, n_cur),
                             categories=tuple(labels))
 
