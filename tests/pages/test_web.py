@@ -234,6 +234,38 @@ def test_client_certificates_when_required(tmp_path, certs):
     assert got[0] == 200 and got[1] != 200
 
 
+def test_a_rotated_certificate_is_served_without_a_restart(tmp_path):
+    certs = make_certs(tmp_path / "a")
+    state = WebConfigState(WebConfig.load(_write(tmp_path, {"tls_server_config": {
+        "cert_file": str(certs.cert), "key_file": str(certs.key)}})))
+    app = metrics_app(CollectorRegistry(), lambda: True, None, state)
+    rotated = make_certs(tmp_path / "b")      # another CA, another certificate and key
+
+    def served(port: int) -> bytes:
+        pem = ssl.get_server_certificate(("127.0.0.1", port))
+        return ssl.PEM_cert_to_DER_cert(pem)
+
+    def der(path: Path) -> bytes:
+        return ssl.PEM_cert_to_DER_cert(path.read_text())
+
+    original = der(certs.cert)
+
+    async def check(http, port):
+        loop = asyncio.get_running_loop()
+        before = await loop.run_in_executor(None, served, port)
+        for name in ("server.crt", "server.key"):
+            (certs.cert.parent / name).write_bytes((rotated.cert.parent / name).read_bytes())
+            st = os.stat(certs.cert.parent / name)
+            os.utime(certs.cert.parent / name, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        async with http.get(f"https://127.0.0.1:{port}/-/healthy", ssl=False) as r:   # any request notices it
+            assert r.status == 200
+        after = await loop.run_in_executor(None, served, port)
+        return before, after
+
+    before, after = asyncio.run(_serve(app, check, state.server_ssl_context()))
+    assert before == original and after == der(rotated.cert) and before != after
+
+
 def test_web_endpoint_follows_the_config(tmp_path):
     cfg_path = tmp_path / "otel-ml.yaml"
     cfg_path.write_text("prometheus: {pages: false}\n")

@@ -18,8 +18,9 @@ implement are named as such, so a security setting is never silently ignored)::
       prometheus: $2y$10$...           # bcrypt hashes (htpasswd -nBC 10 "" | tr -d ':\\n')
 
 Relative paths are taken from the web config file's folder. As in the toolkit, the file is read
-again when it changes: new users and passwords apply to the next request, new certificates to
-the next TLS handshake; a file that became invalid answers 500 (never open) until fixed.
+again when it changes: new users and passwords apply to the next request; a changed certificate,
+key or client CA file is loaded into the listening TLS context, for the connections opened after
+that request; a file that became invalid answers 500 (never open) until fixed.
 
 ``/-/healthy`` and ``/-/ready`` need no password (TLS still applies): they say only whether the
 process serves, and probes (Kubernetes, load balancers) can then use them without a secret.
@@ -284,37 +285,37 @@ class WebConfigState:
                     except ConfigError as exc:
                         self.error = str(exc)
                         log.error("web config became invalid, answering 500 until it is fixed: %s", exc)
-        return None if self.error else self.config
+        if self.error:
+            return None
+        if self._ssl is not None:
+            self._reload_tls(self.config)
+        return self.config
 
-    # --- TLS: a fresh context per handshake when the files changed ------------------------------
+    # --- TLS: the listening context reloads its certificate when the files change ------------------
 
     def server_ssl_context(self) -> Optional[ssl.SSLContext]:
-        """The listening socket's TLS context; it swaps in a new one on a handshake after the web
-        config, the certificate or the key changed (certificate rotation without a restart)."""
-        base = self.config.ssl_context()
-        if base is None:
-            return None
-        self._ssl, self._ssl_mtimes = base, self._file_mtimes(self.config)
+        """The listening socket's TLS context (None without TLS). :meth:`current` loads a changed
+        certificate, key or client CA into it in place: connections opened after the next request
+        get them (certificate rotation without a restart); open ones keep theirs."""
+        self._ssl = self.config.ssl_context()
+        self._ssl_mtimes = self._file_mtimes(self.config) if self._ssl is not None else ()
+        return self._ssl
 
-        def on_hello(sslobj: ssl.SSLObject, _server_name, _ctx) -> None:
-            cfg = self.current()
-            if cfg is None or not cfg.tls:
-                return None   # invalid now: keep the last good certificate for TLS, requests answer 500
-            mtimes = self._file_mtimes(cfg)
-            if mtimes != self._ssl_mtimes:
-                try:
-                    ctx = cfg.ssl_context()
-                except ConfigError as exc:
-                    log.error("cannot reload the TLS certificate, keeping the previous one: %s", exc)
-                else:
-                    ctx.sni_callback = on_hello
-                    self._ssl, self._ssl_mtimes = ctx, mtimes
-            if self._ssl is not base:
-                sslobj.context = self._ssl
-            return None
-
-        base.sni_callback = on_hello
-        return base
+    def _reload_tls(self, cfg: WebConfig) -> None:
+        if self._ssl is None or not cfg.tls:
+            return   # TLS on or off needs a restart (the socket is listening already)
+        mtimes = self._file_mtimes(cfg)
+        if mtimes == self._ssl_mtimes:
+            return
+        try:
+            self._ssl.load_cert_chain(cfg.cert_file, cfg.key_file)
+            if cfg.client_ca_file:
+                self._ssl.load_verify_locations(cafile=cfg.client_ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            log.error("cannot reload the TLS certificate, keeping the previous one: %s", exc)
+            return
+        self._ssl_mtimes = mtimes
+        log.info("TLS certificate reloaded from %s", cfg.cert_file)
 
     @staticmethod
     def _file_mtimes(cfg: WebConfig) -> tuple:
