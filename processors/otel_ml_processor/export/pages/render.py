@@ -334,7 +334,7 @@ def render_model(s: ModelSnapshot, versions: Iterable[str] = (), options: PageOp
     nav = ""
     if not o.offline:
         links = " ".join(f'<a href="{_e(_model_href(s.model, v, "../"))}">{_e(v)}</a>' for v in others)
-        nav = (f'<nav><a href="../">all models</a>' + (f' · other versions: {links}' if links else "") + "</nav>")
+        nav = ('<nav><a href="../">all models</a>' + (f' · other versions: {links}' if links else "") + "</nav>")
     owner = f" · computed by {_e(s.owner)}" if s.owner else ""
     took = f" in {s.compute_seconds:.3f} s" if s.compute_seconds is not None else ""
     head = (f"{nav}<h1>{_e(s.model)} <span class=\"muted\">version {_e(s.version)}</span></h1>"
