@@ -231,11 +231,10 @@ def _drift_section(s: ModelSnapshot, o: PageOptions) -> str:
         det = '<span class="flag">yes</span>' if d.detected else '<span class="muted">no</span>'
         rows.append(
             f'<tr id="f-{i}" data-feature="{_e(d.feature)}" data-method="{_e(d.method)}" data-score="{d.score!r}" '
-            f'data-detected="{int(bool(d.detected))}"><td>{_e(d.feature)}</td>'
+            f'data-detected="{int(bool(d.detected))}"><td>{_e(d.feature)}</td><td>{det}</td><td>{chart}</td>'
             f'<td>{_e(d.method)}{_def(o, "method:" + d.method)}</td><td class="num">{number(d.score)}</td>'
             f'<td class="num">{number(threshold)}</td><td class="num">{number(d.pvalue, 3)}</td>'
-            f'<td class="num">{number(q, 3)}</td><td>{det}</td><td class="num">{_pct(ood.get(d.feature))}</td>'
-            f"<td>{chart}</td></tr>")
+            f'<td class="num">{number(q, 3)}</td><td class="num">{_pct(ood.get(d.feature))}</td></tr>')
     if not rows:
         return ('<h2 id="drift">Drift</h2><p class="muted">No drift yet: the model version has no reference '
                 "(the first predictions become it) or no window.</p>")
@@ -244,10 +243,11 @@ def _drift_section(s: ModelSnapshot, o: PageOptions) -> str:
               f'{_def(o, "histogram", "how the bins are made")}</p>')
     return (f'<h2 id="drift">Drift{_def(o, "drift")}</h2>'
             '<p class="muted">Sorted by how far each test moved relative to its threshold; detected first.</p>'
-            + legend + '<div class="scroll"><table><thead><tr><th>feature</th><th>method</th><th class="num">score</th>'
+            + legend + '<div class="scroll"><table><thead><tr><th>feature</th><th>detected</th>'
+            '<th>reference vs window</th><th>method</th><th class="num">score</th>'
             f'<th class="num">threshold{_def(o, "drift_detected")}</th><th class="num">p-value</th>'
-            f'<th class="num">q-value{_def(o, "drift_detected")}</th><th>detected</th>'
-            f'<th class="num">OOD{_def(o, "ood")}</th><th>reference vs window</th></tr></thead><tbody>'
+            f'<th class="num">q-value{_def(o, "drift_detected")}</th><th class="num">OOD{_def(o, "ood")}</th>'
+            '</tr></thead><tbody>'
             + "".join(rows) + "</tbody></table></div>")
 
 

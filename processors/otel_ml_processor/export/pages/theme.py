@@ -48,7 +48,7 @@ svg.hist{{display:block;max-width:100%;height:auto}}
 .legend span{{display:inline-block;width:.8em;height:.8em;margin:0 .3em 0 .8em;vertical-align:-.05em}}
 .legend .ref{{background:var(--ref)}}.legend .win{{background:var(--win)}}.legend .ood{{background:var(--ood)}}
 nav{{font-size:.9rem;margin:.2rem 0}}footer{{margin-top:2rem;font-size:.85rem;color:var(--muted)}}
-@media (max-width:600px){{body{{font-size:14px}}main{{padding:8px}}th,td{{padding:4px 5px}}}}
+@media (max-width:600px){{body{{font-size:14px}}main{{padding:8px}}th,td{{padding:4px 5px}}svg.hist{{width:150px}}}}
 """.strip()
 
 _CSS_HASH = base64.b64encode(hashlib.sha256(CSS.encode()).digest()).decode()
