@@ -314,3 +314,23 @@ def test_index_lists_versions_latest_first_and_what_is_flagged():
     page = render_index(source.models())
     assert 'href="models/m"' in page and 'href="models/m?version=2"' in page and "drift: x" in page
     assert "nothing" in page     # the model without drift
+
+
+def test_model_names_in_urls_as_the_alerts_link_them():
+    """The shipped alerts link /models/<urlquery name>?version=<v>: spaces, slashes, non-ASCII, '+'."""
+    names = ["my model", "a/b", "ünï+x"]
+    snap = Snapshot(models={(n, "1"): ModelMetrics() for n in names}, computed_at={}, durations={})
+    from urllib.parse import quote  # noqa: PLC0415
+
+    async def check(http, port):
+        out = []
+        for n in names:
+            async with http.get(f"http://127.0.0.1:{port}/models/{quote(n, safe='')}?version=1") as r:
+                out.append((r.status, f"<h1>{n}" in (await r.text())))
+        async with http.get(f"http://127.0.0.1:{port}/") as r:
+            out.append(sorted(re.findall(r'href="(models/[^"]+)"', await r.text())))
+        return out
+
+    got = asyncio.run(_serve(metrics_app(CollectorRegistry(), lambda: True, Pages(ComputerSource(lambda: snap))), check))
+    assert got[:3] == [(200, True)] * 3
+    assert got[3] == sorted(f"models/{quote(n, safe='')}" for n in names)
