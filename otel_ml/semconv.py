@@ -246,3 +246,7 @@ ENV_AUDIT_ACTOR = "OTEL_ML_AUDIT_ACTOR"
 ENV_LOGGING_BRIDGE = "OTEL_ML_LOGGING_BRIDGE"
 ENV_MAX_QUEUE_SIZE = "OTEL_ML_MAX_QUEUE_SIZE"
 ENV_EXPORT_BATCH_SIZE = "OTEL_ML_EXPORT_BATCH_SIZE"
+
+# --- pages additions ---------------------------------------------------------------------------------
+#: Base URL of the docs the model pages link each figure to (default: the project's docs on GitHub).
+ENV_DOCS_URL = "OTEL_ML_DOCS_URL"

@@ -6,6 +6,7 @@ Usage::
     otel-ml demo [--forever]                   a self-contained first run (no download)
     otel-ml labels import FILE.csv [--model M] send true labels to a running processor
     otel-ml db export --model M [--since 1h] [--format csv|parquet] [--output FILE]
+    otel-ml report --config FILE --model M [--version V] [--output report.html]
     otel-ml --version
 
 A configuration error (unknown key, wrong type, unreadable file) exits with status 2 and a
@@ -87,6 +88,24 @@ def cmd_db_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    config = _config(args.config)
+    from otel_ml_processor.compute.reference import ReferenceError  # noqa: PLC0415
+    from otel_ml_processor.report import ReportError, write_report  # noqa: PLC0415
+
+    try:
+        path = write_report(config, args.model, args.version, args.output)
+    except ReportError as exc:
+        print(f"otel-ml report: {exc}", file=sys.stderr)
+        return 1
+    except ReferenceError as exc:
+        print(f"otel-ml report: cannot use the reference: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otel-ml", description="OpenTelemetry-native monitoring for ML services.")
     parser.add_argument("--version", action="version", version=f"otel-ml {__version__}")
@@ -123,6 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     p.add_argument("--output", help="file to write (default: stdout for csv)")
     p.set_defaults(func=cmd_db_export)
+
+    p = sub.add_parser("report", help="write a model version's page from the database (offline report)",
+                       description="Rebuild a model version's window and reference from the database, compute its "
+                                   "metrics and write the same page as /models/<name>; the processor may be stopped.")
+    p.add_argument("--config", metavar="FILE", help="the processor's YAML configuration (database, models)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", help="model version (default: the latest)")
+    p.add_argument("--output", metavar="FILE", help="HTML file to write (default: <model>-<version>.html)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

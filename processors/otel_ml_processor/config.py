@@ -68,6 +68,11 @@ class ReceiverConfig:
 @dataclass(frozen=True)
 class PrometheusConfig:
     endpoint: str = "127.0.0.1:9464"
+    #: serve the model pages ``/`` and ``/models/<name>`` beside ``/metrics`` (aggregates only)
+    pages: bool = True
+    #: TLS and basic auth of /metrics and the pages, in the format of Prometheus exporters'
+    #: ``--web.config.file`` (read by ``export/webconfig.py``; relative to this file's folder)
+    web_config_file: Optional[str] = None
 
 
 @dataclass(frozen=True)

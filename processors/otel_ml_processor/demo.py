@@ -3,8 +3,9 @@
 It starts a processor on SQLite in a temporary folder, trains a scikit-learn classifier on a
 data set scikit-learn ships (breast cancer), serves predictions through the otel-ml SDK over
 OTLP, shifts the inputs half way, sends the true labels a few seconds late, and prints the
-accuracy and drift the processor computes. With ``prometheus`` on PATH it also starts a
-Prometheus scraping the processor and prints PromQL to paste.
+accuracy and drift the processor computes. It prints the model page's address (drift per feature
+with charts, performance, fairness) and, with ``prometheus`` on PATH, starts a Prometheus
+scraping the processor and prints PromQL to paste.
 
 Example::
 
@@ -51,6 +52,11 @@ def _samples(text: str) -> list:
     from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
 
     return [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+
+def model_page_url(metrics_port: int) -> str:
+    """The demo model's page on the processor's web port (beside /metrics)."""
+    return f"http://127.0.0.1:{metrics_port}/models/{MODEL}"
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -102,6 +108,7 @@ models:
         _wait_ready(f"http://127.0.0.1:{metrics_port}/-/ready", procs[0])
         print(f"otel-ml demo: processor running, data in {tmp}")
         print(f"  metrics:  {metrics_url}")
+        print(f"  model page: {model_page_url(metrics_port)}  (drift per feature with charts, performance, fairness)")
         if shutil.which("prometheus"):
             prom_port = _free_port()
             (tmp / "prometheus.yml").write_text(
@@ -160,7 +167,8 @@ models:
         provider.shutdown()
         time.sleep(2.5)
         _report(metrics_url, time.monotonic() - started, "final", sent)
-        print(f"\nDone. The processor's data stays in {tmp}.")
+        print(f"\nDone. The processor's data stays in {tmp}; its page was {model_page_url(metrics_port)}.")
+        print(f"  Write it again from the database: otel-ml report --config {tmp / 'otel-ml.yaml'} --model {MODEL}")
         return 0
     except KeyboardInterrupt:
         return 0

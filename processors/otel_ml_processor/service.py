@@ -31,7 +31,7 @@ from otel_ml_processor.clean.batch import init_worker, warm_up
 from otel_ml_processor.compute.manager import Computer, ModelWindows
 from otel_ml_processor.config import Config
 from otel_ml_processor.counters import Counters
-from otel_ml_processor.export.http import metrics_app
+from otel_ml_processor.export.http import web_endpoint
 from otel_ml_processor.export.prometheus import MLCollector
 from otel_ml_processor.pipeline import Ingest
 from otel_ml_processor.receive.auth import BearerAuth
@@ -77,6 +77,8 @@ class ProcessorService:
         self.computer = Computer(config, self.db, self.windows, self.counters)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(MLCollector(self.counters, lambda: self.computer.snapshot))
+        # /metrics, probes and model pages; TLS and basic auth from prometheus.web_config_file
+        self.web = web_endpoint(config, self.registry, lambda: self.ready, lambda: self.computer.snapshot)
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otel-ml-writer")
         self.pool = None
         self.handlers = Handlers(self.ingest, self.counters, self.writer, None, config.receiver.max_request_bytes)
@@ -104,11 +106,11 @@ class ProcessorService:
         self._grpc = await start_grpc_server(cfg, self.handlers, self.auth, self.gate)
         receiver = HttpReceiver(cfg, self.handlers, self.auth, self.gate)
         await self._site(receiver.app(), cfg.http_endpoint, ssl_context(cfg))
-        await self._site(metrics_app(self.registry, lambda: self.ready), self.config.prometheus.endpoint, None)
+        await self._site(self.web.app, self.config.prometheus.endpoint, self.web.ssl_context)
         self.computer.start()
         self.ready = True
-        log.info("otel-ml processor ready: OTLP/gRPC %s, OTLP/HTTP %s, metrics http://%s/metrics",
-                 cfg.grpc_endpoint, cfg.http_endpoint, self.config.prometheus.endpoint)
+        log.info("otel-ml processor ready: OTLP/gRPC %s, OTLP/HTTP %s, metrics %s://%s/metrics",
+                 cfg.grpc_endpoint, cfg.http_endpoint, self.web.scheme, self.config.prometheus.endpoint)
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         self.pool = ProcessPoolExecutor(

@@ -69,3 +69,27 @@ def test_unreadable_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError):
         load_config(str(tmp_path / "bad.yaml"))
     assert isinstance(parse_config(None), Config)
+
+
+# --- prometheus.pages, prometheus.web_config_file (issue 15) ---------------------------------------
+
+def test_prometheus_pages_and_web_config_defaults_and_values(tmp_path):
+    c = load_config(None)
+    assert c.prometheus.pages is True and c.prometheus.web_config_file is None
+    path = tmp_path / "c.yaml"
+    path.write_text("prometheus: {endpoint: '0.0.0.0:9464', pages: false, web_config_file: web.yml}\n")
+    c = load_config(str(path))
+    assert c.prometheus.pages is False and c.prometheus.web_config_file == "web.yml"
+    assert c.resolve_path(c.prometheus.web_config_file) == str(tmp_path / "web.yml")
+
+
+@pytest.mark.parametrize("text, key", [
+    ("prometheus: {pages: 'yes'}", "prometheus.pages"),
+    ("prometheus: {pages: 1}", "prometheus.pages"),
+    ("prometheus: {web_config_file: 3}", "prometheus.web_config_file"),
+    ("prometheus: {web_config: web.yml}", "prometheus.web_config"),
+])
+def test_prometheus_section_errors_name_the_key(text, key):
+    with pytest.raises(ConfigError) as err:
+        parse_config(yaml.safe_load(text), "conf.yaml")
+    assert err.value.key == key and "conf.yaml" in str(err.value)

@@ -34,6 +34,7 @@ from typing import Optional
 import numpy as np
 
 from otel_ml import semconv as sc
+from otel_ml_processor.compute.histograms import feature_histograms
 from otel_ml_processor.compute.reference import PreparedFeature, PreparedReference, positive_probability
 from otel_ml_processor.compute.window import QUALITY_MISSING, QUALITY_NAN, WindowData, number_str
 from otel_ml_processor.stats import cbpe, fairness, performance
@@ -85,6 +86,7 @@ class ModelMetrics:
     group_predictions: dict = field(default_factory=dict)      # (attribute, group) -> rows
     data_quality: dict = field(default_factory=dict)           # (feature, issue) -> rows in window
     cardinality_limited: dict = field(default_factory=dict)    # kind -> count folded this cycle
+    feature_histograms: dict = field(default_factory=dict)     # feature -> FeatureHistogram (model pages)
 
 
 def _present(arr: np.ndarray) -> np.ndarray:
@@ -299,6 +301,10 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
             m.fairness[(attr, metric)] = v
         for (g, metric), v in per_group.items():
             m.group_performance[(attr, g, metric)] = v
+
+    # -- per-feature histograms for the model pages (compute/histograms.py) ------------------------
+    if ref is not None:
+        m.feature_histograms = feature_histograms(window, ref, spec, kept_names)
 
     limited[sc.KIND_FEATURE] = len(cut)
     m.cardinality_limited = {k: v for k, v in limited.items() if v}

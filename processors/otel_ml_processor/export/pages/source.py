@@ -1,0 +1,93 @@
+"""Where the pages read computed metrics from: a small typed interface, :class:`SnapshotSource`.
+
+The pages never compute. They read the last computed :class:`ModelSnapshot` of a (model,
+version) from a source. Two sources exist or are planned:
+
+- :class:`ComputerSource`: the local compute thread's last snapshot (one replica, or the
+  models this replica owns);
+- a database-backed source, once snapshots are persisted (several replicas: any replica serves
+  any model's page from the owner's last snapshot). It only has to implement the two methods.
+
+"Latest version" of a model: the greatest version string in natural order (``"10"`` after
+``"9"``, ``"v2"`` after ``"v1"``, digits compared as numbers).
+
+Example::
+
+    source = ComputerSource(lambda: computer.snapshot)
+    for snap in source.models():
+        print(snap.model, snap.version, snap.metrics.window_predictions)
+    source.latest("churn")            # its latest version, or None
+    source.latest("churn", "3")       # version 3
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Optional, Protocol, runtime_checkable
+
+from otel_ml_processor.compute.engine import ModelMetrics
+
+__all__ = ["ModelSnapshot", "SnapshotSource", "ComputerSource", "version_key", "latest_version"]
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """One (model, version)'s last computed metrics, as the pages show them."""
+
+    model: str
+    version: str
+    metrics: ModelMetrics
+    computed_at: Optional[float] = None        # unix seconds
+    compute_seconds: Optional[float] = None
+    owner: Optional[str] = None                # the replica that computed it (several replicas)
+
+
+@runtime_checkable
+class SnapshotSource(Protocol):
+    def models(self) -> list:
+        """Every (model, version) with a computed snapshot: a list of :class:`ModelSnapshot`,
+        sorted by model, then version (latest first)."""
+
+    def latest(self, model: str, version: Optional[str] = None) -> Optional[ModelSnapshot]:
+        """The snapshot of ``model`` at ``version`` (None: its latest version); None when there is none."""
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def version_key(version: str) -> tuple:
+    """Natural order: digit runs compare as numbers, the rest as text."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in _DIGITS.split(version) if p)
+
+
+def latest_version(versions) -> Optional[str]:
+    versions = list(versions)
+    return max(versions, key=version_key) if versions else None
+
+
+class ComputerSource:
+    """A :class:`SnapshotSource` over the compute thread's last snapshot
+    (``compute.manager.Snapshot``: ``models``, ``computed_at``, ``durations`` keyed by (model, version))."""
+
+    def __init__(self, snapshot: Callable[[], object], owner: Optional[str] = None):
+        self._snapshot = snapshot
+        self._owner = owner
+
+    def _view(self, snap, key) -> ModelSnapshot:
+        return ModelSnapshot(key[0], key[1], snap.models[key], snap.computed_at.get(key),
+                             snap.durations.get(key), self._owner)
+
+    def models(self) -> list:
+        snap = self._snapshot()
+        keys = sorted(snap.models, key=lambda k: version_key(k[1]), reverse=True)
+        keys.sort(key=lambda k: k[0])   # stable: by model, each model's latest version first
+        return [self._view(snap, key) for key in keys]
+
+    def latest(self, model: str, version: Optional[str] = None) -> Optional[ModelSnapshot]:
+        snap = self._snapshot()
+        if version is None:
+            version = latest_version(v for m, v in snap.models if m == model)
+        if version is None or (model, version) not in snap.models:
+            return None
+        return self._view(snap, (model, version))
