@@ -107,7 +107,7 @@ class Chain:
     """Two replicas on ``pg_url`` behind the shipped gateway and agent configs; restartable parts."""
 
     def __init__(self, tmp: Path, pg_url: str, models: list = MODELS, interval: str = "1s",
-                 agent_config: str = "agent.yaml"):
+                 agent_config: str = "agent.yaml", gateway_config: str = "gateway-loadbalancing.yaml"):
         self.tmp = Path(tmp)
         self.pg_url = pg_url
         configs = [model_config(m) for m in models]
@@ -116,7 +116,7 @@ class Chain:
         endpoints = ", ".join(r.grpc_endpoint for r in self.replicas)
         from tests.support import COLLECTOR_ENV, free_port  # noqa: PLC0415
 
-        self.gateway = CollectorProcess(self.tmp, "gateway-loadbalancing.yaml", name="gateway", env={
+        self.gateway = CollectorProcess(self.tmp, gateway_config, name="gateway", env={
             COLLECTOR_ENV["replicas"]: f"[{endpoints}]",
             COLLECTOR_ENV["prometheus"]: f"127.0.0.1:{free_port()}"})
         self.agent = CollectorProcess(self.tmp, agent_config, name="agent",

@@ -10,8 +10,10 @@ it resends, so anything missing at the end was lost after an acknowledgement.
   and the gateway restarted: every record comes back from the disk queue.
 - A replica is SIGKILLed mid-stream; the gateway holds that replica's models in its persistent
   queue (acknowledged to the agent), is SIGKILLed and restarted itself, then the replica restarts.
-- The counter-example: the same agent with a ``batch`` processor in front of its queue
-  acknowledges records it only holds in memory, and a SIGKILL loses them.
+- The counter-examples: the same agent with a ``batch`` processor in front of its queue
+  acknowledges records it only holds in memory, and a SIGKILL loses them; the same gateway
+  with the load balancer's per-replica sub-exporters on their default in-memory queues empties
+  its persistent queue into them while a replica is down, and a SIGKILL loses those records.
 
 Each ends with every prediction id stored exactly once (row counts in PostgreSQL).
 """
@@ -132,3 +134,24 @@ def test_counter_example_batch_processor_loses_acknowledged_records(tmp_path):
         results[name] = _queued(agent)
         agent.stop()
     assert results == {"shipped": 50 * len(STREAM), "batch": 0}
+
+
+def test_counter_example_in_memory_sub_exporter_queues_lose_acknowledged_records(tmp_path, pg_url):
+    """The gateway with the sub-exporters' default in-memory queues: the persistent queue hands a
+    dead replica's records to memory and forgets them; a SIGKILL of the gateway loses them."""
+    cfg = yaml.safe_load((COLLECTOR_CONFIGS / "gateway-loadbalancing.yaml").read_text())
+    cfg["exporters"]["load_balancing/otel_ml"]["protocol"]["otlp"]["sending_queue"] = {"enabled": True}
+    (tmp_path / "gateway-memory.yaml").write_text(yaml.safe_dump(cfg))
+    with Chain(tmp_path, pg_url, gateway_config=str(tmp_path / "gateway-memory.yaml")) as chain:
+        owners = chain.probe()
+        victim = owners[STREAM[0]]
+        chain.replicas[victim].stop(signal.SIGKILL)
+        chain.model_server(STREAM, 0, 50, name="stream").start().wait()
+        wait_for(lambda: _queued(chain.agent) == 0, timeout=120, what="the agent handed everything to the gateway")
+        wait_for(lambda: _queued(chain.gateway) == 0, timeout=120, what="the persistent queue emptied into memory")
+        chain.gateway.stop(signal.SIGKILL)
+        chain.gateway.start()
+        chain.replicas[victim].start()
+        assert _queued(chain.gateway) == 0          # nothing left anywhere to resend
+        lost = [m for m in STREAM if owners[m] == victim]
+        assert all(chain.stored()[m][0] == 1 for m in lost), chain.stored()   # only the probe's row
