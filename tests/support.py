@@ -267,3 +267,123 @@ def grpc_export(endpoint: str, body: bytes, timeout: float = 30, metadata=None):
         export = channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export",
                                      response_deserializer=ExportLogsServiceResponse.FromString)
         return export(body, timeout=timeout, metadata=metadata)
+
+
+# --- The OpenTelemetry Collector (otelcol built by scripts/build-otelcol) ----------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+COLLECTOR_CONFIGS = ROOT / "collector-config"
+OTELCOL_MANIFEST = ROOT / "build" / "otelcol" / "manifest.yaml"
+#: The ``${env:NAME}`` placeholders of the shipped collector configs that the tests set, by role
+#: (documented in docs/collector.md; the Collector reads them, no otel-ml code does).
+COLLECTOR_ENV = {
+    "health": "OTEL_ML_COLLECTOR_HEALTH_ENDPOINT",
+    "storage": "OTEL_ML_COLLECTOR_STORAGE_DIR",
+    "grpc": "OTEL_ML_COLLECTOR_GRPC_ENDPOINT",
+    "http": "OTEL_ML_COLLECTOR_HTTP_ENDPOINT",
+    "telemetry": "OTEL_ML_COLLECTOR_METRICS_PORT",
+    "gateway": "OTEL_ML_GATEWAY_ENDPOINT",
+    "processor": "OTEL_ML_PROCESSOR_ENDPOINT",
+    "replicas": "OTEL_ML_PROCESSOR_REPLICAS",
+    "prometheus": "OTEL_ML_PROMETHEUS_EXPORTER_ENDPOINT",
+    "logs_backend": "OTEL_ML_LOGS_BACKEND",
+    "traces_backend": "OTEL_ML_TRACES_BACKEND",
+}
+
+
+def otelcol_binary() -> str:
+    """The ``otelcol`` that scripts/build-otelcol cached for the committed manifest (or $OTELCOL_BIN)."""
+    import hashlib  # noqa: PLC0415
+
+    if os.environ.get("OTELCOL_BIN"):
+        return os.environ["OTELCOL_BIN"]
+    manifest = OTELCOL_MANIFEST.read_bytes()
+    version = yaml.safe_load(manifest)["dist"]["version"]
+    cache = os.environ.get("OTEL_ML_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "otel-ml")
+    path = Path(cache) / f"otelcol-{version}-{hashlib.sha256(manifest).hexdigest()[:12]}" / "otelcol"
+    if not os.access(path, os.X_OK):
+        raise AssertionError(f"otelcol is not built at {path}: run scripts/install-test-deps (or scripts/build-otelcol)")
+    return str(path)
+
+
+class CollectorProcess:
+    """A real ``otelcol --config collector-config/<file>`` with its placeholders set to free loopback
+    ports and a temporary storage folder; ``env`` adds or overrides placeholders (COLLECTOR_ENV names).
+
+    Restartable: ``stop()`` (any signal) then ``start()`` again keeps the ports and the disk queue.
+    """
+
+    def __init__(self, tmp: Path, config: str, env: Optional[dict] = None, name: str = "otelcol"):
+        self.tmp = Path(tmp)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.config = Path(config) if os.path.isabs(str(config)) else COLLECTOR_CONFIGS / config
+        self.name = name
+        self.grpc_port, self.http_port, self.health_port, self.telemetry_port = (free_port() for _ in range(4))
+        self.storage_dir = self.tmp / f"{name}-storage"
+        names = COLLECTOR_ENV
+        self.env = {**os.environ,
+                    names["health"]: f"127.0.0.1:{self.health_port}", names["storage"]: str(self.storage_dir),
+                    names["grpc"]: f"127.0.0.1:{self.grpc_port}", names["http"]: f"127.0.0.1:{self.http_port}",
+                    names["telemetry"]: str(self.telemetry_port), **(env or {})}
+        self.log_path = self.tmp / f"{name}.log"
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_endpoint(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    def validate(self) -> subprocess.CompletedProcess:
+        return subprocess.run([otelcol_binary(), "validate", "--config", str(self.config)], env=self.env,
+                              capture_output=True, text=True, timeout=60)
+
+    def start(self) -> "CollectorProcess":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([otelcol_binary(), "--config", str(self.config)], env=self.env,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for(self.ready, timeout=60, what=f"{self.name} health_check (log: {self.log_path})")
+        return self
+
+    def ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited with {self.proc.returncode}: {self.log()[-3000:]}")
+        return http_get(f"http://127.0.0.1:{self.health_port}/", timeout=1)[0] == 200
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def warnings(self, word: str = "deprecated") -> list:
+        """Log lines at level warn or above that mention ``word`` (case-insensitive)."""
+        return [line for line in self.log().splitlines()
+                if word in line.lower() and any(f"\t{lvl}\t" in line for lvl in ("warn", "error"))]
+
+    def telemetry(self, name: str, labels: Optional[dict] = None) -> float:
+        """Sum of the Collector's own metric ``name`` over the samples matching ``labels`` (its counters
+        have no ``_total``; prometheus_client's parser adds one)."""
+        from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+        text = http_get(f"http://127.0.0.1:{self.telemetry_port}/metrics")[1].decode()
+        return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+                   if s.name in (name, f"{name}_total" if fam.type == "counter" and fam.name == name else name)
+                   and all(s.labels.get(k) == v for k, v in (labels or {}).items()))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=timeout)
+        self._log.close()
+        self.proc = None
+        return code
+
+    def __enter__(self) -> "CollectorProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            self.stop()

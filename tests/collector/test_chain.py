@@ -1,0 +1,111 @@
+"""SDK -> agent otelcol -> gateway otelcol (load_balancing by ml.model.name) -> two replicas on PostgreSQL.
+
+Every part is real and runs as shipped: the model server is the public ``otel_ml`` API with its
+disk buffer, in its own process; the agent and the gateway are otelcol (built from the pinned
+release) running collector-config/agent.yaml and gateway-loadbalancing.yaml; the replicas are
+``otel-ml processor`` processes sharing one PostgreSQL 15.
+
+One OTLP request that mixes sixteen models (the probe) shows where each model hashes; two
+models per replica then get predictions from the SDK, which mixes models in its requests too.
+Half of the labels travel with the predictions (OTLP, through both Collectors), the other half
+are posted to ``POST /v1/labels`` of the replica that does NOT own the model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import requests
+from sklearn.metrics import accuracy_score
+from sqlalchemy import text
+
+from tests.collector.chain import MODELS, VERSION, Chain, label_by_otlp, prediction_id, row
+from tests.support import wait_for
+
+pytestmark = pytest.mark.e2e
+
+N = 200  # predictions per model
+
+
+def _pick(owners: dict, per_replica: int = 2) -> list:
+    chosen = []
+    for k in (0, 1):
+        mine = [m for m in MODELS if owners[m] == k]
+        assert mine, f"the probe put no model on replica {k}: {owners}"
+        chosen += mine[:per_replica]
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, module_pg_url):
+    tmp = tmp_path_factory.mktemp("chain")
+    with Chain(tmp, module_pg_url) as chain:
+        owners = chain.probe()
+        chosen = _pick(owners)
+        chain.model_server(chosen, 0, N, labels=True).start().wait()
+        chain.wait_stored({m: N + 1 for m in chosen})   # + the probe's one
+        for model in chosen:
+            other = chain.replicas[1 - owners[model]]
+            body = [{"model": model, "prediction_id": prediction_id(model, i), "value": row(model, i)[2]}
+                    for i in range(N) if not label_by_otlp(i)]
+            requests.post(f"{other.http_url}/v1/labels", json=body, timeout=60).raise_for_status()
+        yield chain, owners, chosen
+
+
+def test_each_models_predictions_land_on_exactly_one_replica(run):
+    chain, owners, chosen = run
+    for model in MODELS:   # the probe: one request, sixteen models
+        counts = [chain.received(r, model) for r in chain.replicas]
+        assert sorted(counts)[0] == 0 and sorted(counts)[1] >= 1, f"{model}: {counts}"
+    for model in chosen:   # the SDK's stream
+        owner, other = chain.replicas[owners[model]], chain.replicas[1 - owners[model]]
+        assert chain.received(owner, model) == N + 1
+        assert chain.received(other, model) == 0
+
+
+def test_nothing_lost_nothing_stored_twice(run):
+    chain, owners, chosen = run
+    stored = chain.stored()
+    for model in chosen:
+        assert stored[model] == (N + 1, N + 1)
+        assert chain.ids(model) == {prediction_id(model, i) for i in range(-1, N)}
+    with chain.engine.connect() as conn:
+        labels = dict(conn.execute(text("select model, count(*) from labels group by model")).all())
+    assert {m: labels.get(m) for m in chosen} == {m: N for m in chosen}
+
+
+def test_labels_join_in_the_owners_window(run):
+    """Both halves of the labels, OTLP through the gateway and POST on the other replica, reach the
+    owner's window: its accuracy equals scikit-learn's on all N labeled rows."""
+    chain, owners, chosen = run
+    for model in chosen:
+        owner = chain.replicas[owners[model]]
+        truth = [row(model, i)[2] for i in range(N)]
+        predicted = [row(model, i)[1] for i in range(N)]
+        expected = accuracy_score(truth, predicted)
+        labels = {"model": model, "model_version": VERSION}
+
+        def joined():
+            if owner.sample("ml_window_labeled", labels) != N:
+                return False
+            value = owner.sample("ml_performance", {**labels, "metric": "accuracy"})
+            return value is not None and math.isclose(value, expected, rel_tol=1e-9, abs_tol=1e-12)
+
+        wait_for(joined, timeout=60, what=f"{model}: {N} labels in the owner's window, accuracy {expected} "
+                                          f"(now {owner.sample('ml_window_labeled', labels)} labeled)")
+
+
+def test_each_replica_exports_only_its_own_models(run):
+    chain, owners, chosen = run
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    for k, replica in enumerate(chain.replicas):
+        mine = {m for m, owner in owners.items() if owner == k}
+
+        def exported():
+            return {s.labels["model"] for fam in text_string_to_metric_families(replica.metrics_text())
+                    for s in fam.samples if s.name == "ml_window_predictions"}
+
+        wait_for(lambda: exported() >= mine, timeout=60, what=f"replica {k} exports its models {sorted(mine)}")
+        assert exported() == mine, f"replica {k} exports {sorted(exported() - mine)} it does not own"
