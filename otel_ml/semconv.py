@@ -106,13 +106,17 @@ M_LABELS_EXPIRED = "ml_labels_expired"
 M_LABELS_PENDING = "ml_labels_pending"
 M_LABEL_JOIN_DELAY = "ml_label_join_delay_seconds"
 M_PERFORMANCE = "ml_performance"
+M_PERFORMANCE_INTERVAL = "ml_performance_interval"
 M_ESTIMATED_PERFORMANCE = "ml_estimated_performance"
 M_OOD_RATIO = "ml_ood_ratio"
 M_FEATURE_OOD_RATIO = "ml_feature_ood_ratio"
 M_DRIFT_SCORE = "ml_drift_score"
 M_DRIFT_PVALUE = "ml_drift_pvalue"
+M_DRIFT_QVALUE = "ml_drift_qvalue"
+M_DRIFT_THRESHOLD = "ml_drift_threshold"
 M_DRIFT_DETECTED = "ml_drift_detected"
 M_FAIRNESS = "ml_fairness"
+M_FAIRNESS_PVALUE = "ml_fairness_pvalue"
 M_GROUP_PERFORMANCE = "ml_group_performance"
 M_GROUP_PREDICTIONS = "ml_group_predictions"
 M_WINDOW_PREDICTIONS = "ml_window_predictions"
@@ -133,6 +137,7 @@ L_SIGNAL = "signal"
 L_REASON = "reason"
 L_ISSUE = "issue"
 L_KIND = "kind"
+L_BOUND = "bound"
 
 # Values of the ``signal`` label of ml_records_received_total.
 SIGNAL_PREDICTION = "prediction"
@@ -162,8 +167,11 @@ ISSUE_NAN = "nan"
 ISSUE_TYPE_CHANGED = "type_changed"
 ISSUE_UNSUPPORTED_TYPE = "unsupported_type"
 ISSUE_OUT_OF_RANGE = "out_of_range"
+#: A value that cannot be read as its feature's type (the reference's): e.g. text for a number.
+ISSUE_TYPE_MISMATCH = "type_mismatch"
 DATA_QUALITY_ISSUES = (
     ISSUE_MISSING, ISSUE_NAN, ISSUE_TYPE_CHANGED, ISSUE_UNSUPPORTED_TYPE, ISSUE_OUT_OF_RANGE,
+    ISSUE_TYPE_MISMATCH,
 )
 #: ``feature`` label value of data-quality issues found in the output score.
 FEATURE_SCORE = "__score__"
@@ -184,6 +192,10 @@ PERF_BRIER = "brier"
 PERF_MAE = "mae"
 PERF_RMSE = "rmse"
 PERF_R2 = "r2"
+
+# Values of the ``bound`` label of ml_performance_interval.
+BOUND_LOWER = "lower"
+BOUND_UPPER = "upper"
 
 # Values of the ``metric`` label of ml_fairness and ml_group_performance.
 FAIR_DEMOGRAPHIC_PARITY_DIFFERENCE = "demographic_parity_difference"
