@@ -163,9 +163,12 @@ def present_values(values: np.ndarray) -> np.ndarray:
         return v[np.isfinite(v)]
     if v.size == 0:
         return np.zeros(0, dtype=object)
-    present = np.fromiter((x is not None for x in v.tolist()), dtype=bool, count=v.size)
-    out = v[present]
-    return np.array([x if isinstance(x, str) else str(x) for x in out.tolist()], dtype=object)
+    items = [x for x in v.tolist() if x is not None]
+    if not set(map(type, items)) <= {str}:
+        items = [x if isinstance(x, str) else str(x) for x in items]
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
 
 
 def bin_counts_sorted(sorted_values: np.ndarray, edges: np.ndarray) -> np.ndarray:
