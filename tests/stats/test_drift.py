@@ -16,7 +16,7 @@ from otel_ml_processor.stats.decisions import bh_qvalues
 from otel_ml_processor.stats.registry import (
     CATEGORICAL, NUMERIC, DriftConfigError, FeatureReference, FeatureWindow, builtin_tests, resolve_method,
 )
-from tests.stats.oracle import assert_close, float_arrays
+from tests.stats.oracle import assert_close, design_pooled_table, float_arrays, scipy_chi2
 
 SETTINGS = settings(max_examples=50, deadline=None)
 TESTS = builtin_tests()
@@ -89,24 +89,6 @@ def oracle_union(a, b):
     cats = sorted(set(a.tolist()) | set(b.tolist()))
     return (np.array([np.sum(a == x) for x in cats], dtype=float),
             np.array([np.sum(b == x) for x in cats], dtype=float))
-
-
-def design_pooled_table(r, c):
-    """DESIGN.md's pooling, written out: categories whose smaller expected count is below 5 are
-    summed into one last column when at least two are."""
-    n_r, n_w = r.sum(), c.sum()
-    sparse = [i for i in range(r.size) if (r[i] + c[i]) * min(n_r, n_w) / (n_r + n_w) < 5]
-    if len(sparse) < 2:
-        return [list(r), list(c)]
-    dense = [i for i in range(r.size) if i not in sparse]
-    return [[r[i] for i in dense] + [sum(r[i] for i in sparse)], [c[i] for i in dense] + [sum(c[i] for i in sparse)]]
-
-
-def scipy_chi2(table):
-    if len(table[0]) == 1:
-        return 0.0, 1.0     # DESIGN: a table left with one column
-    stat, p, _, _ = stats.chi2_contingency(table, correction=False)
-    return stat, p
 
 
 @SETTINGS
