@@ -194,9 +194,11 @@ def read_column(kind: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out[finite] = mapped[inv.reshape(-1)]
         bad[finite] = np.fromiter((r is UNREADABLE for r in read), dtype=bool, count=len(read))[inv.reshape(-1)]
         return out, bad
-    table: dict = {}
-    codes = np.fromiter((table.setdefault(x, len(table)) for x in v.tolist()), dtype=np.intp, count=n)
-    read = [read_value(kind, x) for x in table]
+    items = v.tolist()
+    distinct = list(dict.fromkeys(items))
+    table = {x: i for i, x in enumerate(distinct)}
+    codes = np.fromiter(map(table.__getitem__, items), dtype=np.intp, count=n)
+    read = [read_value(kind, x) for x in distinct]
     bad = np.fromiter((r is UNREADABLE for r in read), dtype=bool, count=len(read))
     if kind == NUMBER:
         mapped = np.array([math.nan if r is None or r is UNREADABLE else r for r in read], dtype=float)

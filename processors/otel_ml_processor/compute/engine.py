@@ -115,11 +115,17 @@ class ModelMetrics:
 
 
 def _present(arr: np.ndarray) -> np.ndarray:
-    return np.fromiter((x is not None for x in arr.tolist()), dtype=bool, count=len(arr))
+    """Mask of the values that are not None (object arrays; an elementwise C loop)."""
+    return np.asarray(np.not_equal(arr, None), dtype=bool).reshape(len(arr))
 
 
 def _labels_str(label: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return np.array([read_value(TEXT, v) for v in label[mask].tolist()], dtype=object)
+    """The labels of ``mask`` as class strings (a label sent as a number is written as text)."""
+    labels = label[mask]
+    items = labels.tolist()
+    if set(map(type, items)) <= {str}:
+        return labels
+    return np.array([read_value(TEXT, v) for v in items], dtype=object)
 
 
 def _regression_labels(label: np.ndarray) -> np.ndarray:

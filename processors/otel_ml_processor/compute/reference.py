@@ -197,8 +197,11 @@ def positive_probability(positive_label: str, output_label: np.ndarray, score: O
 
 
 def _label_strings(label: np.ndarray) -> np.ndarray:
+    items = label.tolist()
+    if label.dtype == object and set(map(type, items)) <= {str, type(None)}:
+        return label
     return np.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else read_value(TEXT, v)
-                     for v in label.tolist()], dtype=object)
+                     for v in items], dtype=object)
 
 
 @dataclass
@@ -333,7 +336,7 @@ def prepare_reference(ref: ReferenceData, spec: "ModelSpec", tests: Optional[dic
     numeric = tuple(k for k, f in feats.items() if f.value_type == NUMBER)
     mv = None
     if len(numeric) >= 2:
-        mv = PCAReconstruction.fit_columns(np.stack([ref.features[k].astype(float) for k in numeric]))
+        mv = PCAReconstruction.fit_columns(np.stack([ref.features[k].astype(float, copy=False) for k in numeric]))
     calibrator = None
     if spec.positive_label is not None and ref.label is not None and ref.prediction is not None:
         pos = spec.positive_label

@@ -107,7 +107,8 @@ class FeatureReference:
 
     @cached_property
     def sorted(self) -> np.ndarray:
-        return np.sort(self.values, kind="stable")
+        # (numpy's default sort: vectorized, and the order of equal values does not matter here)
+        return np.sort(self.values)
 
     @cached_property
     def n_distinct(self) -> int:
@@ -160,7 +161,8 @@ def present_values(values: np.ndarray) -> np.ndarray:
     v = np.asarray(values)
     if v.dtype.kind in "fiu":
         v = v.astype(float, copy=False)
-        return v[np.isfinite(v)]
+        finite = np.isfinite(v)
+        return v if finite.all() else v[finite]
     if v.size == 0:
         return np.zeros(0, dtype=object)
     items = [x for x in v.tolist() if x is not None]
