@@ -76,6 +76,10 @@ class ReferenceData:
     task: Optional[str] = None
     source: str = ""
 
+    def feature_types(self) -> dict:
+        """feature -> its type (number, boolean, text): how every value of it is read."""
+        return {name: column_type(col) for name, col in self.features.items()}
+
     @property
     def n_rows(self) -> int:
         for arr in (*self.features.values(), self.prediction, self.score, self.label):
