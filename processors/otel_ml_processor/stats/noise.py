@@ -81,6 +81,23 @@ def jsd_rows(ref_frac: np.ndarray, win_frac: np.ndarray) -> np.ndarray:
     return np.maximum(0.5 * np.sum(a + b, axis=-1), 0.0)
 
 
+#: Largest draws x n drawn value by value (memory: 8 bytes each).
+_INDEX_SAMPLING_CELLS = 1 << 22
+
+
+def _multinomial(rng: np.random.Generator, n: int, p: np.ndarray, draws: int) -> np.ndarray:
+    """``draws`` multinomial count vectors of ``n`` values; a small sample is drawn value by
+    value (one uniform each, placed by the cumulative fractions), which is cheaper than numpy's
+    category-by-category binomials when n is small against the number of categories."""
+    k = p.size
+    if n <= 2 * k and draws * n <= _INDEX_SAMPLING_CELLS:
+        cdf = np.cumsum(p)
+        idx = np.minimum(np.searchsorted(cdf, rng.random((draws, n)), side="right"), k - 1)
+        idx += (np.arange(draws) * k)[:, None]
+        return np.bincount(idx.ravel(), minlength=draws * k).reshape(draws, k)
+    return rng.multinomial(n, p, size=draws)
+
+
 @lru_cache(maxsize=512)
 def simulate_null(statistic: str, fractions: tuple, n_ref: int, n_win: int, unseen: float = 0.0) -> np.ndarray:
     """Sorted simulated values of ``statistic`` for two independent samples of the distribution
@@ -98,8 +115,8 @@ def simulate_null(statistic: str, fractions: tuple, n_ref: int, n_win: int, unse
     p = p / p.sum()
     draws = SIMULATIONS if p.size <= MANY_CATEGORIES else SIMULATIONS // 4
     rng = np.random.default_rng(SEED)
-    rc = rng.multinomial(n_ref, p, size=draws)
-    wc = rng.multinomial(n_win, p, size=draws)
+    rc = _multinomial(rng, n_ref, p, draws)
+    wc = _multinomial(rng, n_win, p, draws)
     if statistic == PSI:
         values = psi_rows(rc, wc, n_ref, n_win)
     elif unseen > 0:
