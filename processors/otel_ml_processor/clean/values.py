@@ -131,7 +131,8 @@ def column_type(values: np.ndarray) -> str:
     v = np.asarray(values)
     if v.dtype.kind in "fiub":
         return NUMBER if v.dtype.kind != "b" else BOOLEAN
-    present = set(_present(v.tolist()))
+    distinct = set(v.tolist())      # few distinct values: the per-value work is one hash
+    present = {x for x in distinct if x is not None and not (isinstance(x, float) and math.isnan(x))}
     return BOOLEAN if present and present <= {TRUE, FALSE} else TEXT
 
 

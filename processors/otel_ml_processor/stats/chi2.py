@@ -21,7 +21,7 @@ Example::
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from otel_ml import semconv as sc
 from otel_ml_processor.stats.registry import (
@@ -54,7 +54,7 @@ def chi2_counts(ref_counts: np.ndarray, win_counts: np.ndarray) -> tuple[float, 
         return 0.0, 1.0
     expected = np.outer(obs.sum(axis=1), obs.sum(axis=0)) / obs.sum()
     stat = float(np.sum((obs - expected) ** 2 / expected))
-    return stat, float(stats.chi2.sf(stat, k - 1))
+    return stat, float(special.chdtrc(k - 1, stat))   # = scipy.stats.chi2.sf(stat, k - 1), without its overhead
 
 
 def prepare(ref: FeatureReference, treatment: str) -> FeatureReference:

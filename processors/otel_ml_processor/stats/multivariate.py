@@ -106,7 +106,9 @@ class PCAReconstruction:
             return None
         model.baseline_mean_error = m
         model.baseline_std_error = float(np.std(e))
-        model.baseline_skewness = float(stats.skew(e)) if e.size > 2 and np.std(e) > 0 else 0.0
+        sd = float(np.std(e))
+        # Fisher-Pearson skewness (scipy.stats.skew's default)
+        model.baseline_skewness = float(np.mean((e - m) ** 3)) / sd ** 3 if e.size > 2 and sd > 0 else 0.0
         model.n_baseline = int(e.size)
         return model
 
