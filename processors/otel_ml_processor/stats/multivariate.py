@@ -79,11 +79,13 @@ class PCAReconstruction:
         d, n = xt.shape
         if d < 2 or n < 3:
             return None
-        fit, base = xt[:, 0::2], xt[:, 1::2]
+        fit, base = np.ascontiguousarray(xt[:, 0::2]), xt[:, 1::2]
         mean = fit.mean(axis=1)
         scale = fit.std(axis=1)
         scale = np.where(scale == 0, 1.0, scale)
-        zt = (fit - mean[:, None]) / scale[:, None]
+        zt = fit
+        zt -= mean[:, None]
+        zt /= scale[:, None]
         center = zt.mean(axis=1)
         zt -= center[:, None]
         # eigen-decomposition of the covariance: the same axes as PCA's SVD (signs do not
@@ -127,11 +129,17 @@ class PCAReconstruction:
         return self.errors_columns(np.asarray(x, dtype=float).T)
 
     def errors_columns(self, columns: np.ndarray) -> np.ndarray:
-        """Same as :meth:`errors` for data given feature-major, shape (d, n)."""
+        """Same as :meth:`errors` for data given feature-major, shape (d, n).
+
+        The standardization is folded into the projection: with D the discarded axes,
+        D ((x - mean) / scale - center) = (D / scale) x - ((D / scale) mean + D center), so the
+        (d, n) data are read once by one matrix product and never copied.
+        """
         xt = _complete_columns(np.asarray(columns, dtype=float))
-        a = 1.0 / self.scale
-        zt = xt * a[:, None] - (self.mean * a + self.center)[:, None]
-        return self._errors_centered(zt)
+        proj = self.discarded / self.scale[None, :]
+        part = proj @ xt
+        part -= (proj @ self.mean + self.discarded @ self.center)[:, None]
+        return np.sqrt(np.einsum("ij,ij->j", part, part))
 
     def score(self, window: np.ndarray) -> float | None:
         """Mean error of the window's rows (n, d) / the baseline's; None when undefined."""
