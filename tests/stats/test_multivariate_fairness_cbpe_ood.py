@@ -163,8 +163,8 @@ def test_fairness_matches_fairlearn(rows):
         pos, neg = in_g & (lt == 1), in_g & (lt == 0)
         for metric, rows_used, want in (
                 (sc.GROUP_ACCURACY, in_g, lambda s: np.mean(lt[s] == lp[s])),
-                (sc.GROUP_TPR, pos, lambda s: flm.true_positive_rate(lt[in_g], lp[in_g], pos_label=1)),
-                (sc.GROUP_FPR, neg, lambda s: flm.false_positive_rate(lt[in_g], lp[in_g], pos_label=1))):
+                (sc.GROUP_TPR, pos, lambda s: flm.true_positive_rate(lt[s], lp[s], pos_label=1)),
+                (sc.GROUP_FPR, neg, lambda s: flm.false_positive_rate(lt[s], lp[s], pos_label=1))):
             if np.sum(rows_used) >= min_size:
                 assert_close(fair.groups[(g, metric)], want(in_g), f"{g} {metric}")
             else:

@@ -54,7 +54,7 @@ from otel_ml_processor.stats import cbpe, fairness, performance
 from otel_ml_processor.stats._codes import value_counts
 from otel_ml_processor.stats.decisions import DEFAULT_ALPHA, bh_qvalues
 from otel_ml_processor.stats.ood import DEFAULT_MARGIN, categorical_ood, numeric_ood
-from otel_ml_processor.stats.registry import NUMERIC, FeatureWindow
+from otel_ml_processor.stats.registry import FeatureWindow
 
 __all__ = ["ModelSpec", "DriftResult", "ModelMetrics", "compute_model_metrics"]
 

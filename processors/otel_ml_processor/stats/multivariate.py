@@ -37,7 +37,7 @@ Example::
     ref = np.hstack([x, x + rng.normal(0, 0.3, (2000, 1)), rng.normal(size=(2000, 1))])
     model = PCAReconstruction.fit(ref)
     model.score(ref[:500] + rng.normal(0, 0.01, (500, 3)))    # about 1.0
-    model.noise_floor(500, 0.01)                              # about 1.07
+    model.noise_floor(500, 0.01)                              # about 1.09
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ Example::
     from otel_ml_processor.stats.noise import count_statistic_floor, window_bucket
 
     window_bucket(100)                                   # 64
-    count_statistic_floor("psi", np.full(10, 0.1), 1000, 64, 1e-4)   # about 1.1
+    count_statistic_floor("psi", np.full(10, 0.1), 1000, 64, 1e-4)   # about 1.24
 """
 
 from __future__ import annotations

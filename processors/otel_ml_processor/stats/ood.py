@@ -1,11 +1,11 @@
 """Out-of-distribution flags (DESIGN.md "Out-of-distribution").
 
-A value is OOD when a numeric feature lies outside the reference's range widened on each side by
-``margin`` x (max - min) (``ood.margin``, default 0.1; 0 gives [min, max]), or a categorical
+A value is OOD when a numeric feature lies outside the reference's range widened on each side
+by ``margin`` x (max - min) (``ood.margin``, default 0.1; 0 gives [min, max]), or a categorical
 feature has a value absent from the reference. The margin is there because a sample's own
-[min, max] is crossed by about 2 / (n + 1) of new values of the very same distribution. A missing value (NaN / None) is never OOD. A
-prediction is OOD when any of its features is; ``ml_ood_ratio`` is the OOD fraction of the
-window's rows, ``ml_feature_ood_ratio{feature}`` the same fraction per feature (denominator:
+[min, max] is crossed by about 2 / (n + 1) of new values of the very same distribution. A
+missing value (NaN / None) is never OOD. A prediction is OOD when any of its features is;
+``ml_ood_ratio`` is the OOD fraction of the window's rows, ``ml_feature_ood_ratio{feature}`` the same fraction per feature (denominator:
 every row of the window, missing ones included). There is no third-party oracle; the tests
 hold these against a plain Python loop over the rows.
 
