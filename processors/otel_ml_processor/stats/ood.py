@@ -5,9 +5,9 @@ by ``margin`` x (max - min) (``ood.margin``, default 0.1; 0 gives [min, max]), o
 feature has a value absent from the reference. The margin is there because a sample's own
 [min, max] is crossed by about 2 / (n + 1) of new values of the very same distribution. A
 missing value (NaN / None) is never OOD. A prediction is OOD when any of its features is;
-``ml_ood_ratio`` is the OOD fraction of the window's rows, ``ml_feature_ood_ratio{feature}`` the same fraction per feature (denominator:
-every row of the window, missing ones included). There is no third-party oracle; the tests
-hold these against a plain Python loop over the rows.
+``ml_ood_ratio`` is the OOD fraction of the window's rows, ``ml_feature_ood_ratio{feature}``
+the same fraction per feature (denominator: every row of the window, missing ones included).
+There is no third-party oracle; the tests hold these against a plain Python loop over the rows.
 
 Example::
 
