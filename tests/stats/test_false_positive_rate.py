@@ -104,11 +104,13 @@ def test_distance_features_with_floors():
     check_rate(hits, total, per, "distance family (wasserstein, jensenshannon) with floors")
 
 
-def test_psi_features_with_floors():
-    spec = ModelSpec(drift_alpha=ALPHA, drift_default_method="psi")
+@pytest.mark.parametrize("method", ["psi", "jensenshannon"])
+def test_binned_numeric_features_with_floors(method):
+    # psi and jensenshannon on the reference's decile bins
+    spec = ModelSpec(drift_alpha=ALPHA, drift_default_method=method)
     shapes = {"n1": "normal", "n2": "normal", "s1": "skewed", "c1": "counts", "c2": "overdispersed"}
     hits, total, per = family_rate(shapes, [1500, 5000], [100, 300, 1000, 10000], 13, spec, windows_per_reference=6)
-    check_rate(hits, total, per, "psi family with floors")
+    check_rate(hits, total, per, f"{method} family (numeric, decile bins) with floors")
 
 
 def test_multivariate_score_with_floor():
