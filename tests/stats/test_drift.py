@@ -211,7 +211,7 @@ def test_records_are_declarative():
         assert t.kinds <= {NUMERIC, CATEGORICAL}
         # a distance test declares its noise floor; a p-value test takes drift.alpha
         assert (t.noise_floor is not None) == (t.score_kind == "distance")
-        assert (t.default_threshold is None) == (t.score_kind == "pvalue")
+    assert TESTS["ks"].default_threshold == TESTS["chi2"].default_threshold == 0.01   # drift.alpha's default
     assert TESTS["psi"].default_threshold == 0.2
     assert TESTS["wasserstein"].default_threshold == 0.1 and TESTS["jensenshannon"].default_threshold == 0.1
     # every slot of auto is filled exactly once

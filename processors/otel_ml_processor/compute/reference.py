@@ -304,7 +304,8 @@ def _prepare_feature(name: str, values: np.ndarray, rows: int, spec: "ModelSpec"
     # OOD reads these every cycle
     _ = (ref.min, ref.max) if ref.value_kind == NUMERIC else ref.category_set
     if threshold is None:
-        threshold = test.default_threshold if test.default_threshold is not None else spec.drift_alpha
+        # a p-value test's default threshold is the model's drift.alpha
+        threshold = spec.drift_alpha if test.score_kind == PVALUE else test.default_threshold
     return PreparedFeature(name, ref, actual, test, float(threshold), treatment, column_type(values), state,
                            spec.drift_alpha)
 

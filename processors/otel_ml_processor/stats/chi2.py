@@ -24,6 +24,7 @@ import numpy as np
 from scipy import special
 
 from otel_ml import semconv as sc
+from otel_ml_processor.stats.decisions import DEFAULT_ALPHA
 from otel_ml_processor.stats.registry import (
     CATEGORICAL, PVALUE, SMALL, DriftScore, DriftTest, FeatureReference, FeatureWindow, union_counts,
 )
@@ -70,7 +71,7 @@ def compute(ref: FeatureReference, cur: FeatureWindow) -> DriftScore:
 
 
 TEST = DriftTest(
-    name=sc.METHOD_CHI2, kinds=frozenset({CATEGORICAL}), score_kind=PVALUE, default_threshold=None,
+    name=sc.METHOD_CHI2, kinds=frozenset({CATEGORICAL}), score_kind=PVALUE, default_threshold=DEFAULT_ALPHA,
     prepare=prepare, compute=compute, auto=frozenset({(CATEGORICAL, SMALL)}),
     description="chi-squared test of the 2 x k contingency table, sparse categories pooled "
                 "(scipy.stats.chi2_contingency)",

@@ -30,6 +30,7 @@ from scipy import stats
 
 from otel_ml import semconv as sc
 from otel_ml_processor.stats._ecdf import merge
+from otel_ml_processor.stats.decisions import DEFAULT_ALPHA
 from otel_ml_processor.stats.registry import (
     NUMERIC, PVALUE, SMALL, DriftScore, DriftTest, FeatureReference, FeatureWindow,
 )
@@ -84,7 +85,7 @@ def compute(ref_sorted: np.ndarray, cur: FeatureWindow) -> DriftScore:
 
 
 TEST = DriftTest(
-    name=sc.METHOD_KS, kinds=frozenset({NUMERIC}), score_kind=PVALUE, default_threshold=None,
+    name=sc.METHOD_KS, kinds=frozenset({NUMERIC}), score_kind=PVALUE, default_threshold=DEFAULT_ALPHA,
     prepare=prepare, compute=compute, auto=frozenset({(NUMERIC, SMALL)}),
     description="two-sample Kolmogorov-Smirnov (scipy.stats.ks_2samp)",
 )

@@ -223,14 +223,14 @@ class DriftTest:
     ``kinds``: the treatments it supports; a test whose kinds are only ``{"numeric"}`` cannot run
     on a categorical-valued feature. ``score_kind``: ``"pvalue"`` (decided on the
     Benjamini-Hochberg q-value) or ``"distance"`` (decided on the score against max(threshold,
-    noise floor)). ``default_threshold``: None for p-value tests (they take the model's
-    ``drift.alpha``).
+    noise floor)). ``default_threshold``: for a p-value test, the default ``drift.alpha`` (a
+    model's own ``drift.alpha`` replaces it).
     """
 
     name: str
     kinds: frozenset
     score_kind: str
-    default_threshold: Optional[float]
+    default_threshold: float
     prepare: Callable[[FeatureReference, str], Any]
     compute: Callable[[Any, FeatureWindow], DriftScore]
     noise_floor: Optional[Callable[[Any, int, float, float], float]] = None
