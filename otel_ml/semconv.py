@@ -167,8 +167,11 @@ ISSUE_NAN = "nan"
 ISSUE_TYPE_CHANGED = "type_changed"
 ISSUE_UNSUPPORTED_TYPE = "unsupported_type"
 ISSUE_OUT_OF_RANGE = "out_of_range"
+#: A value that cannot be read as its feature's type (the reference's): e.g. text for a number.
+ISSUE_TYPE_MISMATCH = "type_mismatch"
 DATA_QUALITY_ISSUES = (
     ISSUE_MISSING, ISSUE_NAN, ISSUE_TYPE_CHANGED, ISSUE_UNSUPPORTED_TYPE, ISSUE_OUT_OF_RANGE,
+    ISSUE_TYPE_MISMATCH,
 )
 #: ``feature`` label value of data-quality issues found in the output score.
 FEATURE_SCORE = "__score__"

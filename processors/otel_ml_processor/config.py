@@ -140,8 +140,16 @@ class DriftMethodConfig:
 
 @dataclass(frozen=True)
 class DriftConfig:
+    #: false-discovery rate of the p-value tests; family-wise rate of the distance floors
+    alpha: float = 0.01
     default: DriftMethodConfig = DriftMethodConfig()
     features: dict = field(default_factory=dict)   # feature name -> DriftMethodConfig
+
+
+@dataclass(frozen=True)
+class OODConfig:
+    #: the reference's [min, max] is widened on each side by margin x (max - min)
+    margin: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,7 @@ class ModelConfig:
     reference: ReferenceConfig = ReferenceConfig()
     window: WindowConfig = WindowConfig()
     drift: DriftConfig = DriftConfig()
+    ood: OODConfig = OODConfig()
     fairness: FairnessConfig = FairnessConfig()
 
 
@@ -233,7 +242,7 @@ class _Parser:
     def field(self, cls: type, f: dataclasses.Field, value: Any, key: str) -> Any:
         sub = {
             "tls": TLSConfig, "reference": ReferenceConfig, "window": WindowConfig,
-            "fairness": FairnessConfig, "default": DriftMethodConfig,
+            "fairness": FairnessConfig, "default": DriftMethodConfig, "ood": OODConfig,
         }
         if cls is Config and f.name in ("receiver", "prometheus", "storage", "compute", "labels", "limits"):
             target = {
@@ -265,14 +274,19 @@ class _Parser:
     def drift(self, value: Any, key: str) -> DriftConfig:
         data = self.mapping(value, key)
         for k in data:
-            if k not in ("default", "features"):
-                self.fail(f"{key}.{k}", "unknown key (known keys: default, features)")
+            if k not in ("alpha", "default", "features"):
+                self.fail(f"{key}.{k}", "unknown key (known keys: alpha, default, features)")
+        alpha = DriftConfig.alpha
+        if "alpha" in data:
+            alpha = self.scalar(data["alpha"], float, f"{key}.alpha", False)
+            if not 0.0 < alpha < 1.0:
+                self.fail(f"{key}.alpha", f"must be between 0 and 1 (exclusive), got {alpha!r}")
         default = self.dataclass(DriftMethodConfig, data.get("default"), f"{key}.default")
         features = {
             str(name): self.dataclass(DriftMethodConfig, spec, f"{key}.features.{name}")
             for name, spec in self.mapping(data.get("features"), f"{key}.features").items()
         }
-        return DriftConfig(default=default, features=features)
+        return DriftConfig(alpha=alpha, default=default, features=features)
 
     def anonymization(self, value: Any, key: str) -> AnonymizationConfig:
         data = self.mapping(value, key)

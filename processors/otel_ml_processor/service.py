@@ -74,6 +74,9 @@ class ProcessorService:
         self.ingest: Ingest
         self.windows = ModelWindows(config, self.db, admitted=lambda m: self.ingest.models.admitted(m))
         self.ingest = Ingest(config, self.db, self.counters, self.windows)
+        for model, reference in self.windows.file_references.items():
+            # one type per feature: live values are read as the reference file's types
+            self.ingest.kinds.declare(model, reference.feature_types())
         self.computer = Computer(config, self.db, self.windows, self.counters)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(MLCollector(self.counters, lambda: self.computer.snapshot))

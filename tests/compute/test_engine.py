@@ -12,11 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 from sklearn import metrics as skm
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
 
 from otel_ml_processor.compute.engine import ModelSpec, compute_model_metrics
 from otel_ml_processor.compute.reference import prepare_reference, reference_from_window
 from otel_ml_processor.compute.window import WindowBuffer
-from tests.stats.oracle import assert_close
+from tests.stats.oracle import assert_close, design_pooled_table, scipy_chi2
 
 SETTINGS = settings(max_examples=25, deadline=None)
 
@@ -94,37 +96,55 @@ def test_binary_engine_matches_oracles(seed, n, one_class, label_share, shift):
         check(m.performance, "roc_auc", oracle(skm.roc_auc_score, y_true, p_pos))
         check(m.performance, "log_loss", oracle(skm.log_loss, y_true, p_pos))
         check(m.performance, "brier", oracle(skm.brier_score_loss, y_true, p_pos))
+        for metric, count, nobs in (("accuracy", np.sum(y_true == y_pred), len(y_true)),
+                                    ("precision", np.sum(y_true & y_pred), np.sum(y_pred)),
+                                    ("recall", np.sum(y_true & y_pred), np.sum(y_true))):
+            if nobs:
+                lo, hi = proportion_confint(int(count), int(nobs), alpha=0.05, method="wilson")
+                check(m.performance_interval, (metric, "lower"), lo)
+                check(m.performance_interval, (metric, "upper"), hi)
+            else:
+                assert (metric, "lower") not in m.performance_interval
     else:
-        assert m.performance == {}
-    # drift of x (ks: reference of 60 rows) and k (chi2), missing values left out
+        assert m.performance == {} and m.performance_interval == {}
+    # drift of x (ks: reference of 60 rows) and k (chi2, sparse categories pooled), missing values
+    # left out; decided together on Benjamini-Hochberg q-values < drift.alpha (0.01)
     ref_x = np.array([r["features"].get("x") for r in ref_rows], dtype=float)
     win_x = np.array([r["features"].get("x") for r in rows], dtype=float)
     ref_x, win_x = ref_x[np.isfinite(ref_x)], win_x[np.isfinite(win_x)]
     drift = {d.feature: d for d in m.drift}
+    pvalues = {}
     if win_x.size:
         want = stats.ks_2samp(ref_x, win_x)
         assert drift["x"].method == "ks"
         assert_close(drift["x"].score, want.statistic)
         assert_close(drift["x"].pvalue, want.pvalue)
-        assert drift["x"].detected == (want.pvalue < 0.05)
+        pvalues["x"] = want.pvalue
     else:
         assert "x" not in drift
     rk = [r["features"]["k"] for r in ref_rows if "k" in r["features"]]
     wk = [r["features"]["k"] for r in rows if "k" in r["features"]]
     if wk:
         cats = sorted(set(rk) | set(wk))
-        table = [[rk.count(c) for c in cats], [wk.count(c) for c in cats]]
-        stat, p, _, _ = stats.chi2_contingency(table, correction=False)
+        table = design_pooled_table(np.array([rk.count(c) for c in cats]), np.array([wk.count(c) for c in cats]))
+        stat, p = scipy_chi2(table)
         assert drift["k"].method == "chi2"
         assert_close(drift["k"].score, stat)
         assert_close(drift["k"].pvalue, p)
+        pvalues["k"] = p
+    if pvalues:
+        q = multipletests(list(pvalues.values()), method="fdr_bh")[1]
+        for f, qf in zip(pvalues, q):
+            assert_close(drift[f].qvalue, qf, f"q {f}")
+            assert drift[f].threshold == 0.01 and drift[f].detected == (qf < 0.01)
     # data quality
     assert m.data_quality.get(("x", "missing"), 0) == sum(1 for r in rows if r["features"].get("x", 0) is None)
     assert m.data_quality.get(("x", "nan"), 0) == sum(
         1 for r in rows if r["features"].get("x") is not None and math.isnan(r["features"]["x"]))
     assert m.data_quality.get(("k", "missing"), 0) == sum(1 for r in rows if "k" not in r["features"])
-    # OOD
-    lo, hi = ref_x.min(), ref_x.max()
+    # OOD: the reference's range widened by ood.margin (0.1) x its width on each side
+    w = 0.1 * (ref_x.max() - ref_x.min())
+    lo, hi = ref_x.min() - w, ref_x.max() + w
     x_ood = [v is not None and not math.isnan(v) and (v < lo or v > hi) for v in (r["features"].get("x") for r in rows)]
     k_ood = [r["features"].get("k") not in (None, *rk) for r in rows]
     if n:
@@ -148,16 +168,19 @@ def test_binary_engine_matches_oracles(seed, n, one_class, label_share, shift):
             assert m.group_predictions[("g", grp)] == c
         lseg = [r for r in seg if r["label"] is not None]
         if lseg:
+            # equalized odds: groups with >= 5 labeled rows of each class
             lg = pd.Series([r["segments"]["g"] for r in lseg])
-            lc = lg.value_counts()
-            lbig = lg.isin(lc[lc >= 5].index).to_numpy()
             lt = np.array([int(r["label"] == "yes") for r in lseg])
             lp = np.array([int(r["output_label"] == "yes") for r in lseg])
-            if lbig.any():
-                check(m.fairness, ("g", "equalized_odds_difference"),
-                      oracle(flm.equalized_odds_difference, lt[lbig], lp[lbig], sensitive_features=lg[lbig]))
+            ok = [gname for gname in lg.unique() if np.sum((lg == gname) & (lt == 1)) >= 5
+                  and np.sum((lg == gname) & (lt == 0)) >= 5]
+            sel = lg.isin(ok).to_numpy()
+            check(m.fairness, ("g", "equalized_odds_difference"),
+                  oracle(flm.equalized_odds_difference, lt[sel], lp[sel], sensitive_features=lg[sel])
+                  if sel.any() else None)
     for v in (*m.performance.values(), *m.estimated_performance.values(), *m.fairness.values(),
-              *m.group_performance.values(), *(d.score for d in m.drift)):
+              *m.group_performance.values(), *(d.score for d in m.drift), *m.performance_interval.values(),
+              *m.fairness_pvalue.values(), *(d.threshold for d in m.drift)):
         assert math.isfinite(v)
 
 

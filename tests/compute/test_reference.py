@@ -9,7 +9,7 @@ import pytest
 
 from otel_ml_processor.compute.engine import ModelSpec
 from otel_ml_processor.compute.reference import (
-    ReferenceError, load_reference_file, prepare_reference, reference_from_window,
+    ReferenceData, ReferenceError, load_reference_file, prepare_reference, reference_from_window,
 )
 from otel_ml_processor.compute.window import rows_to_window
 from otel_ml_processor.stats.registry import DriftConfigError
@@ -22,10 +22,11 @@ def write_csv(path, text):
 
 def test_csv_typing_and_reserved_columns(tmp_path):
     p = write_csv(tmp_path / "ref.csv", "age,plan,flag,__prediction__,__score__,__label__\n"
-                  "40,gold,true,1,0.9,1\n,silver,false,0,0.8,0\n35.5,,true,1,0.6,\n")
+                  "40,gold,True,1,0.9,1\n,silver,FALSE,0,0.8,0\n35.5,,true,1,0.6,\n")
     ref = load_reference_file(p, features=["age", "plan", "flag"])
     assert ref.features["age"].dtype == float and np.isnan(ref.features["age"][1])
     assert ref.features["plan"].tolist() == ["gold", "silver", None]
+    # booleans in any case are the words the ingest writes for an OTLP bool
     assert ref.features["flag"].tolist() == ["true", "false", "true"]
     assert ref.score.tolist() == [0.9, 0.8, 0.6]
     assert ref.n_rows == 3
@@ -63,8 +64,11 @@ def test_first_n_reference_and_prepared_methods():
     ref = reference_from_window(w, 20)
     assert ref.n_rows == 20 and ref.prediction.tolist() == w.output_label[:20].tolist()
     prepared = prepare_reference(ref, ModelSpec(positive_label="1", drift_features={"x": ("psi", 0.3)}))
-    assert prepared.methods == {"x": ("psi", 0.3), "c": ("chi2", 0.05), "__prediction__": ("chi2", 0.05)}
+    # a p-value test's threshold is drift.alpha (0.01) unless set
+    assert prepared.methods == {"x": ("psi", 0.3), "c": ("chi2", 0.01), "__prediction__": ("chi2", 0.01)}
     assert prepared.calibrator is not None
+    alpha = prepare_reference(ref, ModelSpec(drift_alpha=0.05))
+    assert alpha.methods["c"] == ("chi2", 0.05)
 
 
 def test_config_errors_at_prepare():
@@ -87,4 +91,39 @@ def test_feature_cap():
 def test_numeric_only_default_falls_back_to_auto_for_categorical_features():
     ref = reference_from_window(rows_to_window("m", "1", "classification", rows(20)), 20)
     prepared = prepare_reference(ref, ModelSpec(drift_default_method="psi", drift_default_threshold=0.3))
-    assert prepared.methods == {"x": ("psi", 0.3), "c": ("chi2", 0.05), "__prediction__": ("chi2", 0.05)}
+    assert prepared.methods == {"x": ("psi", 0.3), "c": ("chi2", 0.01), "__prediction__": ("chi2", 0.01)}
+
+
+def test_one_type_per_feature_in_files(tmp_path):
+    # CSV: True/False words, 19 vs 19.0, text with spaces, symbols and non-ASCII kept as is
+    p = write_csv(tmp_path / "ref.csv", "smoker,age,city,flag01,__prediction__\n"
+                  "True,19,  New York ,1,True\nFalse,19.0,Zürich €,0,False\nTRUE,20,São Paulo,1,True\n")
+    ref = load_reference_file(p)
+    assert ref.features["smoker"].tolist() == ["true", "false", "true"]
+    assert ref.features["age"].tolist() == [19.0, 19.0, 20.0]
+    assert ref.features["city"].tolist() == ["  New York ", "Zürich €", "São Paulo"]
+    assert ref.features["flag01"].tolist() == [1.0, 0.0, 1.0]       # 0/1 stays a number
+    assert ref.prediction.tolist() == ["true", "false", "true"]
+    # Parquet: the same values as typed columns read the same way
+    path = str(tmp_path / "ref.parquet")
+    pq.write_table(pa.table({"smoker": [True, False, True], "age": [19, 19, 20], "city": ["  New York ", "Zürich €", "São Paulo"],
+                             "flag01": [1, 0, 1], "__prediction__": [True, False, True]}), path)
+    pref = load_reference_file(path)
+    for name in ("smoker", "age", "city", "flag01"):
+        assert pref.features[name].tolist() == ref.features[name].tolist(), name
+    assert pref.prediction.tolist() == ref.prediction.tolist()
+
+
+def test_prepared_state_and_cached_floors():
+    rng = np.random.default_rng(2)
+    data = ReferenceData(features={"x": rng.normal(size=3000), "y": rng.normal(size=3000),
+                                   "c": np.array(["a", "b", "c"] * 1000, dtype=object)})
+    prepared = prepare_reference(data, ModelSpec())
+    x = prepared.features["x"]
+    assert x.method == "wasserstein" and x.state.values is x.ref.sorted
+    # Bonferroni: the three distance-tested features share drift.alpha
+    assert all(abs(f.level - 0.01 / 3) < 1e-15 for f in prepared.features.values())
+    t100 = x.effective_threshold(100)
+    assert t100 > 0.1 and x.effective_threshold(127) == t100 and list(x.floors) == [64]
+    assert x.effective_threshold(100_000) == 0.1           # the configured threshold dominates
+    assert prepared.features["c"].method == "jensenshannon"

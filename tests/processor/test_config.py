@@ -11,12 +11,14 @@ def test_defaults_match_design():
     assert c.receiver.grpc_endpoint == "127.0.0.1:4317" and c.receiver.http_endpoint == "127.0.0.1:4318"
     assert c.receiver.max_request_bytes == 16777216 and c.receiver.max_inflight_bytes == 268435456
     assert c.prometheus.endpoint == "127.0.0.1:9464"
+    assert c.prometheus.pages is True and c.prometheus.web_config_file is None
     assert c.storage.url == "sqlite:///otel-ml.db" and c.storage.retention == 30 * 86400
     assert c.compute.interval == 15 and c.labels.pending_max == 1_000_000 and c.labels.pending_ttl == 7 * 86400
     assert (c.limits.max_models, c.limits.max_features_per_model, c.limits.max_groups_per_attribute) == (100, 500, 50)
     assert c.anonymization.hash_key_env == "OTEL_ML_HASH_KEY"
     m = c.model("anything")
     assert m.window.size == 10_000 and m.reference.first_n == 1000 and m.drift.default.method == "auto"
+    assert m.drift.alpha == 0.01 and m.ood.margin == 0.1
     assert m.fairness.min_group_size == 30
 
 
@@ -29,14 +31,21 @@ models:
     reference: {path: reference.csv}
     window: {size: 10000, max_age: null}
     drift:
+      alpha: 0.01
       default: {method: auto}
       features: {age: {method: psi, threshold: 0.2}}
+    ood: {margin: 0.1}
     fairness: {attributes: [gender], min_group_size: 30}
+prometheus:
+  endpoint: 127.0.0.1:9464
+  pages: true
+  web_config_file: null
 """
     path = tmp_path / "c.yaml"
     path.write_text(text)
     m = load_config(str(path)).model("churn")
     assert m.positive_label == "1" and m.drift.features["age"].method == "psi" and m.fairness.attributes == ("gender",)
+    assert m.drift.alpha == 0.01 and m.ood.margin == 0.1
     assert load_config(str(path)).resolve_path(m.reference.path) == str(tmp_path / "reference.csv")
 
 
@@ -50,6 +59,15 @@ models:
     ("models: [{name: a}, {name: a}]", "models[1].name"),
     ("models: [{task: regression}]", "models[0].name"),
     ("models: [{name: a, fairness: {attributes: gender}}]", "models[0].fairness.attributes"),
+    ("models: [{name: a, drift: {alpha: 0}}]", "models[0].drift.alpha"),
+    ("models: [{name: a, drift: {alpha: 1.5}}]", "models[0].drift.alpha"),
+    ("models: [{name: a, drift: {alpha: '0.01'}}]", "models[0].drift.alpha"),
+    ("models: [{name: a, drift: {fdr: 0.01}}]", "models[0].drift.fdr"),
+    ("models: [{name: a, ood: {margin: -0.1}}]", "models[0].ood.margin"),
+    ("models: [{name: a, ood: {margin: wide}}]", "models[0].ood.margin"),
+    ("models: [{name: a, ood: {range: 1}}]", "models[0].ood.range"),
+    ("prometheus: {pages: 'yes'}", "prometheus.pages"),
+    ("prometheus: {web_config_file: 3}", "prometheus.web_config_file"),
 ])
 def test_errors_name_key_and_file(text, key):
     with pytest.raises(ConfigError) as err:
@@ -93,3 +111,10 @@ def test_prometheus_section_errors_name_the_key(text, key):
     with pytest.raises(ConfigError) as err:
         parse_config(yaml.safe_load(text), "conf.yaml")
     assert err.value.key == key and "conf.yaml" in str(err.value)
+
+
+def test_new_keys_reach_the_model_config():
+    c = parse_config(yaml.safe_load("models: [{name: a, drift: {alpha: 0.05}, ood: {margin: 0}}]"), "c.yaml")
+    m = c.model("a")
+    assert m.drift.alpha == 0.05 and m.ood.margin == 0.0 and m.drift.default.method == "auto"
+    assert c.model("other").drift.alpha == 0.01

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 from hypothesis import strategies as st
+from scipy import stats
 
 REL, ABS = 1e-9, 1e-12
 
@@ -48,3 +49,21 @@ def float_arrays(min_size: int = 0, max_size: int = 60) -> st.SearchStrategy:
         st.integers(0, 2**32 - 1), st.integers(min_size, max_size), st.sampled_from([0, 1, 3, 12]),
         st.sampled_from([0.0, 0.3, 2.0]),
     )
+
+
+def design_pooled_table(r, c):
+    """DESIGN.md's pooling, written out: categories whose smaller expected count is below 5 are
+    summed into one last column when at least two are."""
+    n_r, n_w = r.sum(), c.sum()
+    sparse = [i for i in range(r.size) if (r[i] + c[i]) * min(n_r, n_w) / (n_r + n_w) < 5]
+    if len(sparse) < 2:
+        return [list(r), list(c)]
+    dense = [i for i in range(r.size) if i not in sparse]
+    return [[r[i] for i in dense] + [sum(r[i] for i in sparse)], [c[i] for i in dense] + [sum(c[i] for i in sparse)]]
+
+
+def scipy_chi2(table):
+    if len(table[0]) == 1:
+        return 0.0, 1.0     # DESIGN: a table left with one column
+    stat, p, _, _ = stats.chi2_contingency(table, correction=False)
+    return stat, p

@@ -1,4 +1,5 @@
-"""Drift tests against scipy on the same rows; the registry's resolution and errors."""
+"""Drift tests against scipy on the same rows; Benjamini-Hochberg against statsmodels; the
+registry's resolution and errors."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 from scipy.spatial import distance
+from statsmodels.stats.multitest import multipletests
 
 from otel_ml import semconv as sc
+from otel_ml_processor.stats.decisions import bh_qvalues
 from otel_ml_processor.stats.registry import (
     CATEGORICAL, NUMERIC, DriftConfigError, FeatureReference, FeatureWindow, builtin_tests, resolve_method,
 )
-from tests.stats.oracle import assert_close, float_arrays
+from tests.stats.oracle import assert_close, design_pooled_table, float_arrays, scipy_chi2
 
 SETTINGS = settings(max_examples=50, deadline=None)
 TESTS = builtin_tests()
@@ -22,7 +25,8 @@ TESTS = builtin_tests()
 def run(method: str, ref_values, win_values, treatment=None):
     ref = FeatureReference.build(np.asarray(ref_values))
     test = TESTS[method]
-    return test.compute(ref, FeatureWindow.build(np.asarray(win_values)), treatment or test.treatment(ref))
+    state = test.prepare(ref, treatment or test.treatment(ref))
+    return test.compute(state, FeatureWindow.build(np.asarray(win_values)))
 
 
 @SETTINGS
@@ -92,11 +96,51 @@ def oracle_union(a, b):
 def test_chi2_and_js_categorical_match_scipy(a, b):
     r, c = oracle_union(a, b)
     ours = run(sc.METHOD_CHI2, a, b)
-    stat, p, _, _ = stats.chi2_contingency([r, c], correction=False)
+    stat, p = scipy_chi2(design_pooled_table(r, c))
     assert_close(ours.score, stat, "chi2")
     assert_close(ours.pvalue, p, "chi2 p")
     js = run(sc.METHOD_JENSENSHANNON, a, b, CATEGORICAL)
     assert_close(js.score, distance.jensenshannon(r / r.sum(), c / c.sum(), base=2), "js")
+
+
+# counts of many sizes and sparsity, to exercise the pooling (hypothesis)
+count_tables = st.builds(
+    lambda seed, k, n_r, n_w, zipf: tuple(np.random.default_rng(seed).multinomial(
+        n, (lambda w: w / w.sum())(1.0 / np.arange(1, k + 1) ** zipf)) for n in (n_r, n_w)),
+    st.integers(0, 2**32 - 1), st.integers(2, 40), st.integers(5, 2000), st.integers(5, 400),
+    st.sampled_from([0.0, 1.0, 2.0]))
+
+
+@SETTINGS
+@given(count_tables)
+def test_chi2_pooling_matches_design_and_scipy(counts):
+    r, c = (np.asarray(x, dtype=float) for x in counts)
+    keep = (r + c) > 0
+    r, c = r[keep], c[keep]
+    cats = np.array([f"c{i:02d}" for i in range(r.size)], dtype=object)
+    a, b = np.repeat(cats, r.astype(int)), np.repeat(cats, c.astype(int))
+    ours = run(sc.METHOD_CHI2, a, b)
+    stat, p = scipy_chi2(design_pooled_table(r, c))
+    assert_close(ours.score, stat, "chi2")
+    assert_close(ours.pvalue, p, "chi2 p")
+
+
+def test_chi2_pools_only_two_or_more_sparse_categories():
+    from otel_ml_processor.stats.chi2 import pool_sparse
+    r, c = np.array([500, 300, 3, 2]), np.array([50, 30, 1, 0])
+    assert [x.tolist() for x in pool_sparse(r, c)] == [[500, 300, 5], [50, 30, 1]]
+    one_sparse = np.array([500, 300, 3]), np.array([50, 30, 1])
+    assert [x.tolist() for x in pool_sparse(*one_sparse)] == [[500, 300, 3], [50, 30, 1]]
+    # everything sparse: one column left -> statistic 0, p-value 1
+    res = run(sc.METHOD_CHI2, np.array(["a", "b", "c"], dtype=object), np.array(["d"], dtype=object))
+    assert (res.score, res.pvalue) == (0.0, 1.0)
+
+
+@SETTINGS
+@given(st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=60))
+def test_bh_matches_statsmodels(p):
+    want = multipletests(p, method="fdr_bh")[1]
+    np.testing.assert_allclose(bh_qvalues(p), want, rtol=1e-9, atol=1e-12)
 
 
 @SETTINGS
@@ -107,7 +151,7 @@ def test_chi2_on_numbers_as_categories(a, b):
     r = np.array([np.sum(a == x) for x in cats])
     c = np.array([np.sum(b == x) for x in cats])
     ours = run(sc.METHOD_CHI2, a, b, CATEGORICAL)
-    stat, p, _, _ = stats.chi2_contingency([r, c], correction=False)
+    stat, p = scipy_chi2(design_pooled_table(r, c))
     assert_close(ours.score, stat, "chi2")
     assert_close(ours.pvalue, p, "chi2 p")
 
@@ -119,8 +163,9 @@ def test_missing_values_are_left_out():
     want = stats.ks_2samp([1.0, 2.0, 3.0], [2.5, 0.5])
     assert_close(ours.score, want.statistic)
     assert_close(ours.pvalue, want.pvalue)
-    cat = run(sc.METHOD_CHI2, np.array(["a", None, "b"], dtype=object), np.array([None, "a"], dtype=object))
-    stat, p, _, _ = stats.chi2_contingency([[1, 1], [1, 0]], correction=False)
+    ref_cat = np.array(["a", None, "b"] * 20, dtype=object)
+    cat = run(sc.METHOD_CHI2, ref_cat, np.array([None, "a", "b", "a"] * 10, dtype=object))
+    stat, _, _, _ = stats.chi2_contingency([[20, 20], [20, 10]], correction=False)
     assert_close(cat.score, stat)
 
 
@@ -164,14 +209,27 @@ def test_records_are_declarative():
         assert t.name == name
         assert t.score_kind in ("pvalue", "distance")
         assert t.kinds <= {NUMERIC, CATEGORICAL}
-    assert TESTS["ks"].default_threshold == 0.05 and TESTS["chi2"].default_threshold == 0.05
+        # a distance test declares its noise floor; a p-value test takes drift.alpha
+        assert (t.noise_floor is not None) == (t.score_kind == "distance")
+    assert TESTS["ks"].default_threshold == TESTS["chi2"].default_threshold == 0.01   # drift.alpha's default
     assert TESTS["psi"].default_threshold == 0.2
     assert TESTS["wasserstein"].default_threshold == 0.1 and TESTS["jensenshannon"].default_threshold == 0.1
+    # every slot of auto is filled exactly once
+    slots = [s for t in TESTS.values() for s in t.auto]
+    assert sorted(slots) == sorted({(k, size) for k in (NUMERIC, CATEGORICAL) for size in ("small", "large")})
 
 
-def test_detection_direction():
-    ks, psi = TESTS["ks"], TESTS["psi"]
-    from otel_ml_processor.stats.registry import DriftScore
-    assert ks.detected(DriftScore(0.5, 0.01), None) and not ks.detected(DriftScore(0.5, 0.05), None)
-    assert psi.detected(DriftScore(0.2), None) and not psi.detected(DriftScore(0.19), None)
-    assert psi.detected(DriftScore(0.1), 0.1)
+def test_registry_names_no_test():
+    # the registry resolves auto from the records' declarations: a renamed test still fills its slot
+    import dataclasses
+    renamed = {"my_ks" if n == "ks" else n: dataclasses.replace(t, name="my_ks") if n == "ks" else t
+               for n, t in TESTS.items()}
+    ref = FeatureReference.build(np.random.default_rng(0).normal(size=500))
+    assert resolve_method("auto", ref, renamed) == "my_ks"
+
+
+def test_psi_edges_belong_to_psi():
+    ref = FeatureReference.build(np.arange(100.0))
+    assert not hasattr(ref, "psi_edges") and not hasattr(ref, "psi_counts")
+    bins = TESTS["psi"].prepare(ref, NUMERIC)
+    np.testing.assert_array_equal(bins.edges, np.unique(np.quantile(np.arange(100.0), np.linspace(0.1, 0.9, 9))))

@@ -106,3 +106,43 @@ def test_regression_matches_sklearn(rows):
     assert_matches(ours, sc.PERF_MAE, skm.mean_absolute_error(y, yp))
     assert_matches(ours, sc.PERF_RMSE, skm.root_mean_squared_error(y, yp))
     assert_matches(ours, sc.PERF_R2, oracle(skm.r2_score, y, yp))
+
+
+# -- Wilson intervals (statsmodels is the oracle) --------------------------------------------------
+@SETTINGS
+@given(st.integers(0, 5000), st.integers(1, 5000))
+def test_wilson_matches_statsmodels(count, nobs):
+    from statsmodels.stats.proportion import proportion_confint
+
+    from otel_ml_processor.stats.performance import wilson_interval
+    count = min(count, nobs)
+    lo, hi = wilson_interval(count, nobs)
+    want_lo, want_hi = proportion_confint(count, nobs, alpha=0.05, method="wilson")
+    np.testing.assert_allclose([lo, hi], [want_lo, want_hi], rtol=1e-9, atol=1e-12)
+    assert 0.0 <= lo <= count / nobs + 1e-12 and count / nobs - 1e-12 <= hi <= 1.0
+
+
+@SETTINGS
+@given(binary_rows())
+def test_binary_intervals_are_wilson_of_each_denominator(rows):
+    from statsmodels.stats.proportion import proportion_confint
+
+    from otel_ml_processor.stats.performance import binary_intervals
+    y_true, y_pred, _ = rows
+    ours = binary_intervals(y_true, y_pred)
+    t, p = y_true.astype(bool), y_pred.astype(bool)
+    for metric, count, nobs in ((sc.PERF_ACCURACY, np.sum(t == p), t.size),
+                                (sc.PERF_PRECISION, np.sum(t & p), np.sum(p)),
+                                (sc.PERF_RECALL, np.sum(t & p), np.sum(t))):
+        if nobs == 0:
+            assert (metric, "lower") not in ours and (metric, "upper") not in ours
+            continue
+        lo, hi = proportion_confint(int(count), int(nobs), alpha=0.05, method="wilson")
+        np.testing.assert_allclose([ours[(metric, "lower")], ours[(metric, "upper")]], [lo, hi], rtol=1e-9, atol=1e-12)
+
+
+def test_forty_labels_do_not_prove_a_drop():
+    # DESIGN: the alerts compare the upper bound, so that 40 labels at 0.8 do not page for < 0.85
+    from otel_ml_processor.stats.performance import wilson_interval
+    lo, hi = wilson_interval(32, 40)
+    assert lo < 0.8 < 0.85 < hi

@@ -1,20 +1,32 @@
 """The per-model metrics engine: one :class:`ModelMetrics` from a window and its prepared reference.
 
 :func:`compute_model_metrics` applies DESIGN.md's "Statistics" to one (model, version):
-performance on the labeled window, CBPE's estimate, OOD, drift per feature / of the prediction /
-multivariate, fairness and per-group numbers, data quality counts, cardinality caps. Every value
-is finite; what is undefined is absent (see docs/metrics.md for each rule).
+performance and its Wilson intervals on the labeled window, CBPE's estimate, OOD, drift per
+feature / of the prediction / multivariate with their decisions, fairness with p-values and
+per-group numbers, data quality counts, cardinality caps. Every value is finite; what is
+undefined is absent (see docs/metrics.md for each rule).
 
 Row rules:
 
+- the labeled window (``labeled``) holds the last ``window.size`` predictions that have a joined
+  label, whether or not they are still in the window (the caller reads them from the database);
+  without it, the rows of ``window`` that carry a label are used. Performance, its intervals,
+  ``window_labeled``, equalized odds and the per-group accuracy / tpr / fpr use it; drift, OOD,
+  CBPE, selection rates and demographic parity use ``window``;
 - labeled row = its label is not None (regression: a finite number);
 - classification metrics use labeled rows that have a predicted label; probability metrics
   (roc_auc, log_loss, brier) the subset of those with a known P(positive);
 - regression metrics use labeled rows with a finite predicted value;
-- a missing / NaN / infinite feature value is left out of that feature's drift and OOD (counted in
-  ``data_quality``); rows missing a numeric feature are left out of the multivariate drift;
+- every feature value is read as the feature's type (the reference's: number, boolean or text,
+  :mod:`otel_ml_processor.clean.values`); a missing, NaN / infinite or unreadable value is left
+  out of that feature's drift and OOD (counted in ``data_quality`` as ``missing``, ``nan``,
+  ``type_mismatch``); rows missing a numeric feature are left out of the multivariate drift;
 - fairness (binary models only) uses rows with a predicted label and the attribute; groups past
   ``max_groups_per_attribute`` (fewest rows first) are folded into ``__other__``.
+
+Decisions: p-value tests on the Benjamini-Hochberg q-values of the model version's input
+features (the prediction on its own p-value), distance tests and the multivariate score against
+max(threshold, noise floor) (:mod:`otel_ml_processor.stats.decisions`).
 
 Example::
 
@@ -22,6 +34,7 @@ Example::
 
     m = compute_model_metrics(window, prepared_reference, ModelSpec(positive_label="1"))
     m.performance["accuracy"], [d for d in m.drift if d.detected]
+    m.performance_interval[("accuracy", "upper")], {d.feature: d.threshold for d in m.drift}
 """
 
 from __future__ import annotations
@@ -34,13 +47,15 @@ from typing import Optional
 import numpy as np
 
 from otel_ml import semconv as sc
+from otel_ml_processor.clean.values import NUMBER, read_column, read_value, TEXT
 from otel_ml_processor.compute.histograms import feature_histograms
 from otel_ml_processor.compute.reference import PreparedFeature, PreparedReference, positive_probability
-from otel_ml_processor.compute.window import QUALITY_MISSING, QUALITY_NAN, WindowData, number_str
+from otel_ml_processor.compute.window import QUALITY_MISSING, QUALITY_NAN, WindowData
 from otel_ml_processor.stats import cbpe, fairness, performance
 from otel_ml_processor.stats._codes import value_counts
-from otel_ml_processor.stats.ood import categorical_ood, numeric_ood
-from otel_ml_processor.stats.registry import NUMERIC, FeatureWindow
+from otel_ml_processor.stats.decisions import DEFAULT_ALPHA, bh_qvalues
+from otel_ml_processor.stats.ood import DEFAULT_MARGIN, categorical_ood, numeric_ood
+from otel_ml_processor.stats.registry import FeatureWindow
 
 __all__ = ["ModelSpec", "DriftResult", "ModelMetrics", "compute_model_metrics"]
 
@@ -54,9 +69,11 @@ class ModelSpec:
     window_size: int = 10000
     window_max_age: Optional[float] = None     # seconds
     drift_default_method: str = sc.METHOD_AUTO
-    drift_default_threshold: Optional[float] = None   # None -> the method's default
+    drift_default_threshold: Optional[float] = None   # None -> the method's default (p-value tests: drift_alpha)
     #: feature -> (method, threshold); also the keys "__prediction__" and "__multivariate__"
     drift_features: dict = field(default_factory=dict)
+    drift_alpha: float = DEFAULT_ALPHA         # drift.alpha
+    ood_margin: float = DEFAULT_MARGIN         # ood.margin
     fairness_attributes: tuple = ()
     fairness_min_group_size: int = 30
     max_features: int = 500
@@ -65,23 +82,33 @@ class ModelSpec:
 
 @dataclass
 class DriftResult:
+    """One drift series. ``threshold`` is what is compared: the q-value threshold of a p-value
+    test (detected when qvalue < threshold), the effective threshold max(threshold, noise floor)
+    of a distance test or the multivariate score (detected when score >= threshold)."""
+
     feature: str
     method: str
     score: float
     pvalue: Optional[float]
     detected: bool
+    qvalue: Optional[float] = None
+    threshold: Optional[float] = None
 
 
 @dataclass
 class ModelMetrics:
+    """One compute of one model version: plain values only (the exporter and the pages read it)."""
+
     window_predictions: int = 0
     window_labeled: int = 0
     performance: dict = field(default_factory=dict)            # metric -> value
+    performance_interval: dict = field(default_factory=dict)   # (metric, "lower" | "upper") -> value
     estimated_performance: dict = field(default_factory=dict)  # metric -> value (CBPE)
     ood_ratio: Optional[float] = None
     feature_ood_ratio: dict = field(default_factory=dict)      # feature -> fraction
     drift: list = field(default_factory=list)                  # [DriftResult]
     fairness: dict = field(default_factory=dict)               # (attribute, metric) -> value
+    fairness_pvalue: dict = field(default_factory=dict)        # (attribute, metric) -> p-value
     group_performance: dict = field(default_factory=dict)      # (attribute, group, metric) -> value
     group_predictions: dict = field(default_factory=dict)      # (attribute, group) -> rows
     data_quality: dict = field(default_factory=dict)           # (feature, issue) -> rows in window
@@ -90,12 +117,17 @@ class ModelMetrics:
 
 
 def _present(arr: np.ndarray) -> np.ndarray:
-    return np.fromiter((x is not None for x in arr.tolist()), dtype=bool, count=len(arr))
+    """Mask of the values that are not None (object arrays; an elementwise C loop)."""
+    return np.asarray(np.not_equal(arr, None), dtype=bool).reshape(len(arr))
 
 
 def _labels_str(label: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return np.array([v if isinstance(v, str) else number_str(v) if isinstance(v, (int, float)) and
-                     not isinstance(v, bool) else str(v) for v in label[mask].tolist()], dtype=object)
+    """The labels of ``mask`` as class strings (a label sent as a number is written as text)."""
+    labels = label[mask]
+    items = labels.tolist()
+    if set(map(type, items)) <= {str}:
+        return labels
+    return np.array([read_value(TEXT, v) for v in items], dtype=object)
 
 
 def _regression_labels(label: np.ndarray) -> np.ndarray:
@@ -120,55 +152,116 @@ def _quality(window: WindowData, name: str, values: np.ndarray) -> tuple[int, in
     return int(np.count_nonzero(nan)), int(np.count_nonzero(~nan & ~np.isfinite(values)))
 
 
-def _align(values: np.ndarray, pf: PreparedFeature) -> tuple[np.ndarray, np.ndarray]:
-    """The window column in the reference's value kind, and a mask of values that cannot be
-    (a string where the reference has numbers: OOD, left out of drift)."""
-    if pf.ref.value_kind == NUMERIC:
-        if values.dtype != object:
-            return values.astype(float, copy=False), np.zeros(len(values), dtype=bool)
-        out = np.full(len(values), np.nan)
-        bad = np.zeros(len(values), dtype=bool)
-        for i, v in enumerate(values.tolist()):
-            if v is None:
-                continue
-            try:
-                out[i] = float(v)
-            except ValueError:
-                bad[i] = True
-        return out, bad
-    if values.dtype != object:
-        return np.array([None if not math.isfinite(v) else number_str(v) for v in values.tolist()],
-                        dtype=object), np.zeros(len(values), dtype=bool)
-    return values, np.zeros(len(values), dtype=bool)
+@dataclass
+class _Tested:
+    """A feature's score before the model-wide decision."""
+
+    feature: str
+    pf: PreparedFeature
+    score: float
+    pvalue: Optional[float]
+    n_window: int
 
 
-def _drift(pf: PreparedFeature, values: np.ndarray, feature: str) -> Optional[DriftResult]:
-    cur = FeatureWindow.build(values)
-    if cur.n == 0 or pf.ref.n == 0:
+def _score(pf: PreparedFeature, values: np.ndarray, feature: str) -> Optional[_Tested]:
+    if pf.ref.n == 0 or pf.state is None:
         return None
-    res = pf.test.compute(pf.ref, cur, pf.treatment)
+    cur = FeatureWindow.build(values)
+    if cur.n == 0:
+        return None
+    res = pf.test.compute(pf.state, cur)
     if not math.isfinite(res.score) or (res.pvalue is not None and not math.isfinite(res.pvalue)):
         return None
-    return DriftResult(feature, pf.method, float(res.score), res.pvalue, pf.test.detected(res, pf.threshold))
+    if not pf.is_pvalue:
+        pf.effective_threshold(cur.n)   # the floor is computed here, on the feature's thread
+    return _Tested(feature, pf, float(res.score), None if res.pvalue is None else float(res.pvalue), cur.n)
 
 
-def _cap_groups(groups: np.ndarray, limit: int) -> tuple[np.ndarray, int]:
-    names, counts = value_counts(groups)
+def _decide(tested: list[_Tested], prediction: Optional[_Tested]) -> list[DriftResult]:
+    """BH across the input features' p-values (the prediction on its own); distances against
+    their effective thresholds."""
+    out: list[DriftResult] = []
+    pv = [t for t in tested if t.pf.is_pvalue]
+    qs = dict(zip((t.feature for t in pv), bh_qvalues([t.pvalue for t in pv]).tolist()))
+    for t in [*tested, *([prediction] if prediction is not None else [])]:
+        if t.pf.is_pvalue:
+            q = qs.get(t.feature, t.pvalue) if t is not prediction else t.pvalue
+            out.append(DriftResult(t.feature, t.pf.method, t.score, t.pvalue, q < t.pf.threshold, q, t.pf.threshold))
+        else:
+            th = t.pf.effective_threshold(t.n_window)
+            out.append(DriftResult(t.feature, t.pf.method, t.score, None, t.score >= th, None, th))
+    return out
+
+
+def _group_keep(groups: list, limit: int) -> Optional[set]:
+    """The groups kept under the cap (most rows first, ties by name), None when none is folded."""
+    names, counts = value_counts(np.concatenate([g for g in groups if g.size] or [np.zeros(0, dtype=object)]))
     if names.size <= limit:
-        return groups, 0
-    # keep the most frequent groups (ties: by name), fold the rest
+        return None
     order = np.lexsort((names, -counts))
-    keep = set(names[order[:limit]].tolist())
-    folded = np.array([g if g in keep else sc.OVERFLOW_LABEL_VALUE for g in groups.tolist()], dtype=object)
-    return folded, int(names.size - limit)
+    return set(names[order[:limit]].tolist())
+
+
+def _fold(groups: np.ndarray, keep: Optional[set]) -> np.ndarray:
+    if keep is None:
+        return groups
+    return np.array([g if g in keep else sc.OVERFLOW_LABEL_VALUE for g in groups.tolist()], dtype=object)
+
+
+@dataclass
+class _Labeled:
+    """The labeled rows the performance and per-group numbers use (see the module doc)."""
+
+    data: WindowData
+    rows: np.ndarray           # mask over ``data``: labeled (and, for classification, a label present)
+
+
+def _labeled_rows(window: WindowData, labeled: Optional[WindowData], task: str) -> _Labeled:
+    data = window if labeled is None else labeled
+    if task == sc.TASK_REGRESSION:
+        rows = np.isfinite(_regression_labels(data.label))
+    else:
+        rows = _present(data.label)
+    return _Labeled(data, rows)
+
+
+def _performance(m: ModelMetrics, lab: _Labeled, task: str, binary: bool, pos: Optional[str]) -> None:
+    d = lab.data
+    if task == sc.TASK_REGRESSION:
+        y_true = _regression_labels(d.label)
+        use = lab.rows & np.isfinite(d.output_value)
+        m.performance = performance.regression_performance(y_true[use], d.output_value[use])
+        return
+    use = lab.rows & _present(d.output_label)
+    y_true_s = _labels_str(d.label, use)
+    y_pred_s = d.output_label[use].astype(str).astype(object)
+    if binary:
+        pp = positive_probability(pos, d.output_label, d.score, d.probabilities)[use]
+        t01 = (y_true_s == pos).astype(int)
+        y01 = (y_pred_s == pos).astype(int)
+        known = np.isfinite(pp)
+        m.performance = performance.binary_performance(t01, y01)
+        m.performance_interval = performance.binary_intervals(t01, y01)
+        if np.any(known):
+            probs = performance.binary_performance(t01[known], y01[known], pp[known])
+            for k in (sc.PERF_ROC_AUC, sc.PERF_LOG_LOSS, sc.PERF_BRIER):
+                if k in probs:
+                    m.performance[k] = probs[k]
+    else:
+        m.performance = performance.multiclass_performance(y_true_s, y_pred_s)
+        m.performance_interval = performance.accuracy_interval(int(np.count_nonzero(y_true_s == y_pred_s)),
+                                                               int(y_true_s.size))
 
 
 def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], spec: ModelSpec,
-                          executor: Optional[Executor] = None) -> ModelMetrics:
+                          executor: Optional[Executor] = None,
+                          labeled: Optional[WindowData] = None) -> ModelMetrics:
     """All metrics of one (model, version) window; ``ref`` None -> no drift, OOD or CBPE.
 
-    ``executor`` (e.g. a ``ThreadPoolExecutor`` with one worker per core, owned by the caller)
-    runs the per-feature OOD and drift work in parallel; results are the same without it.
+    ``labeled``: the labeled window (every row has a joined label; it may hold predictions that
+    left ``window``); None -> the rows of ``window`` that carry a label. ``executor`` (e.g. a
+    ``ThreadPoolExecutor`` with one worker per core, owned by the caller) runs the per-feature
+    OOD and drift work in parallel; results are the same without it.
     """
     task = spec.task or window.task
     n = len(window.prediction_ids)
@@ -177,93 +270,77 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
     binary = task == sc.TASK_CLASSIFICATION and spec.positive_label is not None
     pos = spec.positive_label
 
-    # -- performance ----------------------------------------------------------------------------
-    has_pred = _present(window.output_label)
-    if task == sc.TASK_REGRESSION:
-        y_true_r = _regression_labels(window.label)
-        labeled = np.isfinite(y_true_r)
-        use = labeled & np.isfinite(window.output_value)
-        m.performance = performance.regression_performance(y_true_r[use], window.output_value[use])
-    else:
-        labeled = _present(window.label)
-        use = labeled & has_pred
-        y_true_s = _labels_str(window.label, use)
-        y_pred_s = window.output_label[use].astype(str).astype(object)
-        if binary:
-            p_pos = positive_probability(pos, window.output_label, window.score, window.probabilities)
-            pp = p_pos[use]
-            t01 = (y_true_s == pos).astype(int)
-            y01 = (y_pred_s == pos).astype(int)
-            known = np.isfinite(pp)
-            m.performance = performance.binary_performance(t01, y01)
-            if np.any(known):
-                probs = performance.binary_performance(t01[known], y01[known], pp[known])
-                for k in (sc.PERF_ROC_AUC, sc.PERF_LOG_LOSS, sc.PERF_BRIER):
-                    if k in probs:
-                        m.performance[k] = probs[k]
-        else:
-            m.performance = performance.multiclass_performance(y_true_s, y_pred_s)
-    m.window_labeled = int(np.count_nonzero(labeled))
+    # -- performance (labeled window) --------------------------------------------------------
+    lab = _labeled_rows(window, labeled, task)
+    _performance(m, lab, task, binary, pos)
+    m.window_labeled = int(np.count_nonzero(lab.rows))
 
     # -- data quality (window features under the cap) ---------------------------------------------
     names = sorted(window.features)
     if ref is not None:
         # the reference's features first, in its order; others after
-        names = [k for k in ref.features if k in window.features] + [k for k in names if k not in ref.features]
+        names = list(ref.features) + [k for k in names if k not in ref.features]
     kept_names = names[: spec.max_features]
     cut = set(names[spec.max_features:])
     for name in kept_names:
-        missing, nan = _quality(window, name, window.features[name])
+        col = window.features.get(name)
+        # a reference feature that no window row sent is missing in every row
+        missing, nan = (n, 0) if col is None else _quality(window, name, col)
         if missing:
             m.data_quality[(name, sc.ISSUE_MISSING)] = missing
         if nan:
             m.data_quality[(name, sc.ISSUE_NAN)] = nan
 
     # -- OOD and drift --------------------------------------------------------------------------
+    has_pred = _present(window.output_label)
     if ref is not None:
         cut.update(ref.dropped_features)
         kept = set(kept_names)
         work = [(name, pf, window.features[name]) for name, pf in ref.features.items()
                 if name in window.features and name in kept]
+        margin = spec.ood_margin
 
         def one_feature(item):
             # numpy releases the GIL in sort / searchsorted: features can run on a thread pool
             name, pf, col = item
-            values, bad = _align(col, pf)
+            values, bad = read_column(pf.value_type, col)
             mask = None
             if pf.ref.n:
-                if pf.ref.value_kind == NUMERIC:
-                    mask = numeric_ood(values, pf.ref.min, pf.ref.max) | bad
+                if pf.value_type == NUMBER:
+                    mask = numeric_ood(values, pf.ref.min, pf.ref.max, margin)
                 else:
                     mask = categorical_ood(values, pf.ref.category_set)
-            return name, mask, _drift(pf, values, name)
+            return name, mask, _score(pf, values, name), int(np.count_nonzero(bad))
 
         results = list(executor.map(one_feature, work)) if executor is not None else [one_feature(w) for w in work]
-        masks = []
-        for name, mask, d in results:
+        masks, tested = [], []
+        for name, mask, t, bad in results:
+            if bad:
+                m.data_quality[(name, sc.ISSUE_TYPE_MISMATCH)] = bad
             if mask is not None:
                 masks.append(mask)
                 if n:
                     m.feature_ood_ratio[name] = float(np.count_nonzero(mask)) / n
-            if d is not None:
-                m.drift.append(d)
+            if t is not None:
+                tested.append(t)
         if n:
             anyood = np.zeros(n, dtype=bool)
             for mask in masks:
                 anyood |= mask
             m.ood_ratio = float(np.count_nonzero(anyood)) / n
+        pred = None
         if ref.prediction is not None:
             pcol = window.output_value if task == sc.TASK_REGRESSION else window.output_label
-            values, _ = _align(pcol, ref.prediction)
-            d = _drift(ref.prediction, values, sc.FEATURE_PREDICTION)
-            if d is not None:
-                m.drift.append(d)
+            values, _ = read_column(ref.prediction.value_type, pcol)
+            pred = _score(ref.prediction, values, sc.FEATURE_PREDICTION)
+        m.drift = _decide(tested, pred)
         if ref.multivariate is not None and all(k in window.features for k in ref.multivariate_features) and n:
-            x = np.stack([_align(window.features[k], ref.features[k])[0] for k in ref.multivariate_features])
-            s = ref.multivariate.score_columns(x)
+            x = np.stack([read_column(NUMBER, window.features[k])[0] for k in ref.multivariate_features])
+            s, rows = ref.multivariate.score_and_rows(x)
             if s is not None:
+                th = ref.multivariate_effective_threshold(rows)
                 m.drift.append(DriftResult(sc.FEATURE_MULTIVARIATE, sc.METHOD_PCA_RECONSTRUCTION, s, None,
-                                           s >= ref.multivariate_threshold))
+                                           s >= th, None, th))
 
         # -- CBPE ---------------------------------------------------------------------------------
         if binary and n:
@@ -275,13 +352,21 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
             m.estimated_performance = cbpe.estimate(p, window.output_label[ok] == pos)
 
     # -- fairness and groups ----------------------------------------------------------------------
+    ld = lab.data
+    l_has_pred = _present(ld.output_label) if labeled is not None else has_pred
     for attr in spec.fairness_attributes:
         seg = window.segments.get(attr)
-        if seg is None:
+        lseg = ld.segments.get(attr)
+        if seg is None and lseg is None:
             continue
-        has_attr = _present(seg)
-        groups_all, folded = _cap_groups(seg[has_attr], spec.max_groups_per_attribute)
-        limited[sc.KIND_GROUP] += folded
+        seg = np.full(n, None, dtype=object) if seg is None else seg
+        lseg = np.full(len(ld.prediction_ids), None, dtype=object) if lseg is None else lseg
+        has_attr, l_has_attr = _present(seg), _present(lseg)
+        seen = [seg[has_attr], lseg[l_has_attr & lab.rows]]
+        keep = _group_keep(seen, spec.max_groups_per_attribute)
+        if keep is not None:
+            limited[sc.KIND_GROUP] += len(set().union(*(set(g.tolist()) for g in seen)) - keep)
+        groups_all = _fold(seg[has_attr], keep)
         g_names, g_counts = value_counts(groups_all)
         for g, c in zip(g_names.tolist(), g_counts.tolist()):
             m.group_predictions[(attr, g)] = int(c)
@@ -291,15 +376,17 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
         groups[has_attr] = groups_all
         rows = has_attr & has_pred
         y_pred = (window.output_label[rows] == pos).astype(int)
-        lab = labeled[rows]
-        y_true = np.zeros(int(np.count_nonzero(rows)), dtype=int)
-        if np.any(lab):
-            y_true[lab] = (_labels_str(window.label[rows], lab) == pos).astype(int)
-        fair, per_group = fairness.fairness_metrics(y_pred, groups[rows], lab, y_true,
-                                                    spec.fairness_min_group_size)
-        for metric, v in fair.items():
+        lrows = l_has_attr & l_has_pred & lab.rows
+        l_true = (_labels_str(ld.label, lrows) == pos).astype(int)
+        l_pred = (ld.output_label[lrows] == pos).astype(int)
+        l_groups = _fold(lseg[lrows], keep)
+        fair = fairness.fairness_metrics(y_pred, groups[rows], l_true, l_pred, l_groups,
+                                         spec.fairness_min_group_size)
+        for metric, v in fair.metrics.items():
             m.fairness[(attr, metric)] = v
-        for (g, metric), v in per_group.items():
+        for metric, v in fair.pvalues.items():
+            m.fairness_pvalue[(attr, metric)] = v
+        for (g, metric), v in fair.groups.items():
             m.group_performance[(attr, g, metric)] = v
 
     # -- per-feature histograms for the model pages (compute/histograms.py) ------------------------

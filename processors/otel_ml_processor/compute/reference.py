@@ -4,14 +4,18 @@ A reference is a CSV or Parquet file (Parquet needs pyarrow) whose columns are t
 feature names plus the optional reserved columns ``__prediction__`` (predicted label or value),
 ``__score__`` (confidence of the predicted label, as ``ml.output.score``) and ``__label__`` (true
 label); or the first N predictions of the model version (:func:`reference_from_window`).
-CSV typing: an empty cell is missing; a column whose present cells all parse as numbers is
-numeric, else it is a column of strings.
+Typing (one type per feature, :mod:`otel_ml_processor.clean.values`): an empty CSV cell is missing;
+a column whose present values all read as numbers is numeric; one whose values are all true/false
+words (``True``, ``true``, ``FALSE``, ...; 1 / 0 may appear among them) is boolean, written
+``true`` / ``false`` as the ingest writes an OTLP bool; any other column is text, kept exactly.
 
 :func:`prepare_reference` does every reference-only computation once per (model, version):
 each feature's :class:`~otel_ml_processor.stats.registry.FeatureReference` (sorted values,
-PSI edges, category maps, min/max for OOD), the drift method resolved for each feature (``auto``
--> the actual test; config errors raised here), the PCA of the multivariate drift, and the CBPE
-calibrator.
+category maps, min/max for OOD) and type, the drift method resolved for each feature (``auto``
+-> the actual test; config errors raised here) and what that test prepares from the reference
+(its ``prepare`` step: bin edges, sorted values, ...), the noise-floor level of each distance
+test, the PCA of the multivariate drift, and the CBPE calibrator. Noise floors themselves are
+computed on first use, per window size rounded down to a power of two, and kept.
 
 Example::
 
@@ -21,6 +25,7 @@ Example::
     data = load_reference_file("reference.csv", features=["age", "plan"])
     prepared = prepare_reference(data, ModelSpec(task="classification", positive_label="1"))
     prepared.methods["age"]        # ("wasserstein", 0.1) for a numeric feature of > 1000 rows
+    prepared.features["age"].effective_threshold(100)   # max(0.1, the noise floor at 64 rows)
 """
 
 from __future__ import annotations
@@ -29,17 +34,22 @@ import csv
 import math
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from otel_ml import semconv as sc
-from otel_ml_processor.compute.window import WindowData, number_str
+from otel_ml_processor.clean.values import (
+    BOOLEAN, FALSE, NUMBER, TEXT, TRUE, column_type, file_column, read_value,
+)
+from otel_ml_processor.compute.window import WindowData
 from otel_ml_processor.stats.cbpe import IsotonicCalibrator
 from otel_ml_processor.stats.multivariate import DEFAULT_THRESHOLD as MULTIVARIATE_THRESHOLD
 from otel_ml_processor.stats.multivariate import PCAReconstruction
+from otel_ml_processor.stats.decisions import DEFAULT_ALPHA, family_level
+from otel_ml_processor.stats.noise import window_bucket
 from otel_ml_processor.stats.registry import (
-    NUMERIC, DriftConfigError, DriftTest, FeatureReference, builtin_tests, resolve_method,
+    NUMERIC, PVALUE, DriftConfigError, DriftTest, FeatureReference, builtin_tests, resolve_method,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,6 +76,10 @@ class ReferenceData:
     task: Optional[str] = None
     source: str = ""
 
+    def feature_types(self) -> dict:
+        """feature -> its type (number, boolean, text): how every value of it is read."""
+        return {name: column_type(col) for name, col in self.features.items()}
+
     @property
     def n_rows(self) -> int:
         for arr in (*self.features.values(), self.prediction, self.score, self.label):
@@ -74,47 +88,15 @@ class ReferenceData:
         return 0
 
 
-def _as_str(c: object) -> str:
-    if isinstance(c, str):
-        return c
-    if isinstance(c, (int, float)) and not isinstance(c, bool):
-        return number_str(c)
-    return str(c)
-
-
-def _typed_column(cells: list, parse_strings: bool) -> np.ndarray:
-    """float64 (NaN missing) when every present cell is a number, else object str (None missing).
-
-    ``parse_strings``: CSV cells are text, so a cell that parses as a float counts as a number
-    (``true`` / ``false`` do not); Parquet cells keep their own type.
-    """
-    def missing(c: object) -> bool:
-        return c is None or (parse_strings and c == "")
-
-    present = [c for c in cells if not missing(c)]
-
-    def is_number(c: object) -> bool:
-        if isinstance(c, bool):
-            return False
-        if isinstance(c, (int, float)):
-            return True
-        if parse_strings and isinstance(c, str):
-            try:
-                float(c)
-            except ValueError:
-                return False
-            return True
-        return False
-
-    if all(is_number(c) for c in present):
-        return np.array([math.nan if missing(c) else float(c) for c in cells], dtype=float)
-    return np.array([None if missing(c) else _as_str(c) for c in cells], dtype=object)
-
-
 def _label_column(cells: list, parse_strings: bool) -> np.ndarray:
     """Labels / predictions keep their text (``"01"`` stays ``"01"``); numbers are written as
-    :func:`number_str`; the engine converts to float for regression."""
-    return np.array([None if c is None or (parse_strings and c == "") else _as_str(c) for c in cells], dtype=object)
+    :func:`number_text`, bools and a column of true/false words (any case) as ``true`` /
+    ``false`` (as the ingest writes an OTLP bool); the engine converts to float for regression."""
+    present = [c for c in cells if not (c is None or (parse_strings and c == ""))]
+    words = bool(present) and all(isinstance(c, bool) or (isinstance(c, str) and c.strip().lower() in (TRUE, FALSE))
+                                  for c in present)
+    return np.array([None if c is None or (parse_strings and c == "") else
+                     (read_value(BOOLEAN, c) if words else read_value(TEXT, c)) for c in cells], dtype=object)
 
 
 def _read_columns(path: str) -> dict[str, list]:
@@ -167,11 +149,11 @@ def load_reference_file(path: str, features: Optional[list[str]] = None) -> Refe
     n = len(next(iter(cols.values()))) if cols else 0
     if n == 0:
         raise ReferenceError(f"reference file {path!r} has no rows")
-    feats = {k: _typed_column(v, csv_text) for k, v in cols.items() if k not in RESERVED}
+    feats = {k: file_column(v, csv_text) for k, v in cols.items() if k not in RESERVED}
     pred = cols.get(sc.REFERENCE_PREDICTION_COLUMN)
     score = cols.get(sc.REFERENCE_SCORE_COLUMN)
     label = cols.get(sc.REFERENCE_LABEL_COLUMN)
-    score_col = None if score is None else _typed_column(score, csv_text)
+    score_col = None if score is None else file_column(score, csv_text)
     if score_col is not None and score_col.dtype == object:
         raise ReferenceError(f"reference {path!r}: column {sc.REFERENCE_SCORE_COLUMN} must hold numbers")
     ref = ReferenceData(
@@ -219,19 +201,49 @@ def positive_probability(positive_label: str, output_label: np.ndarray, score: O
 
 
 def _label_strings(label: np.ndarray) -> np.ndarray:
-    return np.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else
-                     (number_str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v))
-                     for v in label.tolist()], dtype=object)
+    items = label.tolist()
+    if label.dtype == object and set(map(type, items)) <= {str, type(None)}:
+        return label
+    return np.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else read_value(TEXT, v)
+                     for v in items], dtype=object)
 
 
 @dataclass
 class PreparedFeature:
+    """One feature's reference, the test run on it and what that test prepared from it.
+
+    ``threshold``: the configured threshold (the method's default, or ``drift.alpha`` for a
+    p-value test). ``level``: the noise-floor level of a distance test (``drift.alpha`` / the
+    model's distance-tested input features; ``drift.alpha`` for the prediction).
+    :meth:`effective_threshold` is what a window's score is compared with.
+    """
+
     name: str
     ref: FeatureReference
     method: str            # the test actually run (never "auto")
     test: DriftTest
     threshold: float
     treatment: str         # "numeric" | "categorical"
+    value_type: str = NUMBER   # "number" | "boolean" | "text": how window values are read
+    state: Any = None          # the test's prepared state
+    level: float = DEFAULT_ALPHA
+    floors: dict = field(default_factory=dict, repr=False, compare=False)  # window bucket -> floor
+
+    @property
+    def is_pvalue(self) -> bool:
+        return self.test.score_kind == PVALUE
+
+    def effective_threshold(self, n_window: int) -> float:
+        """The threshold a distance score of ``n_window`` window values is compared with:
+        max(threshold, noise floor at ``n_window`` rounded down to a power of two) (cached per
+        power of two). A p-value test's is its q-value threshold."""
+        if self.is_pvalue or self.test.noise_floor is None:
+            return self.threshold
+        bucket = window_bucket(n_window)
+        floor = self.floors.get(bucket)
+        if floor is None:
+            floor = self.floors[bucket] = float(self.test.noise_floor(self.state, bucket, self.level, self.threshold))
+        return max(self.threshold, floor)
 
 
 @dataclass
@@ -247,6 +259,8 @@ class PreparedReference:
     multivariate_threshold: float = MULTIVARIATE_THRESHOLD
     calibrator: Optional[IsotonicCalibrator] = None
     tests: dict = field(default_factory=dict)
+    alpha: float = DEFAULT_ALPHA
+    multivariate_floors: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def methods(self) -> dict:
@@ -255,6 +269,17 @@ class PreparedReference:
         if self.prediction is not None:
             out[sc.FEATURE_PREDICTION] = (self.prediction.method, self.prediction.threshold)
         return out
+
+    def multivariate_effective_threshold(self, n_rows: int) -> float:
+        """max(multivariate threshold, the PCA score's noise floor at ``drift.alpha`` for
+        ``n_rows`` complete window rows rounded down to a power of two)."""
+        if self.multivariate is None:
+            return self.multivariate_threshold
+        bucket = window_bucket(n_rows)
+        floor = self.multivariate_floors.get(bucket)
+        if floor is None:
+            floor = self.multivariate_floors[bucket] = self.multivariate.noise_floor(bucket, self.alpha)
+        return max(self.multivariate_threshold, floor)
 
 
 def _prepare_feature(name: str, values: np.ndarray, rows: int, spec: "ModelSpec",
@@ -274,12 +299,15 @@ def _prepare_feature(name: str, values: np.ndarray, rows: int, spec: "ModelSpec"
             method, threshold = sc.METHOD_AUTO, None
     actual = resolve_method(method or sc.METHOD_AUTO, ref, tests, feature=name)
     test = tests[actual]
-    test.prepare(ref)
+    treatment = test.treatment(ref)
+    state = test.prepare(ref, treatment) if ref.n else None
     # OOD reads these every cycle
     _ = (ref.min, ref.max) if ref.value_kind == NUMERIC else ref.category_set
-    return PreparedFeature(name, ref, actual, test,
-                           test.default_threshold if threshold is None else float(threshold),
-                           test.treatment(ref))
+    if threshold is None:
+        # a p-value test's default threshold is the model's drift.alpha
+        threshold = spec.drift_alpha if test.score_kind == PVALUE else test.default_threshold
+    return PreparedFeature(name, ref, actual, test, float(threshold), treatment, column_type(values), state,
+                           spec.drift_alpha)
 
 
 def prepare_reference(ref: ReferenceData, spec: "ModelSpec", tests: Optional[dict] = None) -> PreparedReference:
@@ -289,6 +317,10 @@ def prepare_reference(ref: ReferenceData, spec: "ModelSpec", tests: Optional[dic
     names = list(ref.features)
     kept, dropped = names[: spec.max_features], tuple(names[spec.max_features:])
     feats = {k: _prepare_feature(k, ref.features[k], n, spec, tests) for k in kept}
+    # the input features' distance floors are set together: Bonferroni over those that can score
+    family = [f for f in feats.values() if not f.is_pvalue and f.ref.n]
+    for f in family:
+        f.level = family_level(spec.drift_alpha, len(family))
     task = spec.task or ref.task
     pred = None
     if ref.prediction is not None and len(ref.prediction):
@@ -306,10 +338,10 @@ def prepare_reference(ref: ReferenceData, spec: "ModelSpec", tests: Optional[dic
     if mv_method not in (None, sc.METHOD_AUTO, sc.METHOD_PCA_RECONSTRUCTION):
         raise DriftConfigError(f"multivariate drift method {mv_method!r} is unknown; known: "
                                f"{sc.METHOD_AUTO}, {sc.METHOD_PCA_RECONSTRUCTION}")
-    numeric = tuple(k for k, f in feats.items() if f.ref.value_kind == NUMERIC)
+    numeric = tuple(k for k, f in feats.items() if f.value_type == NUMBER)
     mv = None
     if len(numeric) >= 2:
-        mv = PCAReconstruction.fit_columns(np.stack([ref.features[k].astype(float) for k in numeric]))
+        mv = PCAReconstruction.fit_columns(np.stack([ref.features[k].astype(float, copy=False) for k in numeric]))
     calibrator = None
     if spec.positive_label is not None and ref.label is not None and ref.prediction is not None:
         pos = spec.positive_label
@@ -323,5 +355,5 @@ def prepare_reference(ref: ReferenceData, spec: "ModelSpec", tests: Optional[dic
         n_rows=n, features=feats, dropped_features=dropped, prediction=pred, multivariate=mv,
         multivariate_features=numeric if mv is not None else (),
         multivariate_threshold=MULTIVARIATE_THRESHOLD if mv_threshold is None else float(mv_threshold),
-        calibrator=calibrator, tests=tests,
+        calibrator=calibrator, tests=tests, alpha=spec.drift_alpha,
     )

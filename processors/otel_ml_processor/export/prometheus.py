@@ -33,10 +33,9 @@ def _ok(v) -> bool:
 
 
 class MLCollector(Collector):
-    def __init__(self, counters: Counters, snapshot: Callable[[], object], model_label: Callable[[str], str] = lambda m: m):
+    def __init__(self, counters: Counters, snapshot: Callable[[], object]):
         self.counters = counters
         self.snapshot = snapshot
-        self.model_label = model_label
 
     def describe(self) -> Iterable:
         return []  # values appear and disappear with models; no fixed description
@@ -91,13 +90,21 @@ class MLCollector(Collector):
         pending = GaugeMetricFamily(sc.M_LABELS_PENDING, "Labels waiting for their prediction.", value=snap.labels_pending)
         yield pending
         perf = g(sc.M_PERFORMANCE, "Model performance on the labeled window.", MV + [sc.L_METRIC])
+        perf_ci = g(sc.M_PERFORMANCE_INTERVAL, "95 % Wilson interval of accuracy, precision and recall on the labeled window.",
+                    MV + [sc.L_METRIC, sc.L_BOUND])
         est = g(sc.M_ESTIMATED_PERFORMANCE, "Label-free performance estimate (CBPE) on the window.", MV + [sc.L_METRIC])
         ood = g(sc.M_OOD_RATIO, "Fraction of window predictions with any out-of-distribution feature.", MV)
         food = g(sc.M_FEATURE_OOD_RATIO, "Fraction of window predictions with this feature out of distribution.", MV + [sc.L_FEATURE])
         dscore = g(sc.M_DRIFT_SCORE, "Drift statistic of the window against the reference.", MV + [sc.L_FEATURE, sc.L_METHOD])
         dp = g(sc.M_DRIFT_PVALUE, "P-value of the drift test (methods that have one).", MV + [sc.L_FEATURE, sc.L_METHOD])
+        dq = g(sc.M_DRIFT_QVALUE, "Benjamini-Hochberg q-value of the drift p-value across the model's features.",
+               MV + [sc.L_FEATURE, sc.L_METHOD])
+        dt = g(sc.M_DRIFT_THRESHOLD, "What the drift decision compares: the q-value threshold (p-value tests) or "
+               "max(threshold, noise floor) for the score (distances, multivariate).", MV + [sc.L_FEATURE, sc.L_METHOD])
         dd = g(sc.M_DRIFT_DETECTED, "1 when the drift test crosses its threshold.", MV + [sc.L_FEATURE, sc.L_METHOD])
         fair = g(sc.M_FAIRNESS, "Fairness metric across the groups of a sensitive attribute.", MV + [sc.L_ATTRIBUTE, sc.L_METRIC])
+        fair_p = g(sc.M_FAIRNESS_PVALUE, "Chi-squared p-value of the fairness gap (is it more than chance?).",
+                   MV + [sc.L_ATTRIBUTE, sc.L_METRIC])
         gperf = g(sc.M_GROUP_PERFORMANCE, "Per-group performance.", MV + [sc.L_ATTRIBUTE, sc.L_GROUP, sc.L_METRIC])
         gpred = g(sc.M_GROUP_PREDICTIONS, "Predictions per group in the window.", MV + [sc.L_ATTRIBUTE, sc.L_GROUP])
         wp = g(sc.M_WINDOW_PREDICTIONS, "Predictions in the window.", MV)
@@ -109,6 +116,9 @@ class MLCollector(Collector):
             for k, v in sorted(m.performance.items()):
                 if _ok(v):
                     perf.add_metric(mv + [k], v)
+            for (k, bound), v in sorted(m.performance_interval.items()):
+                if _ok(v):
+                    perf_ci.add_metric(mv + [k, bound], v)
             for k, v in sorted(m.estimated_performance.items()):
                 if _ok(v):
                     est.add_metric(mv + [k], v)
@@ -120,13 +130,21 @@ class MLCollector(Collector):
             for d in m.drift:
                 if not _ok(d.score):
                     continue
-                dscore.add_metric(mv + [d.feature, d.method], d.score)
+                labels = mv + [d.feature, d.method]
+                dscore.add_metric(labels, d.score)
                 if _ok(d.pvalue):
-                    dp.add_metric(mv + [d.feature, d.method], d.pvalue)
-                dd.add_metric(mv + [d.feature, d.method], 1.0 if d.detected else 0.0)
+                    dp.add_metric(labels, d.pvalue)
+                if _ok(d.qvalue):
+                    dq.add_metric(labels, d.qvalue)
+                if _ok(d.threshold):
+                    dt.add_metric(labels, d.threshold)
+                dd.add_metric(labels, 1.0 if d.detected else 0.0)
             for (attr, metric), v in sorted(m.fairness.items()):
                 if _ok(v):
                     fair.add_metric(mv + [attr, metric], v)
+            for (attr, metric), v in sorted(m.fairness_pvalue.items()):
+                if _ok(v):
+                    fair_p.add_metric(mv + [attr, metric], v)
             for (attr, group, metric), v in sorted(m.group_performance.items()):
                 if _ok(v):
                     gperf.add_metric(mv + [attr, group, metric], v)
@@ -137,4 +155,4 @@ class MLCollector(Collector):
             if (model, version) in snap.computed_at:
                 last.add_metric(mv, snap.computed_at[(model, version)])
                 dur.add_metric(mv, snap.durations[(model, version)])
-        yield from (perf, est, ood, food, dscore, dp, dd, fair, gperf, gpred, wp, wl, last, dur)
+        yield from (perf, perf_ci, est, ood, food, dscore, dp, dq, dt, dd, fair, fair_p, gperf, gpred, wp, wl, last, dur)

@@ -15,9 +15,11 @@ def factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if v.dtype != object:
         uniq, inv = np.unique(v, return_inverse=True)
         return uniq, inv.reshape(-1)
-    table: dict = {}
-    first = np.fromiter((table.setdefault(x, len(table)) for x in v.tolist()), dtype=np.intp, count=v.size)
-    keys = list(table)
+    items = v.tolist()
+    # distinct values in order of appearance, then each item's code by a C-level lookup
+    keys = list(dict.fromkeys(items))
+    table = {k: i for i, k in enumerate(keys)}
+    first = np.fromiter(map(table.__getitem__, items), dtype=np.intp, count=v.size)
     order = sorted(range(len(keys)), key=keys.__getitem__)
     uniq = np.empty(len(keys), dtype=object)
     uniq[:] = [keys[i] for i in order]

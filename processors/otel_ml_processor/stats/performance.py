@@ -13,6 +13,18 @@ returned dict, never NaN. The rules, all those of scikit-learn 1.x:
 - regression: ``r2`` absent with fewer than 2 rows; when y_true is constant it is 1.0 for a
   perfect prediction else 0.0 (sklearn's ``force_finite=True``).
 
+Intervals (``ml_performance_interval{metric, bound}``): the 95 % Wilson score interval of
+accuracy (any classification) and, for binary models, of precision and recall, each a
+proportion of its own denominator (labeled rows, predicted positives, actual positives), as
+``statsmodels.stats.proportion.proportion_confint(count, nobs, alpha=0.05, method="wilson")``;
+absent when the denominator is 0. With z = Phi^-1(0.975), p = count / nobs (clipped to [0, 1])::
+
+    center = (p + z^2 / (2 nobs)) / (1 + z^2 / nobs)
+    half   = z sqrt(p (1 - p) / nobs + z^2 / (4 nobs^2)) / (1 + z^2 / nobs)
+
+An alert that compares the upper bound with a minimum fires only when even the optimistic end of
+the interval is below it: 40 labels at accuracy 0.8 give [0.65, 0.90].
+
 Example::
 
     import numpy as np
@@ -27,11 +39,18 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import stats
 
 from otel_ml import semconv as sc
 
 __all__ = ["binary_performance", "multiclass_performance", "regression_performance",
-           "binary_counts", "roc_auc"]
+           "binary_counts", "roc_auc", "wilson_interval", "binary_intervals", "accuracy_interval",
+           "LOWER", "UPPER"]
+
+LOWER, UPPER = sc.BOUND_LOWER, sc.BOUND_UPPER
+#: Two-sided level of the intervals (95 %).
+INTERVAL_ALPHA = 0.05
+_Z = float(stats.norm.isf(INTERVAL_ALPHA / 2.0))
 
 
 def _finite(out: dict[str, float]) -> dict[str, float]:
@@ -170,3 +189,37 @@ def regression_performance(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, 
         else:
             out[sc.PERF_R2] = 1.0 if num == 0.0 else 0.0
     return _finite(out)
+
+
+def wilson_interval(count: int, nobs: int) -> tuple[float, float] | None:
+    """95 % Wilson score interval of ``count`` / ``nobs`` (statsmodels' expression); None for nobs 0."""
+    if nobs <= 0:
+        return None
+    q = count / nobs
+    z2 = _Z * _Z
+    denom = 1.0 + z2 / nobs
+    center = (q + z2 / (2.0 * nobs)) / denom
+    dist = _Z * np.sqrt(q * (1.0 - q) / nobs + z2 / (4.0 * nobs ** 2)) / denom
+    # statsmodels clips to [0, 1] (rounding can put a bound a hair outside)
+    return float(np.clip(center - dist, 0.0, 1.0)), float(np.clip(center + dist, 0.0, 1.0))
+
+
+def _put(out: dict, metric: str, interval: tuple[float, float] | None) -> None:
+    if interval is not None:
+        out[(metric, LOWER)], out[(metric, UPPER)] = interval
+
+
+def accuracy_interval(correct: int, n: int) -> dict[tuple[str, str], float]:
+    """{(accuracy, lower|upper): bound}; {} for no rows."""
+    out: dict = {}
+    _put(out, sc.PERF_ACCURACY, wilson_interval(correct, n))
+    return out
+
+
+def binary_intervals(y_true: np.ndarray, y_pred: np.ndarray) -> dict[tuple[str, str], float]:
+    """{(metric, bound): value} for accuracy, precision and recall of 0/1 arrays."""
+    tp, fp, fn, tn = binary_counts(y_true, y_pred)
+    out = accuracy_interval(tp + tn, tp + fp + fn + tn)
+    _put(out, sc.PERF_PRECISION, wilson_interval(tp, tp + fp))
+    _put(out, sc.PERF_RECALL, wilson_interval(tp, tp + fn))
+    return out

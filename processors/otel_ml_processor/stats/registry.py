@@ -1,19 +1,28 @@
-"""The drift-test registry: one declarative record per test, one function signature for all.
+"""The drift-test registry: one declarative record per test, one signature for all.
 
 Each test lives in its own module (:mod:`.ks`, :mod:`.psi`, :mod:`.jensenshannon`,
 :mod:`.wasserstein`, :mod:`.chi2`) and exposes a module-level ``TEST`` record;
-:func:`builtin_tests` collects them explicitly (no registration by import side effect). A test
-function takes the prepared reference of one feature, the window's values of that feature and
-the treatment (``"numeric"`` or ``"categorical"``) and returns a :class:`DriftScore`.
+:func:`builtin_tests` collects them explicitly (no registration by import side effect). A record
+declares everything the registry and the engine need to know about its test, so that neither
+names a test:
+
+- ``prepare(ref, treatment) -> state``: what the test needs from one feature's reference,
+  computed once per reference (sorted values, bin edges and counts, category counts, ...);
+- ``compute(state, window) -> DriftScore``: the score (and p-value) of one window;
+- ``noise_floor(state, n_window, level, threshold) -> float`` (distance tests): the score's
+  (1 - level) quantile when reference and window are independent samples of one distribution
+  (see :mod:`.noise` and docs/metrics.md), or 0.0 when it cannot reach ``threshold`` (then it
+  need not be computed);
+- ``auto``: the slots of ``auto`` the test fills, as (treatment, reference size) pairs.
 
 Feature kinds (DESIGN.md, drift ``auto``):
 
 - *value kind*: ``numeric`` when every present reference value is a number, else ``categorical``;
   a numeric-only test (ks, psi, wasserstein) on a categorical-valued feature is a config error;
 - *auto kind*: ``numeric`` when the value kind is numeric and the reference has more than 5
-  distinct values, else ``categorical``. ``auto`` resolves to ``ks`` (≤ 1000 reference rows) or
-  ``wasserstein`` for an auto-numeric feature, to ``chi2`` (≤ 1000 rows) or ``jensenshannon``
-  otherwise.
+  distinct values, else ``categorical``. ``auto`` picks the test whose ``auto`` slots hold
+  (auto kind, ``small`` when the reference has <= 1000 rows else ``large``): ks / wasserstein
+  for numeric features, chi2 / jensenshannon for the others.
 
 Example::
 
@@ -22,16 +31,17 @@ Example::
 
     tests = builtin_tests()
     ref = FeatureReference.build(np.random.default_rng(0).normal(size=2000))
-    method = resolve_method("auto", ref, tests)          # "wasserstein"
-    res = tests[method].compute(ref, FeatureWindow(np.zeros(10)), tests[method].treatment(ref))
-    tests[method].detected(res, None)                    # uses the default threshold 0.1
+    test = tests[resolve_method("auto", ref, tests)]      # wasserstein
+    state = test.prepare(ref, test.treatment(ref))
+    score = test.compute(state, FeatureWindow.build(np.zeros(10)))
+    floor = test.noise_floor(state, 10, 0.01, 0.1)        # what 10 stable values could reach
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -39,16 +49,18 @@ from otel_ml import semconv as sc
 from otel_ml_processor.stats._codes import value_counts
 
 __all__ = [
-    "NUMERIC", "CATEGORICAL", "PVALUE", "DISTANCE", "AUTO_MAX_EXACT_ROWS", "AUTO_MIN_DISTINCT",
-    "DriftScore", "DriftTest", "FeatureReference", "FeatureWindow", "DriftConfigError",
-    "builtin_tests", "resolve_method",
+    "NUMERIC", "CATEGORICAL", "PVALUE", "DISTANCE", "SMALL", "LARGE", "AUTO_MAX_EXACT_ROWS",
+    "AUTO_MIN_DISTINCT", "DriftScore", "DriftTest", "FeatureReference", "FeatureWindow",
+    "DriftConfigError", "builtin_tests", "resolve_method", "present_values", "union_counts",
+    "bin_counts_sorted",
 ]
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
 PVALUE = "pvalue"
 DISTANCE = "distance"
-#: ``auto`` picks the statistical test (ks / chi2) up to this many reference rows, a distance above.
+#: ``auto``'s reference sizes: at most ``AUTO_MAX_EXACT_ROWS`` rows (a statistical test) or more.
+SMALL, LARGE = "small", "large"
 AUTO_MAX_EXACT_ROWS = 1000
 #: ``auto`` treats a numeric feature as categorical unless it has more than this many distinct values.
 AUTO_MIN_DISTINCT = 5
@@ -66,11 +78,12 @@ class DriftScore:
 
 @dataclass
 class FeatureReference:
-    """What depends only on one feature's reference values, computed once.
+    """One feature's present reference values, and what any test may read from them.
 
-    ``values``: float64 with the missing values (NaN) removed when numeric, else an object
-    array of str with the missing values (None) removed. Everything else is derived lazily and
-    cached: ``sorted`` values, ``std``, PSI ``edges`` and bin counts, the ``categories`` map.
+    ``values``: float64 with the missing values (NaN) removed when numeric, else an object array
+    of str with the missing values (None) removed. Derived values are computed on first use and
+    kept: ``sorted``, ``std``, ``min``/``max``, the categories and their counts. What only one
+    test needs belongs to that test's prepared state, not here.
     """
 
     values: np.ndarray
@@ -94,7 +107,8 @@ class FeatureReference:
 
     @cached_property
     def sorted(self) -> np.ndarray:
-        return np.sort(self.values, kind="stable")
+        # (numpy's default sort: vectorized, and the order of equal values does not matter here)
+        return np.sort(self.values)
 
     @cached_property
     def n_distinct(self) -> int:
@@ -111,29 +125,15 @@ class FeatureReference:
 
     @cached_property
     def min(self) -> float:
-        return float(np.min(self.values)) if self.n else np.nan
+        return float(self.sorted[0]) if self.n else np.nan
 
     @cached_property
     def max(self) -> float:
-        return float(np.max(self.values)) if self.n else np.nan
+        return float(self.sorted[-1]) if self.n else np.nan
 
     @cached_property
     def std(self) -> float:
         return float(np.std(self.values))
-
-    @cached_property
-    def psi_edges(self) -> np.ndarray:
-        # exactly DESIGN.md's expression
-        if self.n == 0:
-            return np.zeros(0)
-        return np.unique(np.quantile(self.values, np.linspace(0.1, 0.9, 9)))
-
-    @cached_property
-    def psi_counts(self) -> np.ndarray:
-        if "sorted" in self.__dict__:
-            return bin_counts_sorted(self.sorted, self.psi_edges)
-        return np.bincount(np.searchsorted(self.psi_edges, self.values, side="right"),
-                           minlength=self.psi_edges.size + 1)
 
     @cached_property
     def _categories(self) -> tuple[np.ndarray, np.ndarray]:
@@ -161,12 +161,16 @@ def present_values(values: np.ndarray) -> np.ndarray:
     v = np.asarray(values)
     if v.dtype.kind in "fiu":
         v = v.astype(float, copy=False)
-        return v[np.isfinite(v)]
+        finite = np.isfinite(v)
+        return v if finite.all() else v[finite]
     if v.size == 0:
         return np.zeros(0, dtype=object)
-    present = np.fromiter((x is not None for x in v.tolist()), dtype=bool, count=v.size)
-    out = v[present]
-    return np.array([x if isinstance(x, str) else str(x) for x in out.tolist()], dtype=object)
+    items = [x for x in v.tolist() if x is not None]
+    if not set(map(type, items)) <= {str}:
+        items = [x if isinstance(x, str) else str(x) for x in items]
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
 
 
 def bin_counts_sorted(sorted_values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -181,7 +185,6 @@ class FeatureWindow:
     """The window's present values of one feature (same dtype rules as FeatureReference)."""
 
     values: np.ndarray
-    _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, values: np.ndarray) -> "FeatureWindow":
@@ -195,16 +198,16 @@ class FeatureWindow:
     def sorted(self) -> np.ndarray:
         return np.sort(self.values)
 
+    @cached_property
     def category_counts(self) -> tuple[np.ndarray, np.ndarray]:
-        if "cat" not in self._cache:
-            self._cache["cat"] = value_counts(self.values)
-        return self._cache["cat"]
+        """(sorted distinct values, their counts)."""
+        return value_counts(self.values)
 
 
 def union_counts(ref: FeatureReference, cur: FeatureWindow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(categories, reference counts, window counts) over the sorted union of categories."""
     rc, rn = ref.categories, ref.category_counts
-    wc, wn = cur.category_counts()
+    wc, wn = cur.category_counts
     cats = np.union1d(rc, wc)
     r = np.zeros(cats.size, dtype=np.int64)
     w = np.zeros(cats.size, dtype=np.int64)
@@ -215,18 +218,23 @@ def union_counts(ref: FeatureReference, cur: FeatureWindow) -> tuple[np.ndarray,
 
 @dataclass(frozen=True)
 class DriftTest:
-    """Declarative record of one drift test.
+    """Declarative record of one drift test (see the module doc for the callables).
 
     ``kinds``: the treatments it supports; a test whose kinds are only ``{"numeric"}`` cannot run
-    on a categorical-valued feature. ``score_kind``: ``"pvalue"`` (detected when p < threshold)
-    or ``"distance"`` (detected when score >= threshold).
+    on a categorical-valued feature. ``score_kind``: ``"pvalue"`` (decided on the
+    Benjamini-Hochberg q-value) or ``"distance"`` (decided on the score against max(threshold,
+    noise floor)). ``default_threshold``: for a p-value test, the default ``drift.alpha`` (a
+    model's own ``drift.alpha`` replaces it).
     """
 
     name: str
     kinds: frozenset
     score_kind: str
     default_threshold: float
-    compute: Callable[[FeatureReference, FeatureWindow, str], DriftScore]
+    prepare: Callable[[FeatureReference, str], Any]
+    compute: Callable[[Any, FeatureWindow], DriftScore]
+    noise_floor: Optional[Callable[[Any, int, float, float], float]] = None
+    auto: frozenset = frozenset()
     description: str = ""
 
     def treatment(self, ref: FeatureReference) -> str:
@@ -237,32 +245,13 @@ class DriftTest:
             return CATEGORICAL
         return ref.auto_kind
 
-    def prepare(self, ref: FeatureReference) -> None:
-        """Compute now (once per reference) the reference-only parts this test reads."""
-        if ref.n == 0:
-            return  # no present value: the feature has no drift until the reference has some
-        if self.treatment(ref) == CATEGORICAL:
-            _ = ref.categories
-        elif self.name in (sc.METHOD_KS, sc.METHOD_WASSERSTEIN):
-            _ = ref.sorted, ref.std
-        else:
-            _ = ref.psi_counts
-
-    def check(self, feature: str, ref: FeatureReference) -> None:
+    def check(self, feature: str, ref: FeatureReference, tests: dict) -> None:
         """Raise DriftConfigError when this test cannot run on ``feature``."""
-        if NUMERIC in self.kinds and CATEGORICAL not in self.kinds and ref.value_kind != NUMERIC:
+        if CATEGORICAL not in self.kinds and ref.value_kind != NUMERIC:
+            usable = ", ".join(sorted([*(n for n, t in tests.items() if CATEGORICAL in t.kinds), sc.METHOD_AUTO]))
             raise DriftConfigError(
                 f"drift method {self.name!r} is numeric-only but feature {feature!r} is categorical "
-                f"(it has non-numeric values); use one of: {METHODS_FOR_CATEGORICAL}")
-
-    def detected(self, result: DriftScore, threshold: float | None) -> bool:
-        t = self.default_threshold if threshold is None else threshold
-        if self.score_kind == PVALUE:
-            return result.pvalue is not None and result.pvalue < t
-        return result.score >= t
-
-
-METHODS_FOR_CATEGORICAL = f"{sc.METHOD_CHI2}, {sc.METHOD_JENSENSHANNON}, {sc.METHOD_AUTO}"
+                f"(it has non-numeric values); use one of: {usable}")
 
 
 def builtin_tests() -> dict[str, DriftTest]:
@@ -280,13 +269,14 @@ def resolve_method(method: str, ref: FeatureReference, tests: dict[str, DriftTes
     method on a categorical-valued feature.
     """
     if method == sc.METHOD_AUTO:
-        small = ref.rows <= AUTO_MAX_EXACT_ROWS
-        if ref.auto_kind == NUMERIC:
-            return sc.METHOD_KS if small else sc.METHOD_WASSERSTEIN
-        return sc.METHOD_CHI2 if small else sc.METHOD_JENSENSHANNON
+        slot = (ref.auto_kind, SMALL if ref.rows <= AUTO_MAX_EXACT_ROWS else LARGE)
+        for name, test in tests.items():
+            if slot in test.auto:
+                return name
+        raise DriftConfigError(f"no drift test fills auto's slot {slot} for feature {feature!r}")
     test = tests.get(method)
     if test is None:
         known = ", ".join(sorted([*tests, sc.METHOD_AUTO]))
         raise DriftConfigError(f"unknown drift method {method!r} for feature {feature!r}; known: {known}")
-    test.check(feature, ref)
+    test.check(feature, ref, tests)
     return method
