@@ -118,3 +118,13 @@ def test_new_keys_reach_the_model_config():
     m = c.model("a")
     assert m.drift.alpha == 0.05 and m.ood.margin == 0.0 and m.drift.default.method == "auto"
     assert c.model("other").drift.alpha == 0.01
+
+
+def test_drift_alpha_and_ood_margin_reach_the_engine_spec():
+    from otel_ml_processor.compute.manager import model_spec
+
+    c = parse_config(yaml.safe_load("models: [{name: a, drift: {alpha: 0.05}, ood: {margin: 0.25}}]"), "c.yaml")
+    spec = model_spec(c.model("a"), c)
+    assert spec.drift_alpha == 0.05 and spec.ood_margin == 0.25
+    default = model_spec(c.model("unlisted"), c)
+    assert default.drift_alpha == 0.01 and default.ood_margin == 0.1

@@ -100,7 +100,8 @@ def numeric_bounds(ref_values: np.ndarray, margin: float) -> tuple[float, float]
     """The OOD bounds of a numeric reference: [min − margin·span, max + margin·span]."""
     lo, hi = float(np.min(ref_values)), float(np.max(ref_values))
     span = hi - lo
-    if span == 0 or not math.isfinite(span):
+    # a span too small to divide into bars (subnormal: bins / span overflows) counts as constant
+    if span == 0 or not math.isfinite(span) or not math.isfinite(NUMERIC_BINS / span):
         return lo - 0.5, hi + 0.5
     return lo - margin * span, hi + margin * span
 

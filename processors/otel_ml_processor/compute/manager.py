@@ -52,6 +52,7 @@ def model_spec(m: ModelConfig, config: Config) -> ModelSpec:
         fairness_min_group_size=m.fairness.min_group_size,
         max_features=config.limits.max_features_per_model,
         max_groups_per_attribute=config.limits.max_groups_per_attribute,
+        drift_alpha=m.drift.alpha, ood_margin=m.ood.margin,
     )
 
 
