@@ -4,11 +4,12 @@ model-quality alert condition read from a real Prometheus after each step.
 A cohort is a set of models with one configuration and one feeding schedule; ``rows_after[s]``
 is how many predictions each of its models has sent after its reference once step ``s`` is in.
 Labels come back one step late (the labels of step ``s``'s predictions are sent with step
-``s + 1``). After every step the run waits until the processor has computed twice after the
-step's last acknowledged request (so one whole compute cycle started after it), checks the
-window sizes, waits for a rule evaluation after that scrape, and queries each alert's
-expression, as read from the shipped alerts file, as an instant query: the series returned are
-the (model, ...) for which the condition is true at that evaluation.
+``s + 1``). After every step the run waits until the processor's figures are those of all the
+step's data (a model's window and labeled window reach their new sizes, or, where those stay,
+two compute cycles after the step's last acknowledged request), then for a rule evaluation
+after that scrape, and queries each alert's expression, as read from the shipped alerts file,
+as an instant query: the series returned are those for which the condition is true at that
+evaluation.
 
 Example::
 
@@ -194,11 +195,9 @@ class CalibrationRun:
     def _per_model(self, promql: str) -> dict:
         return {s["metric"][sc.L_MODEL]: (float(s["value"][1]), float(s["value"][0])) for s in self.prom.query(promql)}
 
-    def _computed_after(self, acked: float) -> None:
-        """Wait until every model was computed twice after ``acked``: the second of those cycles
-        started after the first ended, so after every request of the step was committed."""
-        names = set(self.measurement.models)
-
+    def _computed_after(self, acked: float, names: set) -> None:
+        """Wait until each of ``names`` was computed twice after ``acked``: the second of those
+        cycles started after the first ended, so after every request of the step was committed."""
         def computed(after: dict):
             last = self._per_model(sc.M_LAST_COMPUTED)
             ok = names <= last.keys() and all(last[n][0] > after.get(n, acked) for n in names)
@@ -207,9 +206,35 @@ class CalibrationRun:
         first = wait_for(lambda: computed({}), timeout=180, interval=0.5, what="a compute cycle after the step")
         wait_for(lambda: computed(first), timeout=180, interval=0.5, what="a second compute cycle after the step")
 
+    def _step_computed(self, step: int) -> None:
+        """Wait until the processor's exported figures are those of all of the step's data. A model
+        whose window and labeled window both grow in this step shows it by its two counts (the
+        values of DESIGN.md's windows: the predictions after the reference, and the labeled ones,
+        at most window.size); one whose counts stay (full windows) by two compute cycles."""
+        expected, by_counts = {}, set()
+        for name, cohort in self.measurement.models.items():
+            expected[name] = (expected_window(cohort, step), expected_labeled(cohort, step))
+            if step and all(now != before for now, before in zip(
+                    expected[name], (expected_window(cohort, step - 1), expected_labeled(cohort, step - 1)))):
+                by_counts.add(name)
+        deadline = time.monotonic() + 180
+        while True:
+            windows, labeled = self._per_model(sc.M_WINDOW_PREDICTIONS), self._per_model(sc.M_WINDOW_LABELED)
+            wrong = {n: (windows.get(n, (None,))[0], labeled.get(n, (None,))[0], expected[n]) for n in by_counts
+                     if (windows.get(n, (None,))[0], labeled.get(n, (None,))[0]) != expected[n]}
+            if not wrong:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"step {step}: (window, labeled window, expected) of "
+                                     f"{dict(list(wrong.items())[:8])} (of {len(wrong)} models)")
+            time.sleep(0.5)
+        rest = set(expected) - by_counts
+        if rest:
+            self._computed_after(self._acked, rest)
+
     def evaluate(self, step: int, alerts: list) -> None:
         m = self.measurement
-        self._computed_after(self._acked)
+        self._step_computed(step)
         windows = self._per_model(sc.M_WINDOW_PREDICTIONS)
         labeled = self._per_model(sc.M_WINDOW_LABELED)
         ood = self._per_model(sc.M_OOD_RATIO)
