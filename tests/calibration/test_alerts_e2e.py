@@ -42,7 +42,7 @@ from tests.calibration.stack import (
 from tests.calibration.tolerance import FAIL_BELOW, PROMISE, detectable_rate, hoeffding_tail
 from tests.support import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]   # the run is in the first test that needs it
 
 GROWING = (100, 300, 700, 1300, 2000, 2600)        # to a full window of 2 000, then sliding
 SLIDING = (100, 200, 300, 400, 600, 800)            # to a full window of 400, then sliding by half of it
