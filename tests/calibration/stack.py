@@ -25,7 +25,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import yaml
@@ -33,7 +32,7 @@ import yaml
 from dashboards.prometheus import generate
 from otel_ml import semconv as sc
 from tests.calibration import streams, wire
-from tests.support import PrometheusProcess, ProcessorProcess, grpc_export, wait_for
+from tests.support import ProcessorProcess, PrometheusProcess, grpc_export, wait_for
 
 #: The model-quality alerts (docs/runbook.md, "What a model-quality alert promises").
 MODEL_QUALITY = ("MLFeatureDrift", "MLPredictionDrift", "MLMultivariateDrift", "MLPerformanceBelowThreshold",
@@ -101,8 +100,8 @@ class CalibrationRun:
         self.streams: dict = {}        # model -> (reference Rows or None, stream Rows)
         self.sent_labels: dict = {}    # model -> stream rows labeled so far
         self.t0 = time.time_ns() - 3600 * 10**9   # record times: from an hour ago, 1 ms apart
-        self.proc: Optional[ProcessorProcess] = None
-        self.prom: Optional[PrometheusProcess] = None
+        self.proc: ProcessorProcess | None = None
+        self.prom: PrometheusProcess | None = None
 
     # -- set-up ----------------------------------------------------------------------------------
     def _model_config(self, cohort: Cohort, name: str, index: int) -> dict:
@@ -120,7 +119,7 @@ class CalibrationRun:
             self.streams[name] = (reference, stream)
         return config
 
-    def __enter__(self) -> "CalibrationRun":
+    def __enter__(self) -> CalibrationRun:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.measurement = Measurement(steps=self.steps, models={n: c for c in self.cohorts for n in c.model_names()})
         timings, t = self.measurement.timings, time.monotonic()
@@ -238,7 +237,7 @@ class CalibrationRun:
         windows = self._per_model(sc.M_WINDOW_PREDICTIONS)
         labeled = self._per_model(sc.M_WINDOW_LABELED)
         ood = self._per_model(sc.M_OOD_RATIO)
-        for name, cohort in m.models.items():
+        for name in m.models:
             m.window[(name, step)] = windows[name][0]
             m.labeled[(name, step)] = labeled.get(name, (0.0, 0.0))[0]
             m.ood[(name, step)] = ood.get(name, (None, 0.0))[0]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+)
 from scipy.stats import entropy
 
 from otel_ml import semconv as sc
