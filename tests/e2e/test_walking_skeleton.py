@@ -129,7 +129,7 @@ def test_sigterm_exits_zero_with_everything_stored(tmp_path):
     ("compute: {interval: soon}\n", "compute.interval"),
     ("models: [{name: churn, window: {size: large}}]\n", "models[0].window.size"),
     ("models: [{name: churn, drift: {features: {age: {method: kstest}}}}]\n", "models[0].drift.features.age.method"),
-])
+], ids=["unknown-key", "bad-duration", "bad-size", "unknown-drift-method"])
 def test_bad_config_exits_2_naming_key_and_file(tmp_path, text, key):
     path = tmp_path / "bad.yaml"
     path.write_text(text)

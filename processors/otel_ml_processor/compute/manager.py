@@ -1,14 +1,16 @@
 """Windows of every (model, version), their references, and the periodic compute cycle.
 
-The ingest thread appends predictions and labels; the compute thread snapshots each window,
-runs the engine on it and publishes the results as one immutable :class:`Snapshot` that the
-exporter reads (it never computes). On start the windows are rebuilt from the database, so a
-restart exports the same values as before it.
+The writer thread hands each committed write to :meth:`ModelWindows.committed` (a
+:class:`Committed`: the predictions stored, the labels joined); the compute thread snapshots
+each window, runs the engine on it and publishes the results as one immutable
+:class:`Snapshot` that the exporter reads (it never computes). On start the windows are
+rebuilt from the database, so a restart exports the same values as before it.
 
 Example::
 
-    windows = ModelWindows(config, db)
+    windows = ModelWindows(config, db, caps)
     windows.rebuild()
+    windows.committed(Committed(predictions=stored_records))
     computer = Computer(config, db, windows, counters)
     computer.run_once()
     computer.snapshot.models[("churn", "3")].performance
@@ -20,7 +22,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional, Protocol, Sequence
 
 from otel_ml_processor.clean.records import PredictionRecord
 from otel_ml_processor.compute.engine import ModelMetrics, ModelSpec, compute_model_metrics
@@ -30,10 +32,10 @@ from otel_ml_processor.compute.reference import (
 from otel_ml_processor.compute.window import WindowBuffer
 from otel_ml import semconv as sc
 from otel_ml_processor.config import Config, ConfigError, ModelConfig
-from otel_ml_processor.counters import Counters
+from otel_ml_processor.counters import Caps, Counters
 from otel_ml_processor.join.labels import window_label
 from otel_ml_processor.stats.registry import DriftConfigError
-from otel_ml_processor.store.database import Database
+from otel_ml_processor.store.database import Database, Join
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +71,25 @@ def check_drift_methods(config: Config) -> None:
                                   f"unknown drift method {method!r} (known: {', '.join(sorted(allowed))})", config.source)
 
 
+@dataclass(frozen=True)
+class Committed:
+    """What the writer thread hands the compute stage once a write is committed."""
+
+    predictions: Sequence[PredictionRecord] = ()   # newly stored (duplicates are not)
+    joins: Sequence[Join] = ()                     # labels attached to a stored prediction
+
+
+class CommitListener(Protocol):
+    """The compute stage's input from the stages before it (wired in ``service.py``)."""
+
+    def committed(self, batch: Committed) -> None: ...
+
+
 class ModelWindows:
-    def __init__(self, config: Config, db: Database, admitted: Callable[[str], bool] = lambda m: True):
-        self.config, self.db = config, db
-        self._admitted = admitted
+    """The windows of the admitted models (``caps``: ``limits.max_models``), fed by :meth:`committed`."""
+
+    def __init__(self, config: Config, db: Database, caps: Caps):
+        self.config, self.db, self.caps = config, db, caps
         self._lock = threading.Lock()
         self.buffers: dict = {}          # (model, version) -> WindowBuffer
         self.specs: dict = {}            # model -> ModelSpec
@@ -100,9 +117,18 @@ class ModelWindows:
             buf = self.buffers[key] = WindowBuffer(model, version, spec.task or task, spec.window_size, spec.window_max_age)
         return buf
 
-    def add_predictions(self, records: list[PredictionRecord], features_of: Callable[[str, dict], dict]) -> None:
-        """Append stored predictions (one lock and one bulk append per window);
-        ``features_of(model, features)`` gives the features under the cardinality limit."""
+    def committed(self, batch: Committed) -> None:
+        """Take a committed write: its predictions of admitted models, then its joined labels."""
+        if batch.predictions:
+            admitted = self.caps.admitted
+            self.add_predictions([r for r in batch.predictions if admitted(r.model)])
+        for j in batch.joins:
+            self.set_label(j.model, j.model_version, j.prediction_id, j.value)
+
+    def add_predictions(self, records: Sequence[PredictionRecord]) -> None:
+        """Append stored predictions (one lock and one bulk append per window), with the
+        features under ``limits.max_features_per_model``."""
+        features_of = self.caps.features
         groups: dict = {}
         for r in records:
             groups.setdefault((r.model, r.model_version), []).append(r)
@@ -125,7 +151,7 @@ class ModelWindows:
         now = time.time() if now is None else now
         loaded = 0
         for model, version, task in self.db.model_versions():
-            if not self._admitted(model):
+            if not self.caps.admitted(model):
                 continue
             spec = self.spec(model)
             min_time = now - spec.window_max_age if spec.window_max_age else None
@@ -215,8 +241,7 @@ class Computer:
         started = time.perf_counter()
         expired = self.db.expire_labels(now, self.config.labels.pending_ttl, self.config.labels.pending_max)
         if expired:
-            with self.counters._lock:
-                self.counters.labels_expired += expired
+            self.counters.expired(expired)
         self.db.apply_retention(now, self.config.storage.retention)
         models, computed_at, durations = {}, {}, {}
         for (model, version), window in self.windows.snapshots(now):

@@ -33,10 +33,9 @@ def _ok(v) -> bool:
 
 
 class MLCollector(Collector):
-    def __init__(self, counters: Counters, snapshot: Callable[[], object], model_label: Callable[[str], str] = lambda m: m):
+    def __init__(self, counters: Counters, snapshot: Callable[[], object]):
         self.counters = counters
         self.snapshot = snapshot
-        self.model_label = model_label
 
     def describe(self) -> Iterable:
         return []  # values appear and disappear with models; no fixed description

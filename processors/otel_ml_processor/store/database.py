@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
 from sqlalchemy import String, and_, any_, bindparam, create_engine, delete, event, func, select, text, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.engine import Connection, Engine, make_url
 
@@ -38,6 +39,9 @@ from otel_ml_processor.store.migrations import migrate
 
 _P, _L = schema.predictions, schema.labels
 _CHUNK = 500  # bound on the size of IN (...) lists
+#: Database errors that mean "try again later" (connection lost, server down, lock timeout): the
+#: receivers answer them with OTLP's retryable codes.
+RETRYABLE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 #: Advisory lock key of the housekeeping (PostgreSQL); "otelmlhk" in ASCII.
 HOUSEKEEPING_LOCK_KEY = 0x6F74656C6D6C686B
 
