@@ -119,16 +119,17 @@ class Caps:
         """Whether ``name`` was admitted already (admits nothing)."""
         return self._models.admitted(name)
 
-    def feature(self, model: str, feature: str) -> str:
-        """``feature`` if admitted for ``model``, else ``__other__`` (counted)."""
+    def feature(self, model: str, feature: str, count: bool = True) -> str:
+        """``feature`` if admitted for ``model``, else ``__other__`` (counted unless ``count`` is False)."""
         guard = self._features.get(model)
         if guard is None:
             guard = self._features[model] = CardinalityGuard(self._max_features, sc.KIND_FEATURE, self._counters)
-        return guard.admit(feature)
+        return guard.admit(feature, count)
 
-    def features(self, model: str, features: dict) -> dict:
-        """``features`` without those beyond ``limits.max_features_per_model`` (each fold counted)."""
+    def features(self, model: str, features: dict, count: bool = True) -> dict:
+        """``features`` without those beyond ``limits.max_features_per_model`` (each fold counted,
+        unless ``count`` is False: rows read again from the database were counted when they came)."""
         guard = self._features.get(model)
         if guard is not None and features.keys() <= guard.values:
             return features
-        return {k: v for k, v in features.items() if self.feature(model, k) != sc.OVERFLOW_LABEL_VALUE}
+        return {k: v for k, v in features.items() if self.feature(model, k, count) != sc.OVERFLOW_LABEL_VALUE}

@@ -28,6 +28,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Optional, Sequence
@@ -72,6 +73,14 @@ def ingest_workers() -> int:
     return cores if cores > 1 else 0
 
 
+def replica_id(config: Config, environ: Optional[dict] = None) -> str:
+    """This replica's identity in the shared database: ``$OTEL_ML_REPLICA_ID``, else the host
+    name and the OTLP/gRPC endpoint (stable across restarts of the same replica; set the variable
+    where host names change, e.g. to a StatefulSet's pod name)."""
+    value = (os.environ if environ is None else environ).get(sc.ENV_REPLICA_ID, "").strip()
+    return value or f"{socket.gethostname()}/{config.receiver.grpc_endpoint}"
+
+
 def split_endpoint(endpoint: str) -> tuple:
     host, _, port = endpoint.rpartition(":")
     return host.strip("[]") or "0.0.0.0", int(port)
@@ -81,9 +90,11 @@ class WriterChain:
     """The writer thread's chain, as the receivers see it (an ``Ingestor``).
 
     clean (admission: counts, caps, feature kinds) -> store (predictions, labels, audit events,
-    each committed before the next) -> join (counts) -> compute (:class:`Committed` hand-off).
-    A write that is committed is handed to compute even when a later one of the same request
-    fails: the request is answered "retry", and its resend finds those rows stored.
+    each committed before the next) -> join (counts) -> compute (the stored predictions, as a
+    :class:`Committed`). A write that is committed is handed to compute even when a later one of
+    the same request fails: the request is answered "retry", and its resend finds those rows
+    stored. Labels reach compute through the database (the compute cycle reads the labels joined
+    since its last one), so that they reach the owner of their model wherever they entered.
     """
 
     def __init__(self, cleaner: Cleaner, admission: Admission, store: StoreWriter, joiner: LabelJoiner,
@@ -108,13 +119,12 @@ class WriterChain:
         result = self.admission.check(batch)
         if batch.predictions:
             stored = self.store.predictions(batch.predictions, now)
-            joins = self.joiner.joined(stored.joins, now)
-            self.compute.committed(Committed(predictions=stored.inserted, joins=joins))
+            self.joiner.joined(stored.joins, now)
+            self.compute.committed(Committed(predictions=stored.inserted, ids=stored.ids, received_at=now))
             result.add(stored.result)
         if batch.labels:
             stored = self.store.labels(batch.labels, now)
-            joins = self.joiner.joined(stored.joins, now)
-            self.compute.committed(Committed(joins=joins))
+            self.joiner.joined(stored.joins, now)
             result.add(stored.result)
         return result.add(self.store.audits(batch.audits))
 
@@ -123,7 +133,8 @@ class ProcessorService:
     def __init__(self, config: Config, registry: Optional[CollectorRegistry] = None):
         self.config = config
         self.auth = BearerAuth.from_env(config.receiver.bearer_token_env)
-        self.db = Database(config.storage.url)
+        self.replica = replica_id(config)
+        self.db = Database(config.storage.url, replica=self.replica)
         self.counters = Counters()
         self.caps = Caps(config.limits.max_models, config.limits.max_features_per_model, self.counters,
                          initial_models=[m.name for m in config.models])
@@ -144,13 +155,16 @@ class ProcessorService:
         self._runners: list = []
 
     async def start(self) -> None:
-        # Admit models already stored (in stored order) so that restarts keep the same set.
-        for model, _version, _task in self.db.model_versions():
-            self.caps.model(model, count=False)
-        loaded = self.windows.rebuild()
+        claimed = self.db.claim_unowned()   # versions stored before owners were recorded
+        # Admit the models this replica owns (by name) so that restarts keep the same set.
+        for v in self.db.model_owners():
+            if v.owner == self.replica:
+                self.caps.model(v.model, count=False)
+        sync = self.windows.sync()
         self.windows.check_references()   # a mismatching reference file is an error at start
         self.computer.run_once()
-        log.info("windows rebuilt from the database: %d rows", loaded)
+        log.info("replica %s: %d model versions owned (%d claimed), windows rebuilt from the database: %d rows",
+                 self.replica, len(sync.owned), claimed, sync.loaded)
         workers = ingest_workers()
         if workers:
             self.pool = self._new_pool(workers)

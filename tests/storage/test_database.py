@@ -215,3 +215,103 @@ def test_housekeeping_runs_in_one_replica_at_a_time_on_postgresql(pg_url):
     assert db.expire_labels(T0, ttl=10, pending_max=100) == 1
     assert db.apply_retention(T0, retention=10) == 1
     db.close()
+
+
+def _ids(db: Database) -> dict:
+    with db.engine.connect() as conn:
+        return {(m, p): i for m, p, i in conn.execute(select(schema.predictions.c.model, schema.predictions.c.prediction_id,
+                                                              schema.predictions.c.id))}
+
+
+def test_inserted_ids_are_the_stored_ids_with_and_without_duplicates(db):
+    first = db.insert_predictions([pred(f"a{i}") for i in range(5)], now=T0)            # all new (SQLite: fast path)
+    second = db.insert_predictions([pred("a1"), pred("b0"), pred("b0"), pred("b1")], now=T0)   # with duplicates
+    stored = _ids(db)
+    assert first.ids == [stored[("m", f"a{i}")] for i in range(5)] and first.ids == sorted(first.ids)
+    assert [r.prediction_id for r in second.inserted] == ["b0", "b1"]
+    assert second.ids == [stored[("m", "b0")], stored[("m", "b1")]] and min(second.ids) > max(first.ids)
+
+
+def test_the_replica_that_stored_the_latest_prediction_owns_the_version(db_url):
+    a, b = Database(db_url, replica="a"), Database(db_url, replica="b")
+    a.insert_predictions([pred("p1"), pred("q1", model="other")], now=T0)
+    a.insert_predictions([pred("p2")], now=T0 + 1)
+    owners = {(v.model, v.model_version): (v.owner, v.stored_at, v.takeovers) for v in a.model_owners()}
+    assert owners == {("m", "1"): ("a", T0 + 1, 0), ("other", "1"): ("a", T0, 0)}
+    b.insert_predictions([pred("p3")], now=T0 + 2)
+    b.insert_predictions([pred("p1")], now=T0 + 3)          # a duplicate stores nothing: no change
+    a.insert_predictions([pred("p4", version="2")], now=T0 + 4)
+    owners = {(v.model, v.model_version): (v.owner, v.stored_at, v.takeovers) for v in b.model_owners()}
+    assert owners == {("m", "1"): ("b", T0 + 2, 1), ("m", "2"): ("a", T0 + 4, 0), ("other", "1"): ("a", T0, 0)}
+    assert b.model_versions() == [("m", "1", "classification"), ("m", "2", "classification"),
+                                  ("other", "1", "classification")]
+    a.close()
+    b.close()
+
+
+def test_label_changes_since_a_time_whichever_replica_joined_them(db_url):
+    a, b = Database(db_url, replica="a"), Database(db_url, replica="b")
+    a.insert_predictions([pred("p1", t=T0 + 1), pred("p2", t=T0 + 2)], now=T0)
+    start = a.clock()
+    assert a.label_changes(start - 60) == []
+    b.upsert_labels([label("p1", "0"), label("zz", "1")], now=T0)      # zz waits: not a change of a joined label
+    seq = _ids(a)
+    (c,) = a.label_changes(start)
+    assert (c.model, c.model_version, c.prediction_id, c.value, c.time, c.seq) == ("m", "1", "p1", "0", T0 + 1,
+                                                                                   seq[("m", "p1")])
+    middle = a.clock()
+    assert c.changed_at >= start and middle >= c.changed_at
+    b.upsert_labels([label("p1", "1")], now=T0)                         # replaced: changed again
+    b.upsert_labels([label("p2", 2.5)], now=T0)
+    b.insert_predictions([pred("zz")], now=T0)                          # the waiting label joins
+    changes = {c.prediction_id: c.value for c in a.label_changes(middle)}
+    assert changes == {"p1": "1", "p2": 2.5, "zz": "1"}
+    a.close()
+    b.close()
+
+
+def test_snapshots_are_kept_only_by_the_versions_owner(db_url):
+    from otel_ml_processor.store.database import SnapshotRow  # noqa: PLC0415
+
+    a, b = Database(db_url, replica="a"), Database(db_url, replica="b")
+    a.insert_predictions([pred("p1")], now=T0)
+    assert a.latest_snapshot("m", "1") is None
+    assert a.save_snapshots([SnapshotRow("m", "1", "a", T0, 0.5, '{"v": 1}')]) == 1
+    assert b.save_snapshots([SnapshotRow("m", "1", "b", T0 + 1, 0.5, '{"v": 2}')]) == 0      # not b's
+    assert b.latest_snapshot("m", "1") == SnapshotRow("m", "1", "a", T0, 0.5, '{"v": 1}')
+    b.insert_predictions([pred("p2")], now=T0 + 2)                                          # b takes over
+    assert a.save_snapshots([SnapshotRow("m", "1", "a", T0 + 3, 0.5, '{"v": 3}')]) == 0
+    assert b.save_snapshots([SnapshotRow("m", "1", "b", T0 + 4, 0.25, '{"v": 4}')]) == 1
+    assert a.latest_snapshot("m", "1") == SnapshotRow("m", "1", "b", T0 + 4, 0.25, '{"v": 4}')
+    # Retention: a version whose predictions are all gone has no owner and no snapshot left.
+    assert a.apply_retention(T0 + 100, retention=10) == 2
+    assert a.model_owners() == [] and a.latest_snapshot("m", "1") is None
+    a.close()
+    b.close()
+
+
+def test_migration_from_version_1_records_no_owner_and_the_first_replica_claims(db_url):
+    """A database made before ownership: its versions get rows without an owner, claimed once."""
+    from otel_ml_processor.store.migrations import MIGRATIONS as steps  # noqa: PLC0415
+
+    engine = create_engine(engine_url(db_url))
+    with engine.begin() as conn:
+        steps[0](conn)
+        conn.execute(text("DROP INDEX ix_labels_changed"))
+        conn.execute(text("ALTER TABLE labels DROP COLUMN changed_at"))
+        schema.metadata.create_all(conn, tables=[schema.schema_version])
+        conn.execute(schema.schema_version.insert().values(version=1))
+        conn.execute(schema.predictions.insert(), [
+            dict(model=m, model_version=v, prediction_id=p, task="classification", time=T0, received_at=T0 + i,
+                 features="{}", segments="{}", probabilities="{}", attributes="{}", trace_id="", span_id="")
+            for i, (m, v, p) in enumerate([("m", "1", "a"), ("m", "1", "b"), ("m", "2", "c")])])
+    engine.dispose()
+    db = Database(db_url, replica="first")
+    assert db.schema_version == len(MIGRATIONS)
+    assert [(v.model, v.model_version, v.owner, v.stored_at) for v in db.model_owners()] == [
+        ("m", "1", None, T0 + 1), ("m", "2", None, T0 + 2)]
+    assert db.claim_unowned() == 2 and Database(db_url, replica="second").claim_unowned() == 0
+    assert {v.owner for v in db.model_owners()} == {"first"}
+    db.upsert_labels([label("a", "1")], now=T0)
+    assert [c.prediction_id for c in db.label_changes(0)] == ["a"]
+    db.close()

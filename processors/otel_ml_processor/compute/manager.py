@@ -1,16 +1,18 @@
-"""Windows of every (model, version), their references, and the periodic compute cycle.
+"""Windows of the model versions this replica owns, their references, and the periodic compute cycle.
 
-The writer thread hands each committed write to :meth:`ModelWindows.committed` (a
-:class:`Committed`: the predictions stored, the labels joined); the compute thread snapshots
-each window, runs the engine on it and publishes the results as one immutable
-:class:`Snapshot` that the exporter reads (it never computes). On start the windows are
-rebuilt from the database, so a restart exports the same values as before it.
+The writer thread hands each committed prediction write to :meth:`ModelWindows.committed` (a
+:class:`Committed`); once per cycle the compute thread follows the database
+(:meth:`ModelWindows.sync`: which versions this replica owns, the labels joined anywhere since
+the last cycle, windows to fill), snapshots each window, runs the engine on it, keeps the
+results in the database (``model_snapshots``) and publishes them as one immutable
+:class:`Snapshot` that the exporter reads (it never computes). On start the windows of the
+owned versions are filled from the database, so a restart exports the same values as before it.
 
 Example::
 
     windows = ModelWindows(config, db, caps)
-    windows.rebuild()
-    windows.committed(Committed(predictions=stored_records))
+    windows.sync()                                   # owned versions filled from the database
+    windows.committed(Committed(predictions=stored_records, ids=ids))
     computer = Computer(config, db, windows, counters)
     computer.run_once()
     computer.snapshot.models[("churn", "3")].performance
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Protocol, Sequence
 
 from otel_ml_processor.clean.records import PredictionRecord
+from otel_ml_processor.compute import persist
 from otel_ml_processor.compute.engine import ModelMetrics, ModelSpec, compute_model_metrics
 from otel_ml_processor.compute.reference import (
     ReferenceError, check_reference_columns, load_reference_file, prepare_reference, reference_from_window,
@@ -35,7 +38,7 @@ from otel_ml_processor.config import Config, ConfigError, ModelConfig
 from otel_ml_processor.counters import Caps, Counters
 from otel_ml_processor.join.labels import window_label
 from otel_ml_processor.stats.registry import DriftConfigError
-from otel_ml_processor.store.database import Database, Join
+from otel_ml_processor.store.database import Database, SnapshotRow
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +76,15 @@ def check_drift_methods(config: Config) -> None:
 
 @dataclass(frozen=True)
 class Committed:
-    """What the writer thread hands the compute stage once a write is committed."""
+    """What the writer thread hands the compute stage once a prediction write is committed.
+
+    Labels do not come this way: they reach the windows through the database
+    (:meth:`ModelWindows.sync`), so that a label joined on any replica reaches the owner.
+    """
 
     predictions: Sequence[PredictionRecord] = ()   # newly stored (duplicates are not)
-    joins: Sequence[Join] = ()                     # labels attached to a stored prediction
+    ids: Sequence[int] = ()                        # their database ids, in the same order
+    received_at: float = 0.0                       # when they were stored
 
 
 class CommitListener(Protocol):
@@ -85,13 +93,55 @@ class CommitListener(Protocol):
     def committed(self, batch: Committed) -> None: ...
 
 
+#: Seconds a label poll looks back before the previous one: a write reads the database clock
+#: (``labels.changed_at``) a moment before its transaction commits, and a poll in between must
+#: not miss it. Labels seen already in that overlap are recognized and skipped.
+LABEL_POLL_OVERLAP = 30.0
+
+_ROW_KEYS = ("prediction_id", "timestamp", "features", "output_label", "output_value", "score", "probabilities",
+             "segments", "label")
+
+
+@dataclass
+class _Version:
+    """The in-memory state of one owned model version."""
+
+    buffer: WindowBuffer
+    rebuilt: bool = False     # True once filled from the database (not just from live arrivals)
+    takeovers: int = -1       # model_versions.takeovers when it was filled: a change means rebuild
+
+
+@dataclass
+class Sync:
+    """What :meth:`ModelWindows.sync` did."""
+
+    owned: list = field(default_factory=list)    # (model, version) this replica owns
+    lost: list = field(default_factory=list)     # (model, version) another replica took
+    rebuilt: list = field(default_factory=list)  # (model, version) filled from the database
+    loaded: int = 0                              # rows read to fill them
+    labels: int = 0                              # label changes applied
+
+
 class ModelWindows:
-    """The windows of the admitted models (``caps``: ``limits.max_models``), fed by :meth:`committed`."""
+    """The windows of the model versions this replica owns, among the admitted models.
+
+    A model version is owned by the replica that stored its latest prediction (``model_versions``
+    in the database, :class:`~otel_ml_processor.store.database.Database`). Each
+    :meth:`sync` (once per compute cycle) reads the owners, drops the windows of versions
+    another replica took, fills the windows of versions this one gained (or holds only from
+    live arrivals) from the database, and applies the labels joined since the last sync,
+    wherever they were joined. Between syncs, :meth:`committed` appends the predictions this
+    replica stores (it owns their versions from that moment).
+    """
 
     def __init__(self, config: Config, db: Database, caps: Caps):
         self.config, self.db, self.caps = config, db, caps
+        self.replica = db.replica
         self._lock = threading.Lock()
-        self.buffers: dict = {}          # (model, version) -> WindowBuffer
+        self._versions: dict = {}        # (model, version) -> _Version
+        self._catchup: dict = {}         # (model, version) -> rows committed while it is being rebuilt
+        self._watermark: Optional[float] = None   # database clock of the last label poll
+        self._seen: dict = {}            # (model, prediction_id) -> changed_at of the label applied
         self.specs: dict = {}            # model -> ModelSpec
         self.references: dict = {}       # (model, version) -> PreparedReference
         self.file_references: dict = {}  # model -> ReferenceData loaded from the config's file
@@ -109,67 +159,127 @@ class ModelWindows:
             spec = self.specs[model] = model_spec(self.config.model(model), self.config)
         return spec
 
-    def _buffer(self, model: str, version: str, task: str) -> WindowBuffer:
-        key = (model, version)
-        buf = self.buffers.get(key)
-        if buf is None:
-            spec = self.spec(model)
-            buf = self.buffers[key] = WindowBuffer(model, version, spec.task or task, spec.window_size, spec.window_max_age)
-        return buf
+    def _new_buffer(self, model: str, version: str, task: str) -> WindowBuffer:
+        spec = self.spec(model)
+        return WindowBuffer(model, version, spec.task or task, spec.window_size, spec.window_max_age)
+
+    @property
+    def keys(self) -> list:
+        """The (model, version) windows held now."""
+        with self._lock:
+            return list(self._versions)
+
+    def __len__(self) -> int:
+        return len(self._versions)
+
+    # -- the writer thread -----------------------------------------------------------------------
 
     def committed(self, batch: Committed) -> None:
-        """Take a committed write: its predictions of admitted models, then its joined labels."""
-        if batch.predictions:
-            admitted = self.caps.admitted
-            self.add_predictions([r for r in batch.predictions if admitted(r.model)])
-        for j in batch.joins:
-            self.set_label(j.model, j.model_version, j.prediction_id, j.value)
-
-    def add_predictions(self, records: Sequence[PredictionRecord]) -> None:
-        """Append stored predictions (one lock and one bulk append per window), with the
-        features under ``limits.max_features_per_model``."""
-        features_of = self.caps.features
+        """Append the stored predictions of admitted models (one lock and one bulk append per
+        window), with the features under ``limits.max_features_per_model``."""
+        admitted, features_of = self.caps.admitted, self.caps.features
         groups: dict = {}
-        for r in records:
-            groups.setdefault((r.model, r.model_version), []).append(r)
+        for r in batch.predictions:
+            if admitted(r.model):
+                groups.setdefault((r.model, r.model_version), []).append(r)
+        if not groups:
+            return
         with self._lock:
             for (model, version), group in groups.items():
-                self._buffer(model, version, group[0].task).extend([{
+                rows = [{
                     "prediction_id": r.prediction_id, "timestamp": r.time, "features": features_of(model, r.features),
                     "output_label": r.output_label, "output_value": r.output_value, "score": r.score,
                     "probabilities": r.probabilities, "segments": r.segments, "label": None,
-                } for r in group])
+                } for r in group]
+                key = (model, version)
+                state = self._versions.get(key)
+                if state is None:
+                    # Storing it made this replica the owner: the next sync fills it from the database.
+                    state = self._versions[key] = _Version(self._new_buffer(model, version, group[0].task))
+                state.buffer.extend(rows)
+                pending = self._catchup.get(key)
+                if pending is not None:
+                    pending.extend(rows)
 
-    def set_label(self, model: str, version: str, prediction_id: str, value: object) -> None:
-        with self._lock:
-            buf = self.buffers.get((model, version))
-            if buf is not None:
-                buf.set_label(prediction_id, window_label(buf.task, value))
+    # -- the compute thread ----------------------------------------------------------------------
 
-    def rebuild(self, now: Optional[float] = None) -> int:
-        """Refill every window from the database (at start); returns the rows loaded."""
+    def sync(self, now: Optional[float] = None) -> Sync:
+        """Follow the database: owners, then labels, then the windows to fill (see the class)."""
         now = time.time() if now is None else now
-        loaded = 0
-        for model, version, task in self.db.model_versions():
-            if not self.caps.admitted(model):
-                continue
-            spec = self.spec(model)
+        out = Sync()
+        mine = {(v.model, v.model_version): v for v in self.db.model_owners()
+                if v.owner == self.replica and self.caps.admitted(v.model)}
+        out.owned = sorted(mine)
+        with self._lock:
+            out.lost = [k for k in self._versions if k not in mine]
+            for k in out.lost:
+                del self._versions[k]
+                self.references.pop(k, None)
+                self.reference_errors.pop(k, None)
+        # Labels first, to the windows held: a window filled below reads its labels as they are then.
+        out.labels = self._apply_labels(self._poll_labels())
+        for key, info in sorted(mine.items()):
+            state = self._versions.get(key)
+            if state is None or not state.rebuilt or state.takeovers != info.takeovers:
+                out.loaded += self._rebuild(key, info.task, info.takeovers, now)
+                out.rebuilt.append(key)
+        return out
+
+    def _poll_labels(self) -> list:
+        """The label changes since the last poll (from a little before it), each once."""
+        clock = self.db.clock()
+        since = (self._watermark if self._watermark is not None else clock) - LABEL_POLL_OVERLAP
+        changes = self.db.label_changes(since)
+        self._watermark = clock
+        fresh, seen = [], self._seen
+        for c in changes:
+            key = (c.model, c.prediction_id)
+            if seen.get(key) != c.changed_at:
+                seen[key] = c.changed_at
+                fresh.append(c)
+        # what a later poll cannot return again need not be remembered
+        self._seen = {k: t for k, t in seen.items() if t >= since}
+        return fresh
+
+    def _apply_labels(self, changes: list) -> int:
+        applied = 0
+        with self._lock:
+            for c in changes:
+                state = self._versions.get((c.model, c.model_version))
+                if state is not None:
+                    buf = state.buffer
+                    applied += buf.set_label(c.prediction_id, window_label(buf.task, c.value))
+        return applied
+
+    def _rebuild(self, key: tuple, task: str, takeovers: int, now: float) -> int:
+        """Fill a window from the database; rows committed meanwhile are appended after."""
+        model, version = key
+        spec = self.spec(model)
+        with self._lock:
+            self._catchup[key] = []
+        try:
             min_time = now - spec.window_max_age if spec.window_max_age else None
             rows = self.db.window_rows(model, version, spec.window_size, min_time)
+            buf = self._new_buffer(model, version, task)
+            for row in rows:
+                row = {k: row[k] for k in _ROW_KEYS}
+                row["features"] = self.caps.features(model, row["features"], count=False)
+                if row["label"] is not None:
+                    row["label"] = window_label(buf.task, row["label"])
+                buf.append(row)
+        finally:
             with self._lock:
-                buf = self._buffer(model, version, task)
-                for row in rows:
-                    row = {k: row[k] for k in ("prediction_id", "timestamp", "features", "output_label",
-                                               "output_value", "score", "probabilities", "segments", "label")}
-                    if row["label"] is not None:
-                        row["label"] = window_label(buf.task, row["label"])
-                    buf.append(row)
-            loaded += len(rows)
-        return loaded
+                pending = self._catchup.pop(key)
+        with self._lock:
+            buf.extend(pending)     # the ids already read from the database are skipped
+            self._versions[key] = _Version(buf, rebuilt=True, takeovers=takeovers)
+        return len(rows)
 
     def snapshots(self, now: float) -> list:
+        """(key, WindowData) of each window filled from the database (one held only from live
+        arrivals since the last sync is partial: it waits for the next one)."""
         with self._lock:
-            return [(key, buf.snapshot(now)) for key, buf in self.buffers.items()]
+            return [(key, state.buffer.snapshot(now)) for key, state in self._versions.items() if state.rebuilt]
 
     def reference(self, model: str, version: str, task: str, features: Optional[list] = None):
         """The prepared reference of a model version, or None until it exists (or if it cannot be used).
@@ -195,9 +305,12 @@ class ModelWindows:
 
     def check_references(self) -> None:
         """At start: every model version with stored rows and a reference file must match it."""
-        for (model, version), buf in list(self.buffers.items()):
+        with self._lock:
+            held = [(key, state.buffer) for key, state in self._versions.items()]
+        for (model, version), buf in held:
             if model in self.file_references and len(buf):
-                window = buf.snapshot()
+                with self._lock:
+                    window = buf.snapshot()
                 self._prepare(model, version, window.task, sorted(window.features))
 
     def _prepare(self, model: str, version: str, task: str, features: Optional[list]):
@@ -229,6 +342,14 @@ class Snapshot:
 
 
 class Computer:
+    """The compute cycle, every ``compute.interval`` (start to start): housekeeping, :meth:`ModelWindows.sync`,
+    the engine on each owned window, the snapshot persisted (``model_snapshots``) and published.
+
+    A version another replica took is dropped from the published snapshot at the start of the
+    cycle that notices it, before the (longer) computing: its former owner stops exporting it
+    within one interval of the takeover.
+    """
+
     def __init__(self, config: Config, db: Database, windows: ModelWindows, counters: Counters):
         self.config, self.db, self.windows, self.counters = config, db, windows, counters
         self.snapshot = Snapshot()
@@ -243,6 +364,12 @@ class Computer:
         if expired:
             self.counters.expired(expired)
         self.db.apply_retention(now, self.config.storage.retention)
+        sync = self.windows.sync(now)
+        if sync.lost:
+            old = self.snapshot
+            keep = lambda d: {k: v for k, v in d.items() if k not in sync.lost}  # noqa: E731
+            self.snapshot = Snapshot(keep(old.models), keep(old.computed_at), keep(old.durations), old.labels_pending)
+            log.info("model versions now owned by another replica, no longer exported here: %s", sync.lost)
         models, computed_at, durations = {}, {}, {}
         for (model, version), window in self.windows.snapshots(now):
             t0 = time.perf_counter()
@@ -255,6 +382,7 @@ class Computer:
             models[(model, version)] = metrics
             computed_at[(model, version)] = time.time()
             durations[(model, version)] = time.perf_counter() - t0
+        self._persist(models, computed_at, durations)
         self.snapshot = Snapshot(models, computed_at, durations, self.db.pending_labels())
         self.cycles += 1
         took = time.perf_counter() - started
@@ -262,17 +390,31 @@ class Computer:
             log.warning("compute cycle took %.3fs (compute.interval is %ss)", took, self.config.compute.interval)
         return self.snapshot
 
+    def _persist(self, models: dict, computed_at: dict, durations: dict) -> None:
+        """Keep each version's metrics in the database, where any replica reads them (pages)."""
+        rows = [SnapshotRow(key[0], key[1], self.db.replica, computed_at[key], durations[key], persist.dump(m))
+                for key, m in models.items()]
+        try:
+            self.db.save_snapshots(rows)
+        except Exception:  # the exported metrics do not depend on it
+            log.exception("storing the computed snapshots failed")
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="otel-ml-compute", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
+        interval = self.config.compute.interval
+        due = time.monotonic()
         while not self._stop.is_set():
+            due += interval
             try:
                 self.run_once()
             except Exception:
                 log.exception("compute cycle failed")
-            self._stop.wait(self.config.compute.interval)
+            # start to start: a cycle that took long does not push every later one back
+            due = max(due, time.monotonic())
+            self._stop.wait(due - time.monotonic())
 
     def stop(self) -> None:
         self._stop.set()

@@ -30,6 +30,7 @@ class Stored:
 
     result: CommitResult = field(default_factory=CommitResult)
     inserted: list = field(default_factory=list)     # PredictionRecord, newly stored
+    ids: list = field(default_factory=list)          # their database ids (arrival order)
     joins: list = field(default_factory=list)        # Join: labels attached to their prediction
 
 
@@ -54,7 +55,7 @@ class StoreWriter:
             out.result.reject(len(write.duplicates),
                               f"{sc.REASON_DUPLICATE}: {len(write.duplicates)} prediction id(s) already stored")
         out.result.accepted = len(write.inserted)
-        out.inserted, out.joins = write.inserted, write.joined
+        out.inserted, out.ids, out.joins = write.inserted, write.ids, write.joined
         return out
 
     def labels(self, records: Sequence[LabelRecord], now: float) -> Stored:
