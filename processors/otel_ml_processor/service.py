@@ -90,11 +90,12 @@ class WriterChain:
     """The writer thread's chain, as the receivers see it (an ``Ingestor``).
 
     clean (admission: counts, caps, feature kinds) -> store (predictions, labels, audit events,
-    each committed before the next) -> join (counts) -> compute (the stored predictions, as a
-    :class:`Committed`). A write that is committed is handed to compute even when a later one of
-    the same request fails: the request is answered "retry", and its resend finds those rows
-    stored. Labels reach compute through the database (the compute cycle reads the labels joined
-    since its last one), so that they reach the owner of their model wherever they entered.
+    each committed before the next) -> join (counts) -> compute (the predictions stored and the
+    labels joined, as a :class:`Committed`). A write that is committed is handed to compute even
+    when a later one of the same request fails: the request is answered "retry", and its resend
+    finds those rows stored. Labels joined by another replica reach compute through the
+    database (each compute cycle reads those since its last one), so that a label reaches the
+    owner of its model wherever it entered.
     """
 
     def __init__(self, cleaner: Cleaner, admission: Admission, store: StoreWriter, joiner: LabelJoiner,
@@ -119,12 +120,12 @@ class WriterChain:
         result = self.admission.check(batch)
         if batch.predictions:
             stored = self.store.predictions(batch.predictions, now)
-            self.joiner.joined(stored.joins, now)
-            self.compute.committed(Committed(predictions=stored.inserted, ids=stored.ids, received_at=now))
+            joins = self.joiner.joined(stored.joins, now)
+            self.compute.committed(Committed(predictions=stored.inserted, ids=stored.ids, received_at=now, joins=joins))
             result.add(stored.result)
         if batch.labels:
             stored = self.store.labels(batch.labels, now)
-            self.joiner.joined(stored.joins, now)
+            self.compute.committed(Committed(received_at=now, joins=self.joiner.joined(stored.joins, now)))
             result.add(stored.result)
         return result.add(self.store.audits(batch.audits))
 

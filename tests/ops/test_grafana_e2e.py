@@ -72,7 +72,8 @@ def live(tmp_path_factory):
             for pid, label in ids:
                 requests.post(f"{server.url}/label", json={"id": pid, "value": label if rng.random() < 0.8 else "no"},
                               timeout=10).raise_for_status()
-            wait_for(lambda: (proc.sample("ml_window_labeled", {"model": "churn"}) or 0) >= 210, timeout=90,
+            # 210 labeled predictions; the labeled window leaves out the first_n (40) reference ones
+            wait_for(lambda: (proc.sample("ml_window_labeled", {"model": "churn"}) or 0) >= 170, timeout=90,
                      what="labels joined")
             prom = PrometheusProcess(tmp, targets=[proc.metrics_endpoint], rule_files=rule_files)
             cfg_path = prom.tmp / "prometheus.yml"

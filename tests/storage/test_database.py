@@ -120,7 +120,7 @@ def test_retention_deletes_old_predictions_and_their_labels_in_batches(db):
     assert db.apply_retention(T0, retention=500) == 0
 
 
-def test_window_and_first_rows_are_ordered_by_record_time_with_labels(db):
+def test_window_rows_by_record_time_and_first_rows_by_arrival_with_labels(db):
     times = [T0 + 5, T0 + 1, T0 + 3, T0 + 2, T0 + 4, T0 + 3]
     db.insert_predictions([pred(f"p{i}", t=t) for i, t in enumerate(times)], now=T0)
     db.insert_predictions([pred("v2", version="2")], now=T0)
@@ -132,13 +132,32 @@ def test_window_and_first_rows_are_ordered_by_record_time_with_labels(db):
     assert [r["label"] for r in window] == [None, None, 1.0, None]
     assert [r["prediction_id"] for r in db.window_rows("m", "1", 10, min_time=T0 + 4)] == ["p4", "p0"]
     first = db.first_rows("m", "1", 3)
-    assert [(r["prediction_id"], r["label"]) for r in first] == [("p1", "0"), ("p3", None), ("p2", None)]
-    r = first[0]
+    assert [(r["prediction_id"], r["label"]) for r in first] == [("p0", None), ("p1", "0"), ("p2", None)]
+    r = first[1]
     assert r["features"] == {"x": 1.5, "color": "red", "gap": None}
     assert r["segments"] == {"gender": "f"} and r["probabilities"] == {"1": 0.75, "0": 0.25}
     assert (r["model"], r["model_version"], r["task"], r["score"]) == ("m", "1", "classification", 0.75)
     assert db.count("m", "1") == 6 and db.count("m", "2") == 1
     assert sorted(db.model_versions()) == [("m", "1", "classification"), ("m", "2", "classification")]
+    # The reference of first_n=2 ends at p1's id: the window is what was stored after it.
+    cut = db.reference_cut("m", "1", 2)
+    assert cut == first[1]["seq"] and db.reference_cut("m", "1", 7) is None
+    assert [r["prediction_id"] for r in db.window_rows("m", "1", 10, after=cut)] == ["p3", "p2", "p5", "p4"]
+
+
+def test_labeled_rows_are_the_latest_labeled_ones_wherever_they_are(db):
+    times = [T0 + 1, T0 + 2, T0 + 3, T0 + 3, T0 + 5, T0 + 6]
+    write = db.insert_predictions([pred(f"p{i}", t=t) for i, t in enumerate(times)], now=T0)
+    db.insert_predictions([pred("late", t=T0 + 4)], now=T0 + 50)
+    db.upsert_labels([label(p, "1") for p in ("p0", "p1", "p2", "p3", "late")] + [label("nobody", "0")], now=T0)
+    rows = db.labeled_rows("m", "1", 3)
+    assert [(r["prediction_id"], r["label"]) for r in rows] == [("p2", "1"), ("p3", "1"), ("late", "1")]
+    assert [r["seq"] for r in rows[:2]] == write.ids[2:4]          # a tie in time: by arrival
+    assert [r["prediction_id"] for r in db.labeled_rows("m", "1", 10, min_time=T0 + 3)] == ["p2", "p3", "late"]
+    assert [r["prediction_id"] for r in db.labeled_rows("m", "1", 10, after=write.ids[1])] == ["p2", "p3", "late"]
+    assert [r["prediction_id"] for r in db.labeled_rows("m", "1", 10, min_received=T0 + 10)] == ["late"]
+    got = {r["prediction_id"]: r["label"] for r in db.rows_by_id("m", ["p4", "p0", "missing"])}
+    assert got == {"p4": None, "p0": "1"}
 
 
 def test_export_rows_since_with_labels(db):
@@ -249,7 +268,7 @@ def test_the_replica_that_stored_the_latest_prediction_owns_the_version(db_url):
     b.close()
 
 
-def test_label_changes_since_a_time_whichever_replica_joined_them(db_url):
+def test_label_changes_are_those_other_replicas_made_since_a_time(db_url):
     a, b = Database(db_url, replica="a"), Database(db_url, replica="b")
     a.insert_predictions([pred("p1", t=T0 + 1), pred("p2", t=T0 + 2)], now=T0)
     start = a.clock()
@@ -266,6 +285,10 @@ def test_label_changes_since_a_time_whichever_replica_joined_them(db_url):
     b.insert_predictions([pred("zz")], now=T0)                          # the waiting label joins
     changes = {c.prediction_id: c.value for c in a.label_changes(middle)}
     assert changes == {"p1": "1", "p2": 2.5, "zz": "1"}
+    assert b.label_changes(start) == []                                  # b's own changes: its writes said them
+    a.upsert_labels([label("p2", 3.5)], now=T0)                          # a changed it last: not a's to read
+    assert {c.prediction_id for c in a.label_changes(middle)} == {"p1", "zz"}
+    assert {c.prediction_id: c.value for c in b.label_changes(middle)} == {"p2": 3.5}
     a.close()
     b.close()
 
@@ -313,5 +336,7 @@ def test_migration_from_version_1_records_no_owner_and_the_first_replica_claims(
     assert db.claim_unowned() == 2 and Database(db_url, replica="second").claim_unowned() == 0
     assert {v.owner for v in db.model_owners()} == {"first"}
     db.upsert_labels([label("a", "1")], now=T0)
-    assert [c.prediction_id for c in db.label_changes(0)] == ["a"]
+    other = Database(db_url, replica="second")
+    assert [c.prediction_id for c in other.label_changes(0)] == ["a"] and db.label_changes(0) == []
+    other.close()
     db.close()

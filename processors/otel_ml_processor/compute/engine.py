@@ -162,13 +162,13 @@ def _cap_groups(groups: np.ndarray, limit: int) -> tuple[np.ndarray, int]:
 
 
 def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], spec: ModelSpec,
-                          executor: Optional[Executor] = None) -> ModelMetrics:
+                          executor: Optional[Executor] = None, labeled: Optional[WindowData] = None) -> ModelMetrics:
     """All metrics of one (model, version) window; ``ref`` None -> no drift, OOD or CBPE.
 
     ``executor`` (e.g. a ``ThreadPoolExecutor`` with one worker per core, owned by the caller)
     runs the per-feature OOD and drift work in parallel; results are the same without it.
     """
-    task = spec.task or window.task
+    labeled_window, task = labeled, spec.task or window.task   # (``labeled`` is a mask below)
     n = len(window.prediction_ids)
     m = ModelMetrics(window_predictions=n)
     limited = {sc.KIND_FEATURE: 0, sc.KIND_GROUP: 0}
@@ -302,4 +302,7 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
 
     limited[sc.KIND_FEATURE] = len(cut)
     m.cardinality_limited = {k: v for k, v in limited.items() if v}
+    if labeled_window is not None:   # the labeled window (every row labeled): performance and ml_window_labeled
+        on_labeled = compute_model_metrics(labeled_window, None, ModelSpec(task=task, positive_label=spec.positive_label))
+        m.performance, m.window_labeled = on_labeled.performance, on_labeled.window_labeled
     return m

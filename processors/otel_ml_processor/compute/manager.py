@@ -21,10 +21,11 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Protocol, Sequence
+from typing import NamedTuple, Optional, Protocol, Sequence
 
 from otel_ml_processor.clean.records import PredictionRecord
 from otel_ml_processor.compute import persist
@@ -32,13 +33,13 @@ from otel_ml_processor.compute.engine import ModelMetrics, ModelSpec, compute_mo
 from otel_ml_processor.compute.reference import (
     ReferenceError, check_reference_columns, load_reference_file, prepare_reference, reference_from_window,
 )
-from otel_ml_processor.compute.window import WindowBuffer
+from otel_ml_processor.compute.window import LabeledWindow, WindowBuffer, rows_to_window
 from otel_ml import semconv as sc
 from otel_ml_processor.config import Config, ConfigError, ModelConfig
 from otel_ml_processor.counters import Caps, Counters
 from otel_ml_processor.join.labels import window_label
 from otel_ml_processor.stats.registry import DriftConfigError
-from otel_ml_processor.store.database import Database, SnapshotRow
+from otel_ml_processor.store.database import Database, Join, SnapshotRow
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +77,14 @@ def check_drift_methods(config: Config) -> None:
 
 @dataclass(frozen=True)
 class Committed:
-    """What the writer thread hands the compute stage once a prediction write is committed.
-
-    Labels do not come this way: they reach the windows through the database
-    (:meth:`ModelWindows.sync`), so that a label joined on any replica reaches the owner.
-    """
+    """What the writer thread hands the compute stage once a write is committed: the predictions
+    it stored, and the labels it joined. Labels joined by other replicas come through the
+    database instead (:meth:`ModelWindows.sync`)."""
 
     predictions: Sequence[PredictionRecord] = ()   # newly stored (duplicates are not)
     ids: Sequence[int] = ()                        # their database ids, in the same order
-    received_at: float = 0.0                       # when they were stored
+    received_at: float = 0.0                       # when the write was stored
+    joins: Sequence[Join] = ()                     # labels attached to a stored prediction
 
 
 class CommitListener(Protocol):
@@ -96,19 +96,33 @@ class CommitListener(Protocol):
 #: Seconds a label poll looks back before the previous one: a write reads the database clock
 #: (``labels.changed_at``) a moment before its transaction commits, and a poll in between must
 #: not miss it. Labels seen already in that overlap are recognized and skipped.
-LABEL_POLL_OVERLAP = 30.0
+LABEL_POLL_OVERLAP = 10.0
 
 _ROW_KEYS = ("prediction_id", "timestamp", "features", "output_label", "output_value", "score", "probabilities",
-             "segments", "label")
+             "segments", "label", "seq", "received_at")
 
 
 @dataclass
 class _Version:
     """The in-memory state of one owned model version."""
 
-    buffer: WindowBuffer
+    buffer: WindowBuffer      # the window: predictions stored after its reference (id > cut)
+    labeled: LabeledWindow    # the labeled window
+    #: id of the last prediction of its first_n reference (0 with a reference file: every
+    #: prediction is in the window); None while that reference is incomplete (the window is empty)
+    cut: Optional[int] = None
     rebuilt: bool = False     # True once filled from the database (not just from live arrivals)
-    takeovers: int = -1       # model_versions.takeovers when it was filled: a change means rebuild
+    takeovers: int = -1       # model_versions.takeovers when it was filled: a change means refill
+
+
+class _Label(NamedTuple):
+    """A joined label, with what the labeled window orders its prediction by."""
+
+    prediction_id: str
+    value: object
+    time: float            # the prediction's record time
+    seq: int               # the prediction's id
+    received_at: float     # when the prediction was stored
 
 
 @dataclass
@@ -118,8 +132,9 @@ class Sync:
     owned: list = field(default_factory=list)    # (model, version) this replica owns
     lost: list = field(default_factory=list)     # (model, version) another replica took
     rebuilt: list = field(default_factory=list)  # (model, version) filled from the database
-    loaded: int = 0                              # rows read to fill them
-    labels: int = 0                              # label changes applied
+    loaded: int = 0                              # rows read to fill them (window and labeled window)
+    labels: int = 0                              # labels joined (here or elsewhere) applied to a window held
+    fetched: int = 0                             # labeled rows read for the labeled windows
 
 
 class ModelWindows:
@@ -128,10 +143,18 @@ class ModelWindows:
     A model version is owned by the replica that stored its latest prediction (``model_versions``
     in the database, :class:`~otel_ml_processor.store.database.Database`). Each
     :meth:`sync` (once per compute cycle) reads the owners, drops the windows of versions
-    another replica took, fills the windows of versions this one gained (or holds only from
-    live arrivals) from the database, and applies the labels joined since the last sync,
-    wherever they were joined. Between syncs, :meth:`committed` appends the predictions this
-    replica stores (it owns their versions from that moment).
+    another replica took, applies the labels other replicas joined since the last sync, reads
+    the rows the labeled windows now want, and fills from the database the windows of versions
+    this one gained (or holds only from live arrivals, or whose ``first_n`` reference just
+    completed). Between syncs, :meth:`committed` takes what this replica stores: predictions
+    (it owns their versions from that moment) and the labels it joins.
+
+    Each version has two windows (DESIGN.md, "Statistics"): the window, its last
+    ``window.size`` predictions stored after its reference was complete (a ``first_n``
+    reference is never in it; with a reference file, every prediction is), and the labeled
+    window (:class:`LabeledWindow`), its last ``window.size`` labeled predictions after the
+    reference, wherever they are: a label joined for a prediction that left the window brings
+    its row back from the database, and only when the labeled window would keep it.
     """
 
     def __init__(self, config: Config, db: Database, caps: Caps):
@@ -139,9 +162,11 @@ class ModelWindows:
         self.replica = db.replica
         self._lock = threading.Lock()
         self._versions: dict = {}        # (model, version) -> _Version
-        self._catchup: dict = {}         # (model, version) -> rows committed while it is being rebuilt
+        self._catchup: dict = {}         # (model, version) -> rows committed while it is being filled
+        self._joins: list = []           # Join: labels joined here, applied at the next sync
         self._watermark: Optional[float] = None   # database clock of the last label poll
         self._seen: dict = {}            # (model, prediction_id) -> changed_at of the label applied
+        self._wanted: dict = {}          # (model, version) -> [_Label] whose rows its labeled window wants
         self.specs: dict = {}            # model -> ModelSpec
         self.references: dict = {}       # (model, version) -> PreparedReference
         self.file_references: dict = {}  # model -> ReferenceData loaded from the config's file
@@ -159,9 +184,12 @@ class ModelWindows:
             spec = self.specs[model] = model_spec(self.config.model(model), self.config)
         return spec
 
-    def _new_buffer(self, model: str, version: str, task: str) -> WindowBuffer:
+    def _new_version(self, model: str, version: str, task: str, cut: Optional[int]) -> _Version:
         spec = self.spec(model)
-        return WindowBuffer(model, version, spec.task or task, spec.window_size, spec.window_max_age)
+        task = spec.task or task
+        return _Version(WindowBuffer(model, version, task, spec.window_size, spec.window_max_age),
+                        LabeledWindow(model, version, task, spec.window_size, spec.window_max_age,
+                                      self.config.storage.retention), cut)
 
     @property
     def keys(self) -> list:
@@ -175,31 +203,40 @@ class ModelWindows:
     # -- the writer thread -----------------------------------------------------------------------
 
     def committed(self, batch: Committed) -> None:
-        """Append the stored predictions of admitted models (one lock and one bulk append per
-        window), with the features under ``limits.max_features_per_model``."""
+        """Take a committed write: append the stored predictions of admitted models that come after
+        their version's reference (one lock and one bulk append per window), with the features
+        under ``limits.max_features_per_model``; then the labels it joined."""
         admitted, features_of = self.caps.admitted, self.caps.features
         groups: dict = {}
-        for r in batch.predictions:
+        for r, seq in zip(batch.predictions, batch.ids):
             if admitted(r.model):
-                groups.setdefault((r.model, r.model_version), []).append(r)
-        if not groups:
+                groups.setdefault((r.model, r.model_version), []).append((r, seq))
+        if not groups and not batch.joins:
             return
+        received_at = batch.received_at
         with self._lock:
             for (model, version), group in groups.items():
                 rows = [{
                     "prediction_id": r.prediction_id, "timestamp": r.time, "features": features_of(model, r.features),
                     "output_label": r.output_label, "output_value": r.output_value, "score": r.score,
                     "probabilities": r.probabilities, "segments": r.segments, "label": None,
-                } for r in group]
+                    "seq": seq, "received_at": received_at,
+                } for r, seq in group]
                 key = (model, version)
-                state = self._versions.get(key)
-                if state is None:
-                    # Storing it made this replica the owner: the next sync fills it from the database.
-                    state = self._versions[key] = _Version(self._new_buffer(model, version, group[0].task))
-                state.buffer.extend(rows)
                 pending = self._catchup.get(key)
                 if pending is not None:
                     pending.extend(rows)
+                state = self._versions.get(key)
+                if state is None:
+                    # Storing it made this replica the owner: the next sync fills it from the database.
+                    state = self._versions[key] = self._new_version(model, version, group[0][0].task, None)
+                if state.cut is not None:
+                    cut = state.cut
+                    state.buffer.extend([row for row in rows if row["seq"] > cut])
+                # else: the reference is incomplete, these rows are part of it (or the sync that
+                # completes it fills the window from the database)
+            # Labels are applied by the compute thread, at its next sync (they are read there).
+            self._joins.extend(batch.joins)
 
     # -- the compute thread ----------------------------------------------------------------------
 
@@ -217,16 +254,31 @@ class ModelWindows:
                 self.references.pop(k, None)
                 self.reference_errors.pop(k, None)
         # Labels first, to the windows held: a window filled below reads its labels as they are then.
-        out.labels = self._apply_labels(self._poll_labels())
+        out.labels = self._apply_labels(now)
+        out.fetched = self._fetch_wanted()
         for key, info in sorted(mine.items()):
+            cut = self._cut(key, info)
             state = self._versions.get(key)
-            if state is None or not state.rebuilt or state.takeovers != info.takeovers:
-                out.loaded += self._rebuild(key, info.task, info.takeovers, now)
+            if state is None or not state.rebuilt or state.takeovers != info.takeovers or state.cut != cut:
+                out.loaded += self._rebuild(key, info.task, info.takeovers, cut, now)
                 out.rebuilt.append(key)
         return out
 
+    def _cut(self, key: tuple, info) -> Optional[int]:
+        """Where the version's window begins (see :class:`_Version`), recorded in the database once known."""
+        model, version = key
+        if model in self.file_references:
+            return 0
+        n = self.config.model(model).reference.first_n
+        if info.reference_first_n == n and info.reference_cut is not None:
+            return info.reference_cut
+        cut = self.db.reference_cut(model, version, n)
+        if cut is not None:
+            self.db.set_reference_cut(model, version, n, cut)
+        return cut
+
     def _poll_labels(self) -> list:
-        """The label changes since the last poll (from a little before it), each once."""
+        """The label changes other replicas made since the last poll (from a little before it), each once."""
         clock = self.db.clock()
         since = (self._watermark if self._watermark is not None else clock) - LABEL_POLL_OVERLAP
         changes = self.db.label_changes(since)
@@ -241,45 +293,133 @@ class ModelWindows:
         self._seen = {k: t for k, t in seen.items() if t >= since}
         return fresh
 
-    def _apply_labels(self, changes: list) -> int:
+    def _apply_labels(self, now: float) -> int:
+        """The labels joined here since the last sync, and those other replicas joined, in the
+        order they happened: the joins committed before the poll read the database, then what it
+        read, then the joins committed since (a join here after the read is newer than it)."""
+        with self._lock:
+            before, self._joins = self._joins, []
+        changes = self._poll_labels()
+        with self._lock:
+            after, self._joins = self._joins, []
+        latest: dict = {}      # (model, version) -> {prediction id: _Label}, the last one of each
+        for j in before:
+            latest.setdefault((j.model, j.model_version), {})[j.prediction_id] = _Label(
+                j.prediction_id, j.value, j.prediction_time, j.seq, j.received_at)
+        newer = {(j.model, j.prediction_id) for j in after}
+        for c in changes:
+            if (c.model, c.prediction_id) not in newer:
+                latest.setdefault((c.model, c.model_version), {})[c.prediction_id] = _Label(
+                    c.prediction_id, c.value, c.time, c.seq, c.received_at)
+        for j in after:
+            latest.setdefault((j.model, j.model_version), {})[j.prediction_id] = _Label(
+                j.prediction_id, j.value, j.prediction_time, j.seq, j.received_at)
         applied = 0
         with self._lock:
-            for c in changes:
-                state = self._versions.get((c.model, c.model_version))
+            for key, labels in latest.items():
+                state = self._versions.get(key)
                 if state is not None:
-                    buf = state.buffer
-                    applied += buf.set_label(c.prediction_id, window_label(buf.task, c.value))
+                    applied += self._labels(key, state, labels.values(), now)
         return applied
 
-    def _rebuild(self, key: tuple, task: str, takeovers: int, now: float) -> int:
-        """Fill a window from the database; rows committed meanwhile are appended after."""
+    def _labels(self, key: tuple, state: _Version, labels, now: float) -> int:
+        """Apply a version's joined labels (under the lock): to the window's rows it holds, to the
+        labeled window's rows it holds, and the rows the labeled window wants are queued for
+        :meth:`_fetch_wanted` (only the newest ``window.size``: older ones could not stay)."""
+        if not state.rebuilt or state.cut is None:
+            return 0      # not filled yet: the fill reads the labels as they are then
+        buf, lw, cut, task = state.buffer, state.labeled, state.cut, state.buffer.task
+        min_received = now - self.config.storage.retention
+        min_time = now - lw.max_age if lw.max_age is not None else -math.inf
+        applied, candidates = 0, []
+        for label in labels:
+            value = window_label(task, label.value)
+            hit = buf.set_label(label.prediction_id, value)
+            if value is not None:
+                if label.prediction_id in lw:
+                    hit = lw.set_label(label.prediction_id, value)
+                elif label.seq > cut and label.received_at >= min_received and label.time >= min_time:
+                    candidates.append(label)
+                    hit = True
+            applied += hit
+        if candidates:
+            candidates.sort(key=lambda x: (x.time, x.seq), reverse=True)
+            wanted = [c for c in candidates[:lw.size] if lw.wants(c.time, c.seq)]
+            if wanted:
+                self._wanted.setdefault(key, []).extend(wanted)
+        return applied
+
+    def _fetch_wanted(self) -> int:
+        """Read the rows the labeled windows want (the newest ``window.size`` of each) and offer them."""
+        with self._lock:
+            wanted, self._wanted = self._wanted, {}
+        fetched = 0
+        for (model, version), labels in wanted.items():
+            state = self._versions.get((model, version))
+            if state is None:
+                continue
+            newest = {}
+            for label in sorted(labels, key=lambda x: (x.time, x.seq), reverse=True):
+                newest.setdefault(label.prediction_id, label)
+                if len(newest) == state.labeled.size:
+                    break
+            rows = self.db.rows_by_id(model, list(newest))
+            fetched += len(rows)
+            with self._lock:
+                if self._versions.get((model, version)) is state:
+                    self._offer(state, rows)
+        return fetched
+
+    def _row(self, model: str, task: str, row: dict) -> dict:
+        row = {k: row[k] for k in _ROW_KEYS}
+        row["features"] = self.caps.features(model, row["features"], count=False)
+        if row["label"] is not None:
+            row["label"] = window_label(task, row["label"])
+        return row
+
+    def _offer(self, state: _Version, rows: list) -> int:
+        lw, n = state.labeled, 0
+        for row in rows:
+            row = self._row(lw.buffer.model, lw.buffer.task, row)
+            if row["label"] is not None and row["seq"] > state.cut:
+                n += lw.offer(row)
+        return n
+
+    def _rebuild(self, key: tuple, task: str, takeovers: int, cut: Optional[int], now: float) -> int:
+        """Fill a version's windows from the database; rows committed meanwhile are appended after."""
         model, version = key
         spec = self.spec(model)
+        state = self._new_version(model, version, task, cut)
+        rows, labeled = [], []
         with self._lock:
             self._catchup[key] = []
         try:
-            min_time = now - spec.window_max_age if spec.window_max_age else None
-            rows = self.db.window_rows(model, version, spec.window_size, min_time)
-            buf = self._new_buffer(model, version, task)
-            for row in rows:
-                row = {k: row[k] for k in _ROW_KEYS}
-                row["features"] = self.caps.features(model, row["features"], count=False)
-                if row["label"] is not None:
-                    row["label"] = window_label(buf.task, row["label"])
-                buf.append(row)
+            if cut is not None:
+                min_time = now - spec.window_max_age if spec.window_max_age else None
+                rows = self.db.window_rows(model, version, spec.window_size, min_time, after=cut)
+                labeled = self.db.labeled_rows(model, version, spec.window_size, min_time, after=cut,
+                                               min_received=now - self.config.storage.retention)
+                for row in rows:
+                    state.buffer.append(self._row(model, state.buffer.task, row))
+                self._offer(state, labeled)
         finally:
             with self._lock:
                 pending = self._catchup.pop(key)
         with self._lock:
-            buf.extend(pending)     # the ids already read from the database are skipped
-            self._versions[key] = _Version(buf, rebuilt=True, takeovers=takeovers)
-        return len(rows)
+            if cut is not None:
+                # the ids already read from the database are skipped
+                state.buffer.extend([row for row in pending if row["seq"] > cut])
+            # (labels joined meanwhile are in the queue the next sync applies)
+            state.rebuilt, state.takeovers = True, takeovers
+            self._versions[key] = state
+        return len(rows) + len(labeled)
 
     def snapshots(self, now: float) -> list:
-        """(key, WindowData) of each window filled from the database (one held only from live
-        arrivals since the last sync is partial: it waits for the next one)."""
+        """(key, window, labeled window) of each version filled from the database (one held only
+        from live arrivals since the last sync is partial: it waits for the next one)."""
         with self._lock:
-            return [(key, state.buffer.snapshot(now)) for key, state in self._versions.items() if state.rebuilt]
+            return [(key, state.buffer.snapshot(now), state.labeled.snapshot(now))
+                    for key, state in self._versions.items() if state.rebuilt]
 
     def reference(self, model: str, version: str, task: str, features: Optional[list] = None):
         """The prepared reference of a model version, or None until it exists (or if it cannot be used).
@@ -320,14 +460,17 @@ class ModelWindows:
             check_reference_columns(data, features)
         if data is None:
             first_n = self.config.model(model).reference.first_n
-            if self.db.count(model, version) < first_n:
-                return None
-            from otel_ml_processor.compute.window import rows_to_window  # noqa: PLC0415
+            with self._lock:
+                state = self._versions.get((model, version))
+            if state is None or state.cut is None:
+                return None     # incomplete: its first first_n predictions are not all stored yet
             rows = self.db.first_rows(model, version, first_n)
             for row in rows:
                 if row["label"] is not None:
                     row["label"] = window_label(task, row["label"])
-            data = reference_from_window(rows_to_window(model, version, spec.task or task, rows), first_n)
+            # arrival order, as the reference's rows came (the multivariate split is by position)
+            window = rows_to_window(model, version, spec.task or task, rows, by_time=False)
+            data = reference_from_window(window, first_n)
         return prepare_reference(data, spec)
 
 
@@ -371,11 +514,11 @@ class Computer:
             self.snapshot = Snapshot(keep(old.models), keep(old.computed_at), keep(old.durations), old.labels_pending)
             log.info("model versions now owned by another replica, no longer exported here: %s", sync.lost)
         models, computed_at, durations = {}, {}, {}
-        for (model, version), window in self.windows.snapshots(now):
+        for (model, version), window, labeled in self.windows.snapshots(now):
             t0 = time.perf_counter()
             try:
                 ref = self.windows.reference(model, version, window.task, sorted(window.features))
-                metrics: ModelMetrics = compute_model_metrics(window, ref, self.windows.spec(model))
+                metrics: ModelMetrics = compute_model_metrics(window, ref, self.windows.spec(model), labeled=labeled)
             except Exception:  # one model's failure must not stop the others' metrics
                 log.exception("computing metrics of model %s version %s failed", model, version)
                 continue

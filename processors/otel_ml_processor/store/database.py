@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import json
 import time as _time
+
+import orjson
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
@@ -64,6 +66,8 @@ class Join:
     value: object
     prediction_time: float
     first: bool           # False when it replaced an earlier joined label
+    seq: int = 0          # the prediction's id (arrival order)
+    received_at: float = 0.0   # when the prediction was stored
 
 
 @dataclass
@@ -121,6 +125,16 @@ class LabelWrite:
     joined: list = field(default_factory=list)       # Join
 
 
+def _json(text: str) -> dict:
+    """A stored JSON object: orjson (a fifth of ``json.loads``' time; rows are read by the
+    thousand for the labeled windows), ``json`` for what orjson refuses (NaN written by older
+    versions)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def label_value(row) -> object:
     return row.value_text if row.value_text is not None else row.value_num
 
@@ -151,18 +165,24 @@ _PG_INSERT_PREDICTIONS = (
 )
 
 
+#: The columns of a prediction that windows hold (``Database._window_rows``).
+_WINDOW_COLUMNS = (_P.c.model, _P.c.model_version, _P.c.task, _P.c.prediction_id, _P.c.time, _P.c.id,
+                   _P.c.received_at, _P.c.features, _P.c.segments, _P.c.probabilities, _P.c.output_label,
+                   _P.c.output_value, _P.c.score)
+
 #: Is any label waiting at all? Seeks the (joined_at, received_at) index. Filtering on the model
 #: too made SQLite walk the primary key of every label of that model (found by the soak).
 LABELS_WAITING_PROBE = select(_L.c.prediction_id).where(_L.c.joined_at.is_(None)).limit(1)
 
 
-#: Joined labels changed since ``:since``, with their prediction's keys: a range of the
-#: ``changed_at`` index, then one keyed lookup per label (``test_query_plans.py``).
+#: Joined labels another replica than ``:me`` changed since ``:since``, with their prediction's
+#: keys: a range of the ``(changed_at, changed_by)`` index (a replica's own changes are skipped
+#: there, without reading their rows), then one keyed lookup per label (``test_query_plans.py``).
 LABEL_CHANGES = select(
     _L.c.model, _P.c.model_version, _L.c.prediction_id, _L.c.value_text, _L.c.value_num, _L.c.changed_at,
     _P.c.time, _P.c.id, _P.c.received_at,
 ).select_from(_L.join(_P, and_(_P.c.model == _L.c.model, _P.c.prediction_id == _L.c.prediction_id))).where(
-    _L.c.changed_at >= bindparam("since"), _L.c.joined_at.is_not(None))
+    _L.c.changed_at >= bindparam("since"), _L.c.changed_by != bindparam("me"), _L.c.joined_at.is_not(None))
 
 
 def _prediction_tuple(r: PredictionRecord, now: float) -> tuple:
@@ -318,8 +338,8 @@ class Database:
                     {"model": m, "model_version": v, "task": t, "owner": self.replica, "stored_at": now}
                     for (m, v), t in sorted(versions.items())])
             by_model: dict = {}
-            for r in out.inserted:
-                by_model.setdefault(r.model, {})[r.prediction_id] = r
+            for r, seq in zip(out.inserted, out.ids):
+                by_model.setdefault(r.model, {})[r.prediction_id] = (r, seq)
             # Most batches find no label waiting: a one-row probe spares the key lookups.
             waiting_somewhere = bool(by_model) and conn.execute(LABELS_WAITING_PROBE).first() is not None
             for model, preds in by_model.items():
@@ -330,10 +350,11 @@ class Database:
                     if not waiting:
                         continue
                     conn.execute(update(_L).where(and_(where, _L.c.joined_at.is_(None))).values(
-                        joined_at=now, changed_at=self._changed()))
+                        joined_at=now, changed_at=self._changed(), changed_by=self.replica))
                     for w in waiting:
-                        p = preds[w.prediction_id]
-                        out.joined.append(Join(p.model, p.model_version, p.prediction_id, label_value(w), p.time, True))
+                        p, seq = preds[w.prediction_id]
+                        out.joined.append(Join(p.model, p.model_version, p.prediction_id, label_value(w), p.time, True,
+                                               seq, now))
         return out
 
     def upsert_labels(self, records: Sequence[LabelRecord], now: Optional[float] = None) -> LabelWrite:
@@ -355,8 +376,8 @@ class Database:
                 for row in conn.execute(select(_L.c.model, _L.c.prediction_id, _L.c.joined_at).where(where)):
                     previous[(row.model, row.prediction_id)] = row.joined_at
             for where in self._keys_in(_P, keys):
-                for row in conn.execute(select(_P.c.model, _P.c.prediction_id, _P.c.model_version, _P.c.time).where(
-                        where)):
+                for row in conn.execute(select(_P.c.model, _P.c.prediction_id, _P.c.model_version, _P.c.time, _P.c.id,
+                                               _P.c.received_at).where(where)):
                     preds[(row.model, row.prediction_id)] = row
             rows = []
             for key, r in latest.items():
@@ -372,13 +393,13 @@ class Database:
                 })
                 if pred is not None:
                     out.joined.append(Join(r.model, pred.model_version, r.prediction_id, r.value, pred.time,
-                                           previous.get(key) is None))
-            stmt = self._insert(_L).values(changed_at=self._changed())
+                                           previous.get(key) is None, pred.id, pred.received_at))
+            stmt = self._insert(_L).values(changed_at=self._changed(), changed_by=self.replica)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[_L.c.model, _L.c.prediction_id],
                 set_={"value_text": stmt.excluded.value_text, "value_num": stmt.excluded.value_num,
                       "received_at": stmt.excluded.received_at, "joined_at": stmt.excluded.joined_at,
-                      "changed_at": stmt.excluded.changed_at})
+                      "changed_at": stmt.excluded.changed_at, "changed_by": stmt.excluded.changed_by})
             conn.execute(stmt, rows)
             out.stored = len(rows)
         return out
@@ -467,12 +488,14 @@ class Database:
                 owner=self.replica, takeovers=_MV.c.takeovers + 1)).rowcount
 
     def label_changes(self, since: float) -> list:
-        """The joined labels written or joined at or after ``since`` (:meth:`clock` time), as
-        :class:`LabelChange`. A transaction may commit a moment after it read the clock: callers
-        look again from a little before their last look, and keep only what changed."""
+        """The joined labels that other replicas wrote or joined at or after ``since``
+        (:meth:`clock` time), as they are now (:class:`LabelChange`); a label this replica changed
+        last is not among them (its writes say what they joined). A transaction may commit a
+        moment after it read the clock: callers look again from a little before their last
+        look, and keep only what changed."""
         with self.engine.connect() as conn:
-            return [LabelChange(r.model, r.model_version, r.prediction_id, label_value(r), r.changed_at, r.time,
-                                r.id, r.received_at) for r in conn.execute(LABEL_CHANGES, {"since": since})]
+            return [LabelChange(m, v, p, t if t is not None else n, c, pt, i, r) for m, v, p, t, n, c, pt, i, r in
+                    conn.execute(LABEL_CHANGES, {"since": since, "me": self.replica})]
 
     def save_snapshots(self, rows: Sequence[SnapshotRow]) -> int:
         """Keep each row as its version's latest snapshot, for the versions this replica still owns
@@ -500,6 +523,7 @@ class Database:
                                                   r.metrics)
 
     def _rows(self, stmt) -> list:
+        """Every column of the predictions ``stmt`` selects, with their joined label, as dicts."""
         q = stmt.subquery()
         joined = select(q, _L.c.value_text, _L.c.value_num).select_from(
             q.outerjoin(_L, and_(_L.c.model == q.c.model, _L.c.prediction_id == q.c.prediction_id,
@@ -512,24 +536,84 @@ class Database:
         return {
             "model": r.model, "model_version": r.model_version, "task": r.task,
             "prediction_id": r.prediction_id, "timestamp": r.time,
-            "features": json.loads(r.features), "segments": json.loads(r.segments),
+            "features": _json(r.features), "segments": _json(r.segments),
             "output_label": r.output_label, "output_value": r.output_value, "score": r.score,
-            "probabilities": json.loads(r.probabilities), "label": label_value(r),
-            "attributes": json.loads(r.attributes), "trace_id": r.trace_id, "span_id": r.span_id,
+            "probabilities": _json(r.probabilities), "label": label_value(r),
+            "attributes": _json(r.attributes), "trace_id": r.trace_id, "span_id": r.span_id,
             "seq": r.id, "received_at": r.received_at,
         }
 
-    def window_rows(self, model: str, version: str, size: int, min_time: Optional[float] = None) -> list:
-        """The latest ``size`` predictions of a model version (oldest first), with labels."""
-        stmt = select(_P).where(and_(_P.c.model == model, _P.c.model_version == version))
+    def _window_rows(self, where, order: tuple = (), limit: Optional[int] = None, labeled: bool = False,
+                     reverse: bool = False) -> list:
+        """What a window holds of the predictions matching ``where`` (no attributes, trace ids),
+        with their joined label (``labeled``: only those that have one), as dicts, in ``order``
+        (``reverse``: the other way round). Windows read them by the thousand: positional rows,
+        only the columns they use."""
+        on = and_(_L.c.model == _P.c.model, _L.c.prediction_id == _P.c.prediction_id, _L.c.joined_at.is_not(None))
+        stmt = select(*_WINDOW_COLUMNS, _L.c.value_text, _L.c.value_num).select_from(
+            _P.join(_L, on) if labeled else _P.outerjoin(_L, on)).where(where).order_by(*order)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        out = [{
+            "model": m, "model_version": v, "task": task, "prediction_id": pid, "timestamp": t, "seq": i,
+            "received_at": received, "features": _json(f), "segments": _json(sg), "probabilities": _json(pr),
+            "output_label": ol, "output_value": ov, "score": sc_, "label": lt if lt is not None else ln,
+        } for m, v, task, pid, t, i, received, f, sg, pr, ol, ov, sc_, lt, ln in rows]
+        return out[::-1] if reverse else out
+
+    def window_rows(self, model: str, version: str, size: int, min_time: Optional[float] = None,
+                    after: Optional[int] = None) -> list:
+        """The latest ``size`` predictions of a model version by record time (ties by arrival),
+        oldest first, with labels; only those recorded at or after ``min_time`` and stored after
+        the prediction with id ``after`` (the end of its ``first_n`` reference)."""
+        where = [_P.c.model == model, _P.c.model_version == version]
         if min_time is not None:
-            stmt = stmt.where(_P.c.time >= min_time)
-        return self._rows(stmt.order_by(_P.c.time.desc(), _P.c.id.desc()).limit(size))
+            where.append(_P.c.time >= min_time)
+        if after is not None:
+            where.append(_P.c.id > after)
+        return self._window_rows(and_(*where), (_P.c.time.desc(), _P.c.id.desc()), size, reverse=True)
+
+    def labeled_rows(self, model: str, version: str, size: int, min_time: Optional[float] = None,
+                     after: Optional[int] = None, min_received: Optional[float] = None) -> list:
+        """The labeled window's rows: the latest ``size`` predictions of a model version that have
+        a joined label, by record time (ties by arrival), oldest first; bounded as
+        :meth:`window_rows`, and to those stored at or after ``min_received``."""
+        where = [_P.c.model == model, _P.c.model_version == version]
+        if min_time is not None:
+            where.append(_P.c.time >= min_time)
+        if after is not None:
+            where.append(_P.c.id > after)
+        if min_received is not None:
+            where.append(_P.c.received_at >= min_received)
+        return self._window_rows(and_(*where), (_P.c.time.desc(), _P.c.id.desc()), size, labeled=True, reverse=True)
+
+    def rows_by_id(self, model: str, prediction_ids: Sequence[str]) -> list:
+        """The stored predictions of ``model`` with these ids (any order), with labels, as windows read them."""
+        out: list = []
+        for where in self._keys_in(_P, [(model, pid) for pid in prediction_ids]):
+            out.extend(self._window_rows(where))
+        return out
 
     def first_rows(self, model: str, version: str, n: int) -> list:
-        """The first ``n`` predictions of a model version by record time."""
-        stmt = select(_P).where(and_(_P.c.model == model, _P.c.model_version == version))
-        return self._rows(stmt.order_by(_P.c.time, _P.c.id).limit(n))
+        """The first ``n`` predictions of a model version by arrival (storage order), with labels."""
+        where = and_(_P.c.model == model, _P.c.model_version == version)
+        return self._window_rows(where, (_P.c.id,), n)
+
+    def reference_cut(self, model: str, version: str, n: int) -> Optional[int]:
+        """The id of the ``n``-th prediction of a model version by arrival (None while it has fewer):
+        where its ``first_n`` reference ends and its window begins."""
+        stmt = select(_P.c.id).where(and_(_P.c.model == model, _P.c.model_version == version)).order_by(
+            _P.c.id).limit(1).offset(max(0, int(n) - 1))
+        with self.engine.connect() as conn:
+            return conn.execute(stmt).scalar()
+
+    def set_reference_cut(self, model: str, version: str, n: int, cut: int) -> None:
+        """Record :meth:`reference_cut` (it never changes for a given ``n``) in ``model_versions``."""
+        with self.engine.begin() as conn:
+            conn.execute(update(_MV).where(_MV.c.model == model, _MV.c.model_version == version).values(
+                reference_first_n=n, reference_cut=cut))
 
     def count(self, model: str, version: str) -> int:
         with self.engine.connect() as conn:

@@ -2,7 +2,7 @@
 
 Version 1 creates the tables of ``store/schema.py``; version 2 adds replica ownership
 (``model_versions``, filled from the stored predictions with no owner yet), the computed
-snapshots (``model_snapshots``) and ``labels.changed_at``. A later change to the schema appends
+snapshots (``model_snapshots``) and ``labels.changed_at`` / ``changed_by``. A later change to the schema appends
 a step (a function taking a SQLAlchemy connection) and never edits an earlier one. Steps create
 tables from the current ``schema`` with ``checkfirst``, so a step that adds a column to a table
 an earlier step created checks that the column is not there yet (a new database gets it from
@@ -35,13 +35,15 @@ def _v2(conn: Connection) -> None:
     """Replica ownership, computed snapshots, and when each label last changed."""
     schema.metadata.create_all(conn, tables=[schema.model_versions, schema.model_snapshots])
     db = inspect(conn)
-    if "changed_at" not in {c["name"] for c in db.get_columns("labels")}:
-        # A nullable column without a default: no table rewrite on either database. Labels joined
-        # before it stay null there: the windows read them from the tables at start.
-        conn.execute(text("ALTER TABLE labels ADD COLUMN changed_at FLOAT"))
+    columns = {c["name"] for c in db.get_columns("labels")}
+    # Nullable columns without a default: no table rewrite on either database. Labels joined
+    # before them stay null there: the windows read those from the tables at start.
+    for name, kind in (("changed_at", "FLOAT"), ("changed_by", "VARCHAR(255)")):
+        if name not in columns:
+            conn.execute(text(f"ALTER TABLE labels ADD COLUMN {name} {kind}"))
     if "ix_labels_changed" not in {i["name"] for i in db.get_indexes("labels")}:
         # DDL text: an Index object made here would attach itself to schema.labels for good
-        conn.execute(text("CREATE INDEX ix_labels_changed ON labels (changed_at)"))
+        conn.execute(text("CREATE INDEX ix_labels_changed ON labels (changed_at, changed_by)"))
     # Versions stored before ownership was recorded have no owner: the first replica to start claims them.
     p, mv = schema.predictions, schema.model_versions
     known = select(mv.c.model).where(mv.c.model == p.c.model, mv.c.model_version == p.c.model_version).exists()

@@ -7,8 +7,9 @@ Tables:
   ``probabilities`` and ``attributes`` are JSON objects (already anonymized).
 - ``labels``: the latest true label per ``(model, prediction_id)``; ``joined_at`` is null
   while the label waits for its prediction; ``changed_at`` is the database's clock when the
-  label was last written or joined (replicas read the labels joined since their last look
-  by it, so a label reaches the owner of its model wherever it entered).
+  label was last written or joined, ``changed_by`` the replica that did it (each replica reads
+  the labels others joined since its last look, so a label reaches the owner of its model
+  wherever it entered).
 - ``audit``: ``ml.audit`` events.
 - ``model_versions``: one row per stored (model, model_version): its task, its ``owner`` (the
   replica that stored its latest prediction, ``docs/scaling.md``), when that was
@@ -63,8 +64,9 @@ labels = Table(
     Column("received_at", Float, nullable=False),
     Column("joined_at", Float),
     Column("changed_at", Float),
+    Column("changed_by", String(255)),
     Index("ix_labels_pending", "joined_at", "received_at"),
-    Index("ix_labels_changed", "changed_at"),
+    Index("ix_labels_changed", "changed_at", "changed_by"),
 )
 
 model_versions = Table(
