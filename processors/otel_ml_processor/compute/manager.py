@@ -206,11 +206,11 @@ class ModelWindows:
         """Take a committed write: append the stored predictions of admitted models that come after
         their version's reference (one lock and one bulk append per window), with the features
         under ``limits.max_features_per_model``; then the labels it joined."""
-        admitted, features_of = self.caps.admitted, self.caps.features
+        features_of = self.caps.features
         groups: dict = {}
         for r, seq in zip(batch.predictions, batch.ids):
-            if admitted(r.model):
-                groups.setdefault((r.model, r.model_version), []).append((r, seq))
+            groups.setdefault((r.model, r.model_version), []).append((r, seq))
+        groups = {key: group for key, group in groups.items() if self.caps.admitted(key[0])}
         if not groups and not batch.joins:
             return
         received_at = batch.received_at

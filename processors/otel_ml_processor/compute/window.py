@@ -273,11 +273,13 @@ class WindowBuffer:
             self._start += 1
 
     def _evict_one(self) -> None:
-        self._skip_holes()
+        if self._removed:
+            self._skip_holes()
         if self._start < self._end:
             self._index.pop(self._ids[self._start], None)
             self._start += 1
-            self._skip_holes()
+            if self._removed:
+                self._skip_holes()
         else:  # everything materialized is gone: drop the oldest queued row
             while self._pending_base in self._pending_holes:
                 self._pending_holes.discard(self._pending_base)
