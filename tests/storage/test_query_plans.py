@@ -14,7 +14,7 @@ def test_keyed_lookups_search_the_index(tmp_path):
     db = Database(f"sqlite:///{tmp_path / 'x.db'}")
     keys = [("churn", f"p{i}") for i in range(700)] + [("fraud", "q1")]
     for table in (schema.predictions, schema.labels):
-        for where in db._keys_in(table, keys):
+        for where in db.keys_in(table, keys):
             stmt = select(table.c.model, table.c.prediction_id).where(where)
             sql = str(stmt.compile(db.engine, compile_kwargs={"literal_binds": True}))
             with db.engine.connect() as conn:

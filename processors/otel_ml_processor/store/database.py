@@ -250,7 +250,7 @@ class Database:
             return True
         return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": HOUSEKEEPING_LOCK_KEY}).scalar())
 
-    def _keys_in(self, table, keys: list) -> list:
+    def keys_in(self, table, keys: list) -> list:
         """WHERE clauses that together match the ``(model, prediction_id)`` pairs in ``keys``.
 
         PostgreSQL: one ``model = m AND prediction_id = ANY(array)`` per model (one parameter,
@@ -345,7 +345,7 @@ class Database:
             for model, preds in by_model.items():
                 if not waiting_somewhere:
                     break
-                for where in self._keys_in(_L, [(model, pid) for pid in preds]):
+                for where in self.keys_in(_L, [(model, pid) for pid in preds]):
                     waiting = conn.execute(select(_L).where(and_(where, _L.c.joined_at.is_(None)))).all()
                     if not waiting:
                         continue
@@ -372,10 +372,10 @@ class Database:
         with self.engine.begin() as conn:
             keys = list(latest)
             previous, preds = {}, {}
-            for where in self._keys_in(_L, keys):
+            for where in self.keys_in(_L, keys):
                 for row in conn.execute(select(_L.c.model, _L.c.prediction_id, _L.c.joined_at).where(where)):
                     previous[(row.model, row.prediction_id)] = row.joined_at
-            for where in self._keys_in(_P, keys):
+            for where in self.keys_in(_P, keys):
                 for row in conn.execute(select(_P.c.model, _P.c.prediction_id, _P.c.model_version, _P.c.time, _P.c.id,
                                                _P.c.received_at).where(where)):
                     preds[(row.model, row.prediction_id)] = row
@@ -445,7 +445,7 @@ class Database:
         return expired
 
     def _delete_labels(self, conn, keys: list) -> None:
-        for where in self._keys_in(_L, keys):
+        for where in self.keys_in(_L, keys):
             conn.execute(delete(_L).where(where))
 
     def apply_retention(self, now: float, retention: float, batch: int = 10_000) -> int:
@@ -592,7 +592,7 @@ class Database:
     def rows_by_id(self, model: str, prediction_ids: Sequence[str]) -> list:
         """The stored predictions of ``model`` with these ids (any order), with labels, as windows read them."""
         out: list = []
-        for where in self._keys_in(_P, [(model, pid) for pid in prediction_ids]):
+        for where in self.keys_in(_P, [(model, pid) for pid in prediction_ids]):
             out.extend(self._window_rows(where))
         return out
 
