@@ -96,6 +96,18 @@ def test_snapshots_of_another_version_of_the_code_load():
     assert load(text) == {"x": {"a": 2, "gone": "x"}}   # an unknown class: its fields, as a dict
 
 
+def test_dataclasses_of_other_compute_modules_load_without_being_named():
+    """Results the engine holds may be defined anywhere in the compute stage (the window, here)."""
+    from otel_ml_processor.compute.window import WindowData, rows_to_window  # noqa: PLC0415
+
+    rows = [dict(prediction_id=f"p{i}", timestamp=float(i), features={"x": float(i), "c": "a" if i else None},
+                 output_label="1", output_value=None, score=0.5, probabilities={"1": 0.5}, segments={"g": "f"},
+                 label=None if i else "0") for i in range(3)]
+    window = rows_to_window("m", "1", "classification", rows)
+    again = load(dump(window))
+    assert isinstance(again, WindowData) and same(again, window)
+
+
 def test_other_versions_of_the_codec_are_refused():
     with pytest.raises(ValueError):
         load(json.dumps({"$codec": 99, "value": 1}))

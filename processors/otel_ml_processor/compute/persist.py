@@ -20,7 +20,7 @@ Example::
 
     text = dump(metrics)                 # str (JSON)
     again = load(text)                   # ModelMetrics equal to metrics
-    load(text, types=[MyResult])         # dataclasses of other modules, by name
+    load(text, types=[MyResult])         # dataclasses from outside the compute stage, by name
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from typing import Any, Iterable, Optional
 
 import numpy as np
@@ -36,11 +37,16 @@ from otel_ml_processor.compute import engine
 
 #: Version of the encoding (the outer object's ``$codec``).
 CODEC_VERSION = 1
+_COMPUTE = "otel_ml_processor.compute."
 _TAGS = ("$dataclass", "$tuple", "$dict", "$float", "$ndarray", "$codec")
 
 
-def _engine_types() -> list:
-    return [v for v in vars(engine).values() if isinstance(v, type) and dataclasses.is_dataclass(v)]
+def _compute_types() -> list:
+    """Every dataclass defined in a loaded module of the compute stage (``engine`` first)."""
+    names = sorted(n for n in sys.modules if n.startswith(_COMPUTE) and sys.modules[n] is not None)
+    names.sort(key=lambda n: n != engine.__name__)
+    return [v for n in names for v in vars(sys.modules[n]).values()
+            if isinstance(v, type) and dataclasses.is_dataclass(v) and v.__module__ == n]
 
 
 def _encode(obj: Any) -> Any:
@@ -105,9 +111,12 @@ def _decode(obj: Any, types: dict) -> Any:
 
 
 def load(text: str, types: Optional[Iterable[type]] = None) -> Any:
-    """The object :func:`dump` wrote. Dataclasses are rebuilt by class name from ``types`` plus
-    every dataclass of ``compute.engine`` (``ModelMetrics``, ``DriftResult``, ...)."""
-    known = {cls.__name__: cls for cls in [*_engine_types(), *(types or ())]}
+    """The object :func:`dump` wrote. Dataclasses are rebuilt by class name from ``types``, else
+    from the dataclasses of the compute stage's modules (``ModelMetrics``, ``DriftResult``, and
+    those the engine's results hold, wherever in ``compute`` they are defined)."""
+    known: dict = {}
+    for cls in [*(types or ()), *_compute_types()]:
+        known.setdefault(cls.__name__, cls)
     data = json.loads(text)
     if not isinstance(data, dict) or data.get("$codec") != CODEC_VERSION:
         raise ValueError(f"not a snapshot of codec version {CODEC_VERSION}")
