@@ -250,6 +250,10 @@ ENV_LOGGING_BRIDGE = "OTEL_ML_LOGGING_BRIDGE"
 ENV_MAX_QUEUE_SIZE = "OTEL_ML_MAX_QUEUE_SIZE"
 ENV_EXPORT_BATCH_SIZE = "OTEL_ML_EXPORT_BATCH_SIZE"
 
-# --- pages additions ---------------------------------------------------------------------------------
+# --- Environment variables of the processor ----------------------------------------------------
+#: Ingest worker processes (default: one per core; 0 keeps cleaning on the writer thread).
+ENV_INGEST_WORKERS = "OTEL_ML_INGEST_WORKERS"
+#: This processor replica's identity in the shared database (default: hostname and gRPC endpoint).
+ENV_REPLICA_ID = "OTEL_ML_REPLICA_ID"
 #: Base URL of the docs the model pages link each figure to (default: the project's docs on GitHub).
 ENV_DOCS_URL = "OTEL_ML_DOCS_URL"

@@ -1,12 +1,15 @@
-"""Cumulative ingest counters shared by the stages and read by the exporter.
+"""Cumulative ingest counters and the caps on user-supplied label values, shared by the stages.
 
 A leaf like ``otel_ml.semconv``: every stage may increment, only ``export`` reads. Label
-values from users are capped by :class:`CardinalityGuard` before they get here.
+values from users (model and feature names) are capped by :class:`Caps` before they get here,
+and the same :class:`Caps` decides which models get a window: every stage that names a model
+in a series asks it, so they all fold the same names into ``__other__``.
 
 Example::
 
     counters = Counters()
-    counters.inc(counters.received, ("churn", "prediction"), 512)
+    caps = Caps(max_models=100, max_features_per_model=500, counters=counters)
+    counters.inc(counters.received, (caps.model("churn"), "prediction"), 512)
     counters.snapshot()["received"]
 """
 
@@ -40,6 +43,11 @@ class Counters:
     def inc(self, table: dict, key: tuple, n: int = 1) -> None:
         with self._lock:
             table[key] += n
+
+    def expired(self, n: int) -> None:
+        """``n`` more waiting labels dropped (``ml_labels_expired_total``)."""
+        with self._lock:
+            self.labels_expired += n
 
     def observe_join_delay(self, seconds: float) -> None:
         with self._lock:
@@ -85,3 +93,43 @@ class CardinalityGuard:
         if count:
             self._counters.inc(self._counters.cardinality_limited, (self.kind,))
         return sc.OVERFLOW_LABEL_VALUE
+
+
+class Caps:
+    """``limits.max_models`` and ``limits.max_features_per_model``, applied to label values.
+
+    Models are admitted in the order they are first seen (configured ones first, then stored
+    ones at start, then arrivals); a model past the limit is ``__other__`` in every series and
+    gets no window. Each admitted model admits its first ``max_features_per_model`` feature names.
+    Every fold is counted in ``ml_cardinality_limited_total{kind}``.
+    """
+
+    def __init__(self, max_models: int, max_features_per_model: int, counters: Counters,
+                 initial_models: Optional[list] = None):
+        self._counters = counters
+        self._max_features = max_features_per_model
+        self._models = CardinalityGuard(max_models, sc.KIND_MODEL, counters, initial=initial_models)
+        self._features: dict = {}   # model -> CardinalityGuard of its features
+
+    def model(self, name: str, count: bool = True) -> str:
+        """``name`` if admitted under ``limits.max_models``, else ``__other__`` (counted)."""
+        return self._models.admit(name, count)
+
+    def admitted(self, name: str) -> bool:
+        """Whether ``name`` was admitted already (admits nothing)."""
+        return self._models.admitted(name)
+
+    def feature(self, model: str, feature: str, count: bool = True) -> str:
+        """``feature`` if admitted for ``model``, else ``__other__`` (counted unless ``count`` is False)."""
+        guard = self._features.get(model)
+        if guard is None:
+            guard = self._features[model] = CardinalityGuard(self._max_features, sc.KIND_FEATURE, self._counters)
+        return guard.admit(feature, count)
+
+    def features(self, model: str, features: dict, count: bool = True) -> dict:
+        """``features`` without those beyond ``limits.max_features_per_model`` (each fold counted,
+        unless ``count`` is False: rows read again from the database were counted when they came)."""
+        guard = self._features.get(model)
+        if guard is not None and features.keys() <= guard.values:
+            return features
+        return {k: v for k, v in features.items() if self.feature(model, k, count) != sc.OVERFLOW_LABEL_VALUE}

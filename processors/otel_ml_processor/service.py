@@ -1,5 +1,13 @@
 """The processor service: wires the stages together and runs them until SIGTERM.
 
+This is the one module that knows every stage. Each stage imports only the stages before it
+(receive -> clean -> store -> join -> compute -> export); what flows forward is handed over
+here, through the types the stages define: the receivers hand requests to an
+:class:`~otel_ml_processor.receive.handlers.Ingestor` (:class:`WriterChain`), which runs
+clean's admission, the store, the label join, and hands each committed write to compute's
+:class:`~otel_ml_processor.compute.manager.CommitListener`; the exporter reads compute's last
+snapshot.
+
 Threads: the asyncio loop (gRPC + HTTP I/O), one writer thread (commit: store, join, windows),
 one compute thread; and ingest worker processes (decode, validate, anonymize), one per core
 unless ``$OTEL_ML_INGEST_WORKERS`` says otherwise. SIGTERM or SIGINT: readiness goes to 503, the receivers stop accepting and
@@ -20,26 +28,31 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Optional
+from typing import Optional, Sequence
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from otel_ml_processor.clean.batch import init_worker, warm_up
-from otel_ml_processor.compute.manager import Computer, ModelWindows
+from otel_ml import semconv as sc
+from otel_ml_processor.clean.admit import Admission
+from otel_ml_processor.clean.batch import CleanBatch, Cleaner, clean_in_worker, init_worker, warm_up
+from otel_ml_processor.compute.manager import CommitListener, Committed, Computer, ModelWindows
 from otel_ml_processor.config import Config
-from otel_ml_processor.counters import Counters
+from otel_ml_processor.counters import Caps, Counters
 from otel_ml_processor.export.http import web_endpoint
 from otel_ml_processor.export.prometheus import MLCollector
-from otel_ml_processor.pipeline import Ingest
+from otel_ml_processor.join.labels import LabelJoiner
 from otel_ml_processor.receive.auth import BearerAuth
 from otel_ml_processor.receive.grpc_server import start_grpc_server
-from otel_ml_processor.receive.handlers import Handlers
+from otel_ml_processor.receive.handlers import CommitResult, Handlers, Unavailable
 from otel_ml_processor.receive.http_server import HttpReceiver, ssl_context
 from otel_ml_processor.receive.limits import InflightGate
-from otel_ml_processor.store.database import Database
+from otel_ml_processor.receive.otlp import LogEvent
+from otel_ml_processor.store.database import RETRYABLE_ERRORS, Database
+from otel_ml_processor.store.writer import StoreWriter
 
 log = logging.getLogger("otel_ml_processor")
 
@@ -53,11 +66,19 @@ def ingest_workers() -> int:
     Decoding and cleaning (the costly, stateless part of ingest) run in them so that every
     core works; 0 keeps everything on the writer thread.
     """
-    value = os.environ.get("OTEL_ML_INGEST_WORKERS")
+    value = os.environ.get(sc.ENV_INGEST_WORKERS)
     if value is not None and value.strip():
         return max(0, int(value))
     cores = os.cpu_count() or 1
     return cores if cores > 1 else 0
+
+
+def replica_id(config: Config, environ: Optional[dict] = None) -> str:
+    """This replica's identity in the shared database: ``$OTEL_ML_REPLICA_ID``, else the host
+    name and the OTLP/gRPC endpoint (stable across restarts of the same replica; set the variable
+    where host names change, e.g. to a StatefulSet's pod name)."""
+    value = (os.environ if environ is None else environ).get(sc.ENV_REPLICA_ID, "").strip()
+    return value or f"{socket.gethostname()}/{config.receiver.grpc_endpoint}"
 
 
 def split_endpoint(endpoint: str) -> tuple:
@@ -65,18 +86,66 @@ def split_endpoint(endpoint: str) -> tuple:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+class WriterChain:
+    """The writer thread's chain, as the receivers see it (an ``Ingestor``).
+
+    clean (admission: counts, caps, feature kinds) -> store (predictions, labels, audit events,
+    each committed before the next) -> join (counts) -> compute (the predictions stored and the
+    labels joined, as a :class:`Committed`). A write that is committed is handed to compute even
+    when a later one of the same request fails: the request is answered "retry", and its resend
+    finds those rows stored. Labels joined by another replica reach compute through the
+    database (each compute cycle reads those since its last one), so that a label reaches the
+    owner of its model wherever it entered.
+    """
+
+    def __init__(self, cleaner: Cleaner, admission: Admission, store: StoreWriter, joiner: LabelJoiner,
+                 compute: CommitListener):
+        self.cleaner, self.admission, self.store, self.joiner, self.compute = cleaner, admission, store, joiner, compute
+
+    def clean(self, kind: str, body: bytes, content_type: str, encoding: Optional[str], max_bytes: int,
+              received_at: float) -> CleanBatch:
+        return self.cleaner.request(kind, body, content_type, encoding, max_bytes, received_at)
+
+    def clean_events(self, events: Sequence[LogEvent]) -> CleanBatch:
+        return self.cleaner.events(events)
+
+    def commit(self, batch: CleanBatch, now: float) -> CommitResult:
+        try:
+            return self._commit(batch, now)
+        except RETRYABLE_ERRORS as exc:
+            log.warning("storage unavailable, asking the client to retry: %s", type(exc).__name__)
+            raise Unavailable("storage unavailable: retry later") from exc
+
+    def _commit(self, batch: CleanBatch, now: float) -> CommitResult:
+        result = self.admission.check(batch)
+        if batch.predictions:
+            stored = self.store.predictions(batch.predictions, now)
+            joins = self.joiner.joined(stored.joins, now)
+            self.compute.committed(Committed(predictions=stored.inserted, ids=stored.ids, received_at=now, joins=joins))
+            result.add(stored.result)
+        if batch.labels:
+            stored = self.store.labels(batch.labels, now)
+            self.compute.committed(Committed(received_at=now, joins=self.joiner.joined(stored.joins, now)))
+            result.add(stored.result)
+        return result.add(self.store.audits(batch.audits))
+
+
 class ProcessorService:
     def __init__(self, config: Config, registry: Optional[CollectorRegistry] = None):
         self.config = config
         self.auth = BearerAuth.from_env(config.receiver.bearer_token_env)
-        self.db = Database(config.storage.url)
+        self.replica = replica_id(config)
+        self.db = Database(config.storage.url, replica=self.replica)
         self.counters = Counters()
-        self.ingest: Ingest
-        self.windows = ModelWindows(config, self.db, admitted=lambda m: self.ingest.models.admitted(m))
-        self.ingest = Ingest(config, self.db, self.counters, self.windows)
+        self.caps = Caps(config.limits.max_models, config.limits.max_features_per_model, self.counters,
+                         initial_models=[m.name for m in config.models])
+        self.windows = ModelWindows(config, self.db, self.caps)
+        self.chain = WriterChain(Cleaner(config.anonymization), Admission(self.counters, self.caps),
+                                 StoreWriter(self.db, self.counters, self.caps),
+                                 LabelJoiner(self.counters, self.caps), self.windows)
         for model, reference in self.windows.file_references.items():
             # one type per feature: live values are read as the reference file's types
-            self.ingest.kinds.declare(model, reference.feature_types())
+            self.chain.admission.kinds.declare(model, reference.feature_types())
         self.computer = Computer(config, self.db, self.windows, self.counters)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(MLCollector(self.counters, lambda: self.computer.snapshot))
@@ -84,20 +153,24 @@ class ProcessorService:
         self.web = web_endpoint(config, self.registry, lambda: self.ready, lambda: self.computer.snapshot)
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otel-ml-writer")
         self.pool = None
-        self.handlers = Handlers(self.ingest, self.counters, self.writer, None, config.receiver.max_request_bytes)
+        self.handlers = Handlers(self.chain, self.counters, self.writer, None, config.receiver.max_request_bytes,
+                                 pool_task=clean_in_worker)
         self.gate = InflightGate(config.receiver.max_inflight_bytes)
         self.ready = False
         self._grpc = None
         self._runners: list = []
 
     async def start(self) -> None:
-        # Admit models already stored (in stored order) so that restarts keep the same set.
-        for model, _version, _task in self.db.model_versions():
-            self.ingest.models.admit(model, count=False)
-        loaded = self.windows.rebuild()
+        claimed = self.db.claim_unowned()   # versions stored before owners were recorded
+        # Admit the models this replica owns (by name) so that restarts keep the same set.
+        for v in self.db.model_owners():
+            if v.owner == self.replica:
+                self.caps.model(v.model, count=False)
+        sync = self.windows.sync()
         self.windows.check_references()   # a mismatching reference file is an error at start
         self.computer.run_once()
-        log.info("windows rebuilt from the database: %d rows", loaded)
+        log.info("replica %s: %d model versions owned (%d claimed), windows rebuilt from the database: %d rows",
+                 self.replica, len(sync.owned), claimed, sync.loaded)
         workers = ingest_workers()
         if workers:
             self.pool = self._new_pool(workers)

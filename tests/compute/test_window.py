@@ -8,7 +8,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otel_ml_processor.compute.window import QUALITY_MISSING, QUALITY_NAN, QUALITY_OK, WindowBuffer, rows_to_window
+from otel_ml_processor.compute.window import (
+    QUALITY_MISSING, QUALITY_NAN, QUALITY_OK, LabeledWindow, WindowBuffer, rows_to_window,
+)
 
 
 def row(i, **over):
@@ -22,6 +24,7 @@ ops = st.lists(st.one_of(
     st.tuples(st.just("append"), st.integers(0, 60)),
     st.tuples(st.just("label"), st.integers(0, 60)),
     st.tuples(st.just("snapshot"), st.just(0)),
+    st.tuples(st.just("remove"), st.integers(0, 60)),
     # the bulk append of the ingest path, ids possibly repeated within one call
     st.tuples(st.just("extend"), st.lists(st.integers(0, 60), max_size=8)),
 ), max_size=120)
@@ -79,6 +82,10 @@ def test_buffer_matches_a_list_model(operations, size):
                 if all(m["prediction_id"] != r["prediction_id"] for m in model):
                     model.append(r)
                     model = model[-size:]
+        elif op == "remove":
+            hit = buf.remove(f"p{i}")
+            assert hit == any(m["prediction_id"] == f"p{i}" for m in model)
+            model = [m for m in model if m["prediction_id"] != f"p{i}"]
         elif op == "label":
             hit = buf.set_label(f"p{i}", str(i % 2))
             want = any(m["prediction_id"] == f"p{i}" for m in model)
@@ -137,3 +144,82 @@ def test_long_run_compaction_keeps_columns_aligned():
     assert w.features["late"].tolist() == [float(-i) for i in range(950, 1000)]
     assert w.probabilities["1"].tolist() == [i / 1000 for i in range(950, 1000)]
     assert w.segments["g"].tolist() == [f"g{i % 4}" for i in range(950, 1000)]
+
+
+def test_ties_in_record_time_are_ordered_by_seq_and_arrival_order_is_kept_on_demand():
+    rows = [row(i, timestamp=t, seq=s) for i, (t, s) in enumerate([(2.0, 30), (1.0, 20), (2.0, 10), (1.0, 40)])]
+    assert rows_to_window("m", "1", "classification", rows).prediction_ids.tolist() == ["p1", "p3", "p2", "p0"]
+    assert rows_to_window("m", "1", "classification", rows, by_time=False).prediction_ids.tolist() == [
+        "p2", "p1", "p0", "p3"]
+
+
+def test_removed_rows_leave_no_trace_after_compaction():
+    buf = WindowBuffer("m", "1", "classification", size=4, evict=False)
+    rng = np.random.default_rng(1)
+    live: list = []
+    for i in range(300):
+        buf.append(row(i, features={"x": float(i), **({"s": f"v{i}"} if i % 3 == 0 else {})}))
+        live.append(i)
+        if len(live) > 4:          # remove any live row: holes in the middle, not only at the start
+            gone = live.pop(int(rng.integers(0, len(live))))
+            assert buf.remove(f"p{gone}") and not buf.remove(f"p{gone}")
+        if i % 7 == 0:
+            buf.snapshot()
+        w = buf.snapshot() if i % 11 == 0 else None
+        if w is not None:
+            assert w.prediction_ids.tolist() == [f"p{j}" for j in live]
+    w = buf.snapshot()
+    assert w.prediction_ids.tolist() == [f"p{j}" for j in live] and len(buf) == 4
+    assert w.features["x"].tolist() == [float(j) for j in live]
+    assert buf.set_label(f"p{live[0]}", "1") and buf.snapshot().label.tolist()[0] == "1"
+    assert buf.capacity == 16   # holes were dropped at each compaction: the capacity did not grow
+
+
+labeled_ops = st.lists(st.one_of(
+    st.tuples(st.just("offer"), st.integers(0, 40), st.integers(0, 10), st.integers(0, 4)),
+    st.tuples(st.just("label"), st.integers(0, 40), st.just(0), st.just(0)),
+    st.tuples(st.just("expire"), st.integers(0, 12), st.integers(0, 12), st.just(0)),
+), max_size=80)
+
+
+@settings(max_examples=80, deadline=None)
+@given(labeled_ops, st.integers(1, 6))
+def test_labeled_window_keeps_the_largest_keys_as_a_list_model(operations, size):
+    """The rows kept are the ``size`` largest (time, seq) offered that were never evicted or expired;
+    their labels the last ones given."""
+    lw = LabeledWindow("m", "1", "classification", size=size, max_age=5.0, retention=8.0)
+    model: dict = {}      # pid -> [time, seq, received_at, label]
+    label_count = 0
+    for op, i, a, b in operations:
+        pid = f"p{i}"
+        if op == "offer":
+            label_count += 1
+            value = f"v{label_count}"
+            r = row(i, timestamp=float(a), seq=1000 * a + i, label=value, received_at=float(b))
+            kept = lw.offer(r)
+            if pid in model:
+                model[pid][3] = value
+                assert kept
+            else:
+                key = (float(a), 1000 * a + i)
+                smallest = min(((t, s) for t, s, _r, _l in model.values()), default=None)
+                wanted = len(model) < size or key > smallest
+                assert kept == wanted
+                if wanted:
+                    model[pid] = [float(a), 1000 * a + i, float(b), value]
+                    if len(model) > size:
+                        drop = min(model, key=lambda p: (model[p][0], model[p][1]))
+                        del model[drop]
+        elif op == "label":
+            assert lw.set_label(pid, "new") == (pid in model)
+            if pid in model:
+                model[pid][3] = "new"
+        else:
+            now = float(i)
+            lw.expire(now)
+            model = {p: v for p, v in model.items() if v[0] >= now - 5.0 and v[2] >= now - 8.0}
+        assert len(lw) == len(model)
+    w = lw.snapshot()
+    expected = sorted(model, key=lambda p: (model[p][0], model[p][1]))
+    assert w.prediction_ids.tolist() == expected
+    assert w.label.tolist() == [model[p][3] for p in expected]

@@ -2,7 +2,8 @@
 
 The official OTel SDK sends predictions and labels over OTLP/gRPC and over OTLP/HTTP to the
 processor started from the console script; a real Prometheus scrapes it; the accuracy and the
-KS statistic Prometheus returns equal scikit-learn's and scipy's on the same rows.
+KS statistic Prometheus returns equal scikit-learn's and scipy's on the same rows: the first_n
+reference against the predictions after it (the window never holds its reference).
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ def pipeline(tmp_path_factory):
 def test_prometheus_serves_sklearn_accuracy_and_scipy_ks(pipeline, model):
     proc, prom, sent = pipeline
     rows = sent[model]
-    expected_accuracy = accuracy_score(rows["truth"], rows["predicted"])
-    expected_ks = ks_2samp(rows["x"][:FIRST_N], rows["x"])
+    after = slice(FIRST_N, None)      # the window and the labeled window: after the reference
+    expected_accuracy = accuracy_score(rows["truth"][after], rows["predicted"][after])
+    expected_ks = ks_2samp(rows["x"][:FIRST_N], rows["x"][after])
 
     def accuracy():
         v = prom.value(f'ml_performance{{model="{model}",metric="accuracy"}}')
@@ -80,8 +82,8 @@ def test_prometheus_serves_sklearn_accuracy_and_scipy_ks(pipeline, model):
     pvalue = prom.value(f'ml_drift_pvalue{{model="{model}",feature="x",method="ks"}}')
     assert math.isclose(pvalue, expected_ks.pvalue, rel_tol=1e-9, abs_tol=1e-12)
     assert prom.value(f'ml_drift_detected{{model="{model}",feature="x",method="ks"}}') == 1.0
-    assert prom.value(f'ml_window_predictions{{model="{model}"}}') == N
-    assert prom.value(f'ml_window_labeled{{model="{model}"}}') == N
+    assert prom.value(f'ml_window_predictions{{model="{model}"}}') == N - FIRST_N
+    assert prom.value(f'ml_window_labeled{{model="{model}"}}') == N - FIRST_N
     assert prom.value(f'ml_records_received_total{{model="{model}",signal="prediction"}}') == N
     assert prom.value(f'ml_records_received_total{{model="{model}",signal="label"}}') == N + 10
     assert prom.value(f'ml_labels_replaced_total{{model="{model}"}}') == 10
@@ -129,7 +131,7 @@ def test_sigterm_exits_zero_with_everything_stored(tmp_path):
     ("compute: {interval: soon}\n", "compute.interval"),
     ("models: [{name: churn, window: {size: large}}]\n", "models[0].window.size"),
     ("models: [{name: churn, drift: {features: {age: {method: kstest}}}}]\n", "models[0].drift.features.age.method"),
-])
+], ids=["unknown-key", "bad-duration", "bad-size", "unknown-drift-method"])
 def test_bad_config_exits_2_naming_key_and_file(tmp_path, text, key):
     path = tmp_path / "bad.yaml"
     path.write_text(text)

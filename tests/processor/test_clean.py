@@ -56,7 +56,8 @@ def test_prediction_fields(validator):
     ({sc.ML_PREDICTION_ID: "x" * 256}, sc.REASON_INVALID_ATTRIBUTE),        # over the key columns' 255
     ({sc.ML_MODEL_NAME: "churn\x00"}, sc.REASON_INVALID_ATTRIBUTE),        # PostgreSQL text holds no NUL
     ({sc.ML_OUTPUT_LABEL: "y\x00es"}, sc.REASON_INVALID_ATTRIBUTE),
-])
+], ids=["no-version", "empty-id", "name-not-string", "unknown-task", "classification-without-label",
+        "infinite-regression-value", "id-over-255", "nul-in-model", "nul-in-label"])
 def test_rejections(validator, attrs, reason):
     ev = _pred()
     for k, v in attrs.items():
@@ -149,13 +150,26 @@ def test_batch_kind_check_is_the_record_by_record_check(earlier, batch):
     assert fast_issues == slow_issues and fast.kinds == slow.kinds
 
 
+def _fresh(text: str) -> str:
+    """An equal str that is a new object (literals would be one shared constant)."""
+    return "".join(list(text))
+
+
 def test_validators_share_names_and_short_values_within_bounds(validator):
-    a = validator.validate(_pred("a", **{sc.feature_key("plan"): "pro"}))
-    b = validator.validate(_pred("b", **{sc.feature_key("plan"): "".join(["p", "ro"])}))
+    """Records share one str per feature name and short repeated value; the sharing is bounded."""
+    def plan(pid, value):
+        (name, v), = validator.validate(_pred(pid, **{sc.feature_key("plan"): value})).features.items()
+        return name, v
+
+    a = validator.validate(_pred("a", **{sc.feature_key("plan"): _fresh("pro")}))
+    b = validator.validate(_pred("b", **{sc.feature_key("plan"): _fresh("pro")}))
     (name_a, value_a), = a.features.items()
     (name_b, value_b), = b.features.items()
     assert name_a is name_b and value_a is value_b and a.model is b.model
+    long = "x" * (MAX_SHARED_LENGTH + 1)
+    assert plan("l1", _fresh(long))[1] is not plan("l2", _fresh(long))[1]     # long values are not kept
     for i in range(MAX_CACHED_NAMES + 50):
-        validator.validate(_pred(f"q{i}", **{sc.feature_key("plan"): f"value-{i}", sc.feature_key("note"): "x" * 100 + str(i)}))
-    assert len(validator._shared) <= MAX_CACHED_NAMES
-    assert not any(len(v) > MAX_SHARED_LENGTH for v in validator._shared)
+        validator.validate(_pred(f"q{i}", **{sc.feature_key("plan"): f"value-{i}"}))
+    # The cache is full: a new value is no longer shared, one kept before still is.
+    assert plan("n1", _fresh("new-value"))[1] is not plan("n2", _fresh("new-value"))[1]
+    assert plan("o1", _fresh("pro"))[1] is value_a

@@ -36,7 +36,8 @@ def secured(tmp_path_factory):
         yield proc
 
 
-@pytest.mark.parametrize("header, ok", [(None, False), ("Bearer wrong", False), (f"Bearer {TOKEN}", True)])
+@pytest.mark.parametrize("header, ok", [(None, False), ("Bearer wrong", False), (f"Bearer {TOKEN}", True)],
+                         ids=["missing", "wrong", "right"])
 def test_http_bearer_token(secured, header, ok):
     headers = {"Content-Type": "application/x-protobuf", **({"Authorization": header} if header else {})}
     before = secured.sample("ml_records_rejected_total", {"reason": "unauthenticated"})
@@ -49,7 +50,7 @@ def test_http_bearer_token(secured, header, ok):
     assert after == before + (0 if ok else 2)
 
 
-@pytest.mark.parametrize("token, ok", [(None, False), ("wrong", False), (TOKEN, True)])
+@pytest.mark.parametrize("token, ok", [(None, False), ("wrong", False), (TOKEN, True)], ids=["missing", "wrong", "right"])
 def test_grpc_bearer_token(secured, token, ok):
     with grpc.insecure_channel(secured.grpc_endpoint) as channel:
         export = channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")

@@ -228,7 +228,10 @@ def test_label_flood_keeps_a_bounded_waiting_set_oldest_expired_first(tmp_path):
 
 
 def test_restart_rebuilds_windows_and_exports_the_same_values(tmp_path):
-    models = [{"name": "rs", "reference": {"first_n": 50}, "drift": {"default": {"method": "ks"}}}]
+    """Both windows come back the same: the window (the last 100 after the 50-row reference) and
+    the labeled window (the last 100 labeled predictions, most of them out of the window)."""
+    models = [{"name": "rs", "reference": {"first_n": 50}, "window": {"size": 100},
+               "drift": {"default": {"method": "ks"}}}]
     proc = ProcessorProcess(tmp_path, models=models).start()
     rng = random.Random(5)
     records = [prediction("rs", f"p{i}", {"x": rng.gauss(0 if i < 150 else 1, 1)}, label=str(i % 2)) for i in range(300)]
@@ -238,9 +241,10 @@ def test_restart_rebuilds_windows_and_exports_the_same_values(tmp_path):
              ("ml_drift_score", {"model": "rs", "feature": "x", "method": "ks"}),
              ("ml_drift_pvalue", {"model": "rs", "feature": "x", "method": "ks"}),
              ("ml_window_predictions", {"model": "rs"}), ("ml_window_labeled", {"model": "rs"})]
-    wait_for(lambda: proc.sample("ml_window_labeled", {"model": "rs"}) == 150, what="labels in the window")
-    time.sleep(1.5)
+    wait_for(lambda: proc.sample("ml_window_labeled", {"model": "rs"}) == 100 and proc.sample(*names[1]) is not None,
+             what="labels in the labeled window, and drift")
     before = {n: proc.sample(n, l) for n, l in names}
+    assert before["ml_window_predictions"] == 100
     assert proc.stop() == 0
     proc.start()
     after = {n: proc.sample(n, l) for n, l in names}

@@ -120,7 +120,7 @@ def test_retention_deletes_old_predictions_and_their_labels_in_batches(db):
     assert db.apply_retention(T0, retention=500) == 0
 
 
-def test_window_and_first_rows_are_ordered_by_record_time_with_labels(db):
+def test_window_rows_by_record_time_and_first_rows_by_arrival_with_labels(db):
     times = [T0 + 5, T0 + 1, T0 + 3, T0 + 2, T0 + 4, T0 + 3]
     db.insert_predictions([pred(f"p{i}", t=t) for i, t in enumerate(times)], now=T0)
     db.insert_predictions([pred("v2", version="2")], now=T0)
@@ -132,13 +132,32 @@ def test_window_and_first_rows_are_ordered_by_record_time_with_labels(db):
     assert [r["label"] for r in window] == [None, None, 1.0, None]
     assert [r["prediction_id"] for r in db.window_rows("m", "1", 10, min_time=T0 + 4)] == ["p4", "p0"]
     first = db.first_rows("m", "1", 3)
-    assert [(r["prediction_id"], r["label"]) for r in first] == [("p1", "0"), ("p3", None), ("p2", None)]
-    r = first[0]
+    assert [(r["prediction_id"], r["label"]) for r in first] == [("p0", None), ("p1", "0"), ("p2", None)]
+    r = first[1]
     assert r["features"] == {"x": 1.5, "color": "red", "gap": None}
     assert r["segments"] == {"gender": "f"} and r["probabilities"] == {"1": 0.75, "0": 0.25}
     assert (r["model"], r["model_version"], r["task"], r["score"]) == ("m", "1", "classification", 0.75)
     assert db.count("m", "1") == 6 and db.count("m", "2") == 1
     assert sorted(db.model_versions()) == [("m", "1", "classification"), ("m", "2", "classification")]
+    # The reference of first_n=2 ends at p1's id: the window is what was stored after it.
+    cut = db.reference_cut("m", "1", 2)
+    assert cut == first[1]["seq"] and db.reference_cut("m", "1", 7) is None
+    assert [r["prediction_id"] for r in db.window_rows("m", "1", 10, after=cut)] == ["p3", "p2", "p5", "p4"]
+
+
+def test_labeled_rows_are_the_latest_labeled_ones_wherever_they_are(db):
+    times = [T0 + 1, T0 + 2, T0 + 3, T0 + 3, T0 + 5, T0 + 6]
+    write = db.insert_predictions([pred(f"p{i}", t=t) for i, t in enumerate(times)], now=T0)
+    db.insert_predictions([pred("late", t=T0 + 4)], now=T0 + 50)
+    db.upsert_labels([label(p, "1") for p in ("p0", "p1", "p2", "p3", "late")] + [label("nobody", "0")], now=T0)
+    rows = db.labeled_rows("m", "1", 3)
+    assert [(r["prediction_id"], r["label"]) for r in rows] == [("p2", "1"), ("p3", "1"), ("late", "1")]
+    assert [r["seq"] for r in rows[:2]] == write.ids[2:4]          # a tie in time: by arrival
+    assert [r["prediction_id"] for r in db.labeled_rows("m", "1", 10, min_time=T0 + 3)] == ["p2", "p3", "late"]
+    assert [r["prediction_id"] for r in db.labeled_rows("m", "1", 10, after=write.ids[1])] == ["p2", "p3", "late"]
+    assert [r["prediction_id"] for r in db.labeled_rows("m", "1", 10, min_received=T0 + 10)] == ["late"]
+    got = {r["prediction_id"]: r["label"] for r in db.rows_by_id("m", ["p4", "p0", "missing"])}
+    assert got == {"p4": None, "p0": "1"}
 
 
 def test_export_rows_since_with_labels(db):
@@ -214,4 +233,110 @@ def test_housekeeping_runs_in_one_replica_at_a_time_on_postgresql(pg_url):
     other.dispose()
     assert db.expire_labels(T0, ttl=10, pending_max=100) == 1
     assert db.apply_retention(T0, retention=10) == 1
+    db.close()
+
+
+def _ids(db: Database) -> dict:
+    with db.engine.connect() as conn:
+        return {(m, p): i for m, p, i in conn.execute(select(schema.predictions.c.model, schema.predictions.c.prediction_id,
+                                                              schema.predictions.c.id))}
+
+
+def test_inserted_ids_are_the_stored_ids_with_and_without_duplicates(db):
+    first = db.insert_predictions([pred(f"a{i}") for i in range(5)], now=T0)            # all new (SQLite: fast path)
+    second = db.insert_predictions([pred("a1"), pred("b0"), pred("b0"), pred("b1")], now=T0)   # with duplicates
+    stored = _ids(db)
+    assert first.ids == [stored[("m", f"a{i}")] for i in range(5)] and first.ids == sorted(first.ids)
+    assert [r.prediction_id for r in second.inserted] == ["b0", "b1"]
+    assert second.ids == [stored[("m", "b0")], stored[("m", "b1")]] and min(second.ids) > max(first.ids)
+
+
+def test_the_replica_that_stored_the_latest_prediction_owns_the_version(db_url):
+    a, b = Database(db_url, replica="a"), Database(db_url, replica="b")
+    a.insert_predictions([pred("p1"), pred("q1", model="other")], now=T0)
+    a.insert_predictions([pred("p2")], now=T0 + 1)
+    owners = {(v.model, v.model_version): (v.owner, v.stored_at, v.takeovers) for v in a.model_owners()}
+    assert owners == {("m", "1"): ("a", T0 + 1, 0), ("other", "1"): ("a", T0, 0)}
+    b.insert_predictions([pred("p3")], now=T0 + 2)
+    b.insert_predictions([pred("p1")], now=T0 + 3)          # a duplicate stores nothing: no change
+    a.insert_predictions([pred("p4", version="2")], now=T0 + 4)
+    owners = {(v.model, v.model_version): (v.owner, v.stored_at, v.takeovers) for v in b.model_owners()}
+    assert owners == {("m", "1"): ("b", T0 + 2, 1), ("m", "2"): ("a", T0 + 4, 0), ("other", "1"): ("a", T0, 0)}
+    assert b.model_versions() == [("m", "1", "classification"), ("m", "2", "classification"),
+                                  ("other", "1", "classification")]
+    a.close()
+    b.close()
+
+
+def test_label_changes_are_those_other_replicas_made_since_a_time(db_url):
+    a, b = Database(db_url, replica="a"), Database(db_url, replica="b")
+    a.insert_predictions([pred("p1", t=T0 + 1), pred("p2", t=T0 + 2)], now=T0)
+    start = a.clock()
+    assert a.label_changes(start - 60) == []
+    b.upsert_labels([label("p1", "0"), label("zz", "1")], now=T0)      # zz waits: not a change of a joined label
+    seq = _ids(a)
+    (c,) = a.label_changes(start)
+    assert (c.model, c.model_version, c.prediction_id, c.value, c.time, c.seq) == ("m", "1", "p1", "0", T0 + 1,
+                                                                                   seq[("m", "p1")])
+    middle = a.clock()
+    assert c.changed_at >= start and middle >= c.changed_at
+    b.upsert_labels([label("p1", "1")], now=T0)                         # replaced: changed again
+    b.upsert_labels([label("p2", 2.5)], now=T0)
+    b.insert_predictions([pred("zz")], now=T0)                          # the waiting label joins
+    changes = {c.prediction_id: c.value for c in a.label_changes(middle)}
+    assert changes == {"p1": "1", "p2": 2.5, "zz": "1"}
+    assert b.label_changes(start) == []                                  # b's own changes: its writes said them
+    a.upsert_labels([label("p2", 3.5)], now=T0)                          # a changed it last: not a's to read
+    assert {c.prediction_id for c in a.label_changes(middle)} == {"p1", "zz"}
+    assert {c.prediction_id: c.value for c in b.label_changes(middle)} == {"p2": 3.5}
+    a.close()
+    b.close()
+
+
+def test_snapshots_are_kept_only_by_the_versions_owner(db_url):
+    from otel_ml_processor.store.database import SnapshotRow  # noqa: PLC0415
+
+    a, b = Database(db_url, replica="a"), Database(db_url, replica="b")
+    a.insert_predictions([pred("p1")], now=T0)
+    assert a.latest_snapshot("m", "1") is None
+    assert a.save_snapshots([SnapshotRow("m", "1", "a", T0, 0.5, '{"v": 1}')]) == 1
+    assert b.save_snapshots([SnapshotRow("m", "1", "b", T0 + 1, 0.5, '{"v": 2}')]) == 0      # not b's
+    assert b.latest_snapshot("m", "1") == SnapshotRow("m", "1", "a", T0, 0.5, '{"v": 1}')
+    b.insert_predictions([pred("p2")], now=T0 + 2)                                          # b takes over
+    assert a.save_snapshots([SnapshotRow("m", "1", "a", T0 + 3, 0.5, '{"v": 3}')]) == 0
+    assert b.save_snapshots([SnapshotRow("m", "1", "b", T0 + 4, 0.25, '{"v": 4}')]) == 1
+    assert a.latest_snapshot("m", "1") == SnapshotRow("m", "1", "b", T0 + 4, 0.25, '{"v": 4}')
+    # Retention: a version whose predictions are all gone has no owner and no snapshot left.
+    assert a.apply_retention(T0 + 100, retention=10) == 2
+    assert a.model_owners() == [] and a.latest_snapshot("m", "1") is None
+    a.close()
+    b.close()
+
+
+def test_migration_from_version_1_records_no_owner_and_the_first_replica_claims(db_url):
+    """A database made before ownership: its versions get rows without an owner, claimed once."""
+    from otel_ml_processor.store.migrations import MIGRATIONS as steps  # noqa: PLC0415
+
+    engine = create_engine(engine_url(db_url))
+    with engine.begin() as conn:
+        steps[0](conn)
+        conn.execute(text("DROP INDEX ix_labels_changed"))
+        conn.execute(text("ALTER TABLE labels DROP COLUMN changed_at"))
+        schema.metadata.create_all(conn, tables=[schema.schema_version])
+        conn.execute(schema.schema_version.insert().values(version=1))
+        conn.execute(schema.predictions.insert(), [
+            dict(model=m, model_version=v, prediction_id=p, task="classification", time=T0, received_at=T0 + i,
+                 features="{}", segments="{}", probabilities="{}", attributes="{}", trace_id="", span_id="")
+            for i, (m, v, p) in enumerate([("m", "1", "a"), ("m", "1", "b"), ("m", "2", "c")])])
+    engine.dispose()
+    db = Database(db_url, replica="first")
+    assert db.schema_version == len(MIGRATIONS)
+    assert [(v.model, v.model_version, v.owner, v.stored_at) for v in db.model_owners()] == [
+        ("m", "1", None, T0 + 1), ("m", "2", None, T0 + 2)]
+    assert db.claim_unowned() == 2 and Database(db_url, replica="second").claim_unowned() == 0
+    assert {v.owner for v in db.model_owners()} == {"first"}
+    db.upsert_labels([label("a", "1")], now=T0)
+    other = Database(db_url, replica="second")
+    assert [c.prediction_id for c in other.label_changes(0)] == ["a"] and db.label_changes(0) == []
+    other.close()
     db.close()

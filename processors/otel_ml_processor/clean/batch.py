@@ -1,9 +1,9 @@
 """The stateless half of ingest: a request in, a :class:`CleanBatch` out.
 
 It decodes, validates and anonymizes, and can run in ingest worker processes (so that both
-cores work) or on the writer thread. What it found wrong travels in the batch: the writer
-thread counts it, applies the cardinality limits and the per-model feature kinds, stores and
-joins.
+cores work) or on the writer thread. What it found wrong travels in the batch: on the writer
+thread, :mod:`.admit` counts it and applies the cardinality limits and the per-model feature
+kinds before the batch goes on to the store.
 
 Example::
 
@@ -21,20 +21,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from otel_ml_processor.clean.anonymize import Anonymizer
 from otel_ml_processor.clean.kinds import signature
 from otel_ml_processor.clean.records import AuditRecord, LabelRecord, PredictionRecord
 from otel_ml_processor.clean.validate import Rejection, Validator
 from otel_ml_processor.config import AnonymizationConfig
-from otel_ml_processor.receive.otlp import LogEvent, decode_request, events_from_request
-
-KIND_LOGS, KIND_METRICS, KIND_TRACES = "logs", "metrics", "traces"
-MESSAGES = {KIND_LOGS: ExportLogsServiceRequest, KIND_METRICS: ExportMetricsServiceRequest,
-            KIND_TRACES: ExportTraceServiceRequest}
+from otel_ml_processor.receive.otlp import KIND_LOGS, KIND_METRICS, MESSAGES, LogEvent, decode_request, events_from_request
 
 
 @dataclass

@@ -1,14 +1,18 @@
-"""Windows of every (model, version), their references, and the periodic compute cycle.
+"""Windows of the model versions this replica owns, their references, and the periodic compute cycle.
 
-The ingest thread appends predictions and labels; the compute thread snapshots each window,
-runs the engine on it and publishes the results as one immutable :class:`Snapshot` that the
-exporter reads (it never computes). On start the windows are rebuilt from the database, so a
-restart exports the same values as before it.
+The writer thread hands each committed prediction write to :meth:`ModelWindows.committed` (a
+:class:`Committed`); once per cycle the compute thread follows the database
+(:meth:`ModelWindows.sync`: which versions this replica owns, the labels joined anywhere since
+the last cycle, windows to fill), snapshots each window, runs the engine on it, keeps the
+results in the database (``model_snapshots``) and publishes them as one immutable
+:class:`Snapshot` that the exporter reads (it never computes). On start the windows of the
+owned versions are filled from the database, so a restart exports the same values as before it.
 
 Example::
 
-    windows = ModelWindows(config, db)
-    windows.rebuild()
+    windows = ModelWindows(config, db, caps)
+    windows.sync()                                   # owned versions filled from the database
+    windows.committed(Committed(predictions=stored_records, ids=ids))
     computer = Computer(config, db, windows, counters)
     computer.run_once()
     computer.snapshot.models[("churn", "3")].performance
@@ -17,23 +21,25 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import NamedTuple, Optional, Protocol, Sequence
 
 from otel_ml_processor.clean.records import PredictionRecord
+from otel_ml_processor.compute import persist
 from otel_ml_processor.compute.engine import ModelMetrics, ModelSpec, compute_model_metrics
 from otel_ml_processor.compute.reference import (
     ReferenceError, check_reference_columns, load_reference_file, prepare_reference, reference_from_window,
 )
-from otel_ml_processor.compute.window import WindowBuffer
+from otel_ml_processor.compute.window import LabeledWindow, WindowBuffer, rows_to_window
 from otel_ml import semconv as sc
 from otel_ml_processor.config import Config, ConfigError, ModelConfig
-from otel_ml_processor.counters import Counters
+from otel_ml_processor.counters import Caps, Counters
 from otel_ml_processor.join.labels import window_label
 from otel_ml_processor.stats.registry import DriftConfigError
-from otel_ml_processor.store.database import Database
+from otel_ml_processor.store.database import Database, Join, SnapshotRow
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +76,98 @@ def check_drift_methods(config: Config) -> None:
                                   f"unknown drift method {method!r} (known: {', '.join(sorted(allowed))})", config.source)
 
 
+@dataclass(frozen=True)
+class Committed:
+    """What the writer thread hands the compute stage once a write is committed: the predictions
+    it stored, and the labels it joined. Labels joined by other replicas come through the
+    database instead (:meth:`ModelWindows.sync`)."""
+
+    predictions: Sequence[PredictionRecord] = ()   # newly stored (duplicates are not)
+    ids: Sequence[int] = ()                        # their database ids, in the same order
+    received_at: float = 0.0                       # when the write was stored
+    joins: Sequence[Join] = ()                     # labels attached to a stored prediction
+
+
+class CommitListener(Protocol):
+    """The compute stage's input from the stages before it (wired in ``service.py``)."""
+
+    def committed(self, batch: Committed) -> None: ...
+
+
+#: Seconds a label poll looks back before the previous one: a write reads the database clock
+#: (``labels.changed_at``) a moment before its transaction commits, and a poll in between must
+#: not miss it. Labels seen already in that overlap are recognized and skipped.
+LABEL_POLL_OVERLAP = 10.0
+
+_ROW_KEYS = ("prediction_id", "timestamp", "features", "output_label", "output_value", "score", "probabilities",
+             "segments", "label", "seq", "received_at")
+
+
+@dataclass
+class _Version:
+    """The in-memory state of one owned model version."""
+
+    buffer: WindowBuffer      # the window: predictions stored after its reference (id > cut)
+    labeled: LabeledWindow    # the labeled window
+    #: id of the last prediction of its first_n reference (0 with a reference file: every
+    #: prediction is in the window); None while that reference is incomplete (the window is empty)
+    cut: Optional[int] = None
+    rebuilt: bool = False     # True once filled from the database (not just from live arrivals)
+    takeovers: int = -1       # model_versions.takeovers when it was filled: a change means refill
+
+
+class _Label(NamedTuple):
+    """A joined label, with what the labeled window orders its prediction by."""
+
+    prediction_id: str
+    value: object
+    time: float            # the prediction's record time
+    seq: int               # the prediction's id
+    received_at: float     # when the prediction was stored
+
+
+@dataclass
+class Sync:
+    """What :meth:`ModelWindows.sync` did."""
+
+    owned: list = field(default_factory=list)    # (model, version) this replica owns
+    lost: list = field(default_factory=list)     # (model, version) another replica took
+    rebuilt: list = field(default_factory=list)  # (model, version) filled from the database
+    loaded: int = 0                              # rows read to fill them (window and labeled window)
+    labels: int = 0                              # labels joined (here or elsewhere) applied to a window held
+    fetched: int = 0                             # labeled rows read for the labeled windows
+
+
 class ModelWindows:
-    def __init__(self, config: Config, db: Database, admitted: Callable[[str], bool] = lambda m: True):
-        self.config, self.db = config, db
-        self._admitted = admitted
+    """The windows of the model versions this replica owns, among the admitted models.
+
+    A model version is owned by the replica that stored its latest prediction (``model_versions``
+    in the database, :class:`~otel_ml_processor.store.database.Database`). Each
+    :meth:`sync` (once per compute cycle) reads the owners, drops the windows of versions
+    another replica took, applies the labels other replicas joined since the last sync, reads
+    the rows the labeled windows now want, and fills from the database the windows of versions
+    this one gained (or holds only from live arrivals, or whose ``first_n`` reference just
+    completed). Between syncs, :meth:`committed` takes what this replica stores: predictions
+    (it owns their versions from that moment) and the labels it joins.
+
+    Each version has two windows (DESIGN.md, "Statistics"): the window, its last
+    ``window.size`` predictions stored after its reference was complete (a ``first_n``
+    reference is never in it; with a reference file, every prediction is), and the labeled
+    window (:class:`LabeledWindow`), its last ``window.size`` labeled predictions after the
+    reference, wherever they are: a label joined for a prediction that left the window brings
+    its row back from the database, and only when the labeled window would keep it.
+    """
+
+    def __init__(self, config: Config, db: Database, caps: Caps):
+        self.config, self.db, self.caps = config, db, caps
+        self.replica = db.replica
         self._lock = threading.Lock()
-        self.buffers: dict = {}          # (model, version) -> WindowBuffer
+        self._versions: dict = {}        # (model, version) -> _Version
+        self._catchup: dict = {}         # (model, version) -> rows committed while it is being filled
+        self._joins: list = []           # Join: labels joined here, applied at the next sync
+        self._watermark: Optional[float] = None   # database clock of the last label poll
+        self._seen: dict = {}            # (model, prediction_id) -> changed_at of the label applied
+        self._wanted: dict = {}          # (model, version) -> [_Label] whose rows its labeled window wants
         self.specs: dict = {}            # model -> ModelSpec
         self.references: dict = {}       # (model, version) -> PreparedReference
         self.file_references: dict = {}  # model -> ReferenceData loaded from the config's file
@@ -93,58 +185,242 @@ class ModelWindows:
             spec = self.specs[model] = model_spec(self.config.model(model), self.config)
         return spec
 
-    def _buffer(self, model: str, version: str, task: str) -> WindowBuffer:
-        key = (model, version)
-        buf = self.buffers.get(key)
-        if buf is None:
-            spec = self.spec(model)
-            buf = self.buffers[key] = WindowBuffer(model, version, spec.task or task, spec.window_size, spec.window_max_age)
-        return buf
+    def _new_version(self, model: str, version: str, task: str, cut: Optional[int]) -> _Version:
+        spec = self.spec(model)
+        task = spec.task or task
+        return _Version(WindowBuffer(model, version, task, spec.window_size, spec.window_max_age),
+                        LabeledWindow(model, version, task, spec.window_size, spec.window_max_age,
+                                      self.config.storage.retention), cut)
 
-    def add_predictions(self, records: list[PredictionRecord], features_of: Callable[[str, dict], dict]) -> None:
-        """Append stored predictions (one lock and one bulk append per window);
-        ``features_of(model, features)`` gives the features under the cardinality limit."""
+    @property
+    def keys(self) -> list:
+        """The (model, version) windows held now."""
+        with self._lock:
+            return list(self._versions)
+
+    def __len__(self) -> int:
+        return len(self._versions)
+
+    # -- the writer thread -----------------------------------------------------------------------
+
+    def committed(self, batch: Committed) -> None:
+        """Take a committed write: append the stored predictions of admitted models that come after
+        their version's reference (one lock and one bulk append per window), with the features
+        under ``limits.max_features_per_model``; then the labels it joined."""
+        features_of = self.caps.features
         groups: dict = {}
-        for r in records:
-            groups.setdefault((r.model, r.model_version), []).append(r)
+        for r, seq in zip(batch.predictions, batch.ids):
+            groups.setdefault((r.model, r.model_version), []).append((r, seq))
+        groups = {key: group for key, group in groups.items() if self.caps.admitted(key[0])}
+        if not groups and not batch.joins:
+            return
+        received_at = batch.received_at
         with self._lock:
             for (model, version), group in groups.items():
-                self._buffer(model, version, group[0].task).extend([{
+                rows = [{
                     "prediction_id": r.prediction_id, "timestamp": r.time, "features": features_of(model, r.features),
                     "output_label": r.output_label, "output_value": r.output_value, "score": r.score,
                     "probabilities": r.probabilities, "segments": r.segments, "label": None,
-                } for r in group])
+                    "seq": seq, "received_at": received_at,
+                } for r, seq in group]
+                key = (model, version)
+                pending = self._catchup.get(key)
+                if pending is not None:
+                    pending.extend(rows)
+                state = self._versions.get(key)
+                if state is None:
+                    # Storing it made this replica the owner: the next sync fills it from the database.
+                    state = self._versions[key] = self._new_version(model, version, group[0][0].task, None)
+                if state.cut is not None:
+                    cut = state.cut
+                    state.buffer.extend([row for row in rows if row["seq"] > cut])
+                # else: the reference is incomplete, these rows are part of it (or the sync that
+                # completes it fills the window from the database)
+            # Labels are applied by the compute thread, at its next sync (they are read there).
+            self._joins.extend(batch.joins)
 
-    def set_label(self, model: str, version: str, prediction_id: str, value: object) -> None:
-        with self._lock:
-            buf = self.buffers.get((model, version))
-            if buf is not None:
-                buf.set_label(prediction_id, window_label(buf.task, value))
+    # -- the compute thread ----------------------------------------------------------------------
 
-    def rebuild(self, now: Optional[float] = None) -> int:
-        """Refill every window from the database (at start); returns the rows loaded."""
+    def sync(self, now: Optional[float] = None) -> Sync:
+        """Follow the database: owners, then labels, then the windows to fill (see the class)."""
         now = time.time() if now is None else now
-        loaded = 0
-        for model, version, task in self.db.model_versions():
-            if not self._admitted(model):
+        out = Sync()
+        mine = {(v.model, v.model_version): v for v in self.db.model_owners()
+                if v.owner == self.replica and self.caps.admitted(v.model)}
+        out.owned = sorted(mine)
+        with self._lock:
+            out.lost = [k for k in self._versions if k not in mine]
+            for k in out.lost:
+                del self._versions[k]
+                self.references.pop(k, None)
+                self.reference_errors.pop(k, None)
+        # Labels first, to the windows held: a window filled below reads its labels as they are then.
+        out.labels = self._apply_labels(now)
+        out.fetched = self._fetch_wanted()
+        for key, info in sorted(mine.items()):
+            cut = self._cut(key, info)
+            state = self._versions.get(key)
+            if state is None or not state.rebuilt or state.takeovers != info.takeovers or state.cut != cut:
+                out.loaded += self._rebuild(key, info.task, info.takeovers, cut, now)
+                out.rebuilt.append(key)
+        return out
+
+    def _cut(self, key: tuple, info) -> Optional[int]:
+        """Where the version's window begins (see :class:`_Version`), recorded in the database once known."""
+        model, version = key
+        if model in self.file_references:
+            return 0
+        n = self.config.model(model).reference.first_n
+        if info.reference_first_n == n and info.reference_cut is not None:
+            return info.reference_cut
+        cut = self.db.reference_cut(model, version, n)
+        if cut is not None:
+            self.db.set_reference_cut(model, version, n, cut)
+        return cut
+
+    def _poll_labels(self) -> list:
+        """The label changes other replicas made since the last poll (from a little before it), each once."""
+        clock = self.db.clock()
+        since = (self._watermark if self._watermark is not None else clock) - LABEL_POLL_OVERLAP
+        changes = self.db.label_changes(since)
+        self._watermark = clock
+        fresh, seen = [], self._seen
+        for c in changes:
+            key = (c.model, c.prediction_id)
+            if seen.get(key) != c.changed_at:
+                seen[key] = c.changed_at
+                fresh.append(c)
+        # what a later poll cannot return again need not be remembered
+        self._seen = {k: t for k, t in seen.items() if t >= since}
+        return fresh
+
+    def _apply_labels(self, now: float) -> int:
+        """The labels joined here since the last sync, and those other replicas joined, in the
+        order they happened: the joins committed before the poll read the database, then what it
+        read, then the joins committed since (a join here after the read is newer than it)."""
+        with self._lock:
+            before, self._joins = self._joins, []
+        changes = self._poll_labels()
+        with self._lock:
+            after, self._joins = self._joins, []
+        latest: dict = {}      # (model, version) -> {prediction id: _Label}, the last one of each
+        for j in before:
+            latest.setdefault((j.model, j.model_version), {})[j.prediction_id] = _Label(
+                j.prediction_id, j.value, j.prediction_time, j.seq, j.received_at)
+        newer = {(j.model, j.prediction_id) for j in after}
+        for c in changes:
+            if (c.model, c.prediction_id) not in newer:
+                latest.setdefault((c.model, c.model_version), {})[c.prediction_id] = _Label(
+                    c.prediction_id, c.value, c.time, c.seq, c.received_at)
+        for j in after:
+            latest.setdefault((j.model, j.model_version), {})[j.prediction_id] = _Label(
+                j.prediction_id, j.value, j.prediction_time, j.seq, j.received_at)
+        applied = 0
+        with self._lock:
+            for key, labels in latest.items():
+                state = self._versions.get(key)
+                if state is not None:
+                    applied += self._labels(key, state, labels.values(), now)
+        return applied
+
+    def _labels(self, key: tuple, state: _Version, labels, now: float) -> int:
+        """Apply a version's joined labels (under the lock): to the window's rows it holds, to the
+        labeled window's rows it holds, and the rows the labeled window wants are queued for
+        :meth:`_fetch_wanted` (only the newest ``window.size``: older ones could not stay)."""
+        if not state.rebuilt or state.cut is None:
+            return 0      # not filled yet: the fill reads the labels as they are then
+        buf, lw, cut, task = state.buffer, state.labeled, state.cut, state.buffer.task
+        min_received = now - self.config.storage.retention
+        min_time = now - lw.max_age if lw.max_age is not None else -math.inf
+        applied, candidates = 0, []
+        for label in labels:
+            value = window_label(task, label.value)
+            hit = buf.set_label(label.prediction_id, value)
+            if value is not None:
+                if label.prediction_id in lw:
+                    hit = lw.set_label(label.prediction_id, value)
+                elif label.seq > cut and label.received_at >= min_received and label.time >= min_time:
+                    candidates.append(label)
+                    hit = True
+            applied += hit
+        if candidates:
+            candidates.sort(key=lambda x: (x.time, x.seq), reverse=True)
+            wanted = [c for c in candidates[:lw.size] if lw.wants(c.time, c.seq)]
+            if wanted:
+                self._wanted.setdefault(key, []).extend(wanted)
+        return applied
+
+    def _fetch_wanted(self) -> int:
+        """Read the rows the labeled windows want (the newest ``window.size`` of each) and offer them."""
+        with self._lock:
+            wanted, self._wanted = self._wanted, {}
+        fetched = 0
+        for (model, version), labels in wanted.items():
+            state = self._versions.get((model, version))
+            if state is None:
                 continue
-            spec = self.spec(model)
-            min_time = now - spec.window_max_age if spec.window_max_age else None
-            rows = self.db.window_rows(model, version, spec.window_size, min_time)
+            newest = {}
+            for label in sorted(labels, key=lambda x: (x.time, x.seq), reverse=True):
+                newest.setdefault(label.prediction_id, label)
+                if len(newest) == state.labeled.size:
+                    break
+            rows = self.db.rows_by_id(model, list(newest))
+            fetched += len(rows)
             with self._lock:
-                buf = self._buffer(model, version, task)
+                if self._versions.get((model, version)) is state:
+                    self._offer(state, rows)
+        return fetched
+
+    def _row(self, model: str, task: str, row: dict) -> dict:
+        row = {k: row[k] for k in _ROW_KEYS}
+        row["features"] = self.caps.features(model, row["features"], count=False)
+        if row["label"] is not None:
+            row["label"] = window_label(task, row["label"])
+        return row
+
+    def _offer(self, state: _Version, rows: list) -> int:
+        lw, n = state.labeled, 0
+        for row in rows:
+            row = self._row(lw.buffer.model, lw.buffer.task, row)
+            if row["label"] is not None and row["seq"] > state.cut:
+                n += lw.offer(row)
+        return n
+
+    def _rebuild(self, key: tuple, task: str, takeovers: int, cut: Optional[int], now: float) -> int:
+        """Fill a version's windows from the database; rows committed meanwhile are appended after."""
+        model, version = key
+        spec = self.spec(model)
+        state = self._new_version(model, version, task, cut)
+        rows, labeled = [], []
+        with self._lock:
+            self._catchup[key] = []
+        try:
+            if cut is not None:
+                min_time = now - spec.window_max_age if spec.window_max_age else None
+                rows = self.db.window_rows(model, version, spec.window_size, min_time, after=cut)
+                labeled = self.db.labeled_rows(model, version, spec.window_size, min_time, after=cut,
+                                               min_received=now - self.config.storage.retention)
                 for row in rows:
-                    row = {k: row[k] for k in ("prediction_id", "timestamp", "features", "output_label",
-                                               "output_value", "score", "probabilities", "segments", "label")}
-                    if row["label"] is not None:
-                        row["label"] = window_label(buf.task, row["label"])
-                    buf.append(row)
-            loaded += len(rows)
-        return loaded
+                    state.buffer.append(self._row(model, state.buffer.task, row))
+                self._offer(state, labeled)
+        finally:
+            with self._lock:
+                pending = self._catchup.pop(key)
+        with self._lock:
+            if cut is not None:
+                # the ids already read from the database are skipped
+                state.buffer.extend([row for row in pending if row["seq"] > cut])
+            # (labels joined meanwhile are in the queue the next sync applies)
+            state.rebuilt, state.takeovers = True, takeovers
+            self._versions[key] = state
+        return len(rows) + len(labeled)
 
     def snapshots(self, now: float) -> list:
+        """(key, window, labeled window) of each version filled from the database (one held only
+        from live arrivals since the last sync is partial: it waits for the next one)."""
         with self._lock:
-            return [(key, buf.snapshot(now)) for key, buf in self.buffers.items()]
+            return [(key, state.buffer.snapshot(now), state.labeled.snapshot(now))
+                    for key, state in self._versions.items() if state.rebuilt]
 
     def reference(self, model: str, version: str, task: str, features: Optional[list] = None):
         """The prepared reference of a model version, or None until it exists (or if it cannot be used).
@@ -170,9 +446,12 @@ class ModelWindows:
 
     def check_references(self) -> None:
         """At start: every model version with stored rows and a reference file must match it."""
-        for (model, version), buf in list(self.buffers.items()):
+        with self._lock:
+            held = [(key, state.buffer) for key, state in self._versions.items()]
+        for (model, version), buf in held:
             if model in self.file_references and len(buf):
-                window = buf.snapshot()
+                with self._lock:
+                    window = buf.snapshot()
                 self._prepare(model, version, window.task, sorted(window.features))
 
     def _prepare(self, model: str, version: str, task: str, features: Optional[list]):
@@ -182,14 +461,17 @@ class ModelWindows:
             check_reference_columns(data, features)
         if data is None:
             first_n = self.config.model(model).reference.first_n
-            if self.db.count(model, version) < first_n:
-                return None
-            from otel_ml_processor.compute.window import rows_to_window  # noqa: PLC0415
+            with self._lock:
+                state = self._versions.get((model, version))
+            if state is None or state.cut is None:
+                return None     # incomplete: its first first_n predictions are not all stored yet
             rows = self.db.first_rows(model, version, first_n)
             for row in rows:
                 if row["label"] is not None:
                     row["label"] = window_label(task, row["label"])
-            data = reference_from_window(rows_to_window(model, version, spec.task or task, rows), first_n)
+            # arrival order, as the reference's rows came (the multivariate split is by position)
+            window = rows_to_window(model, version, spec.task or task, rows, by_time=False)
+            data = reference_from_window(window, first_n)
         return prepare_reference(data, spec)
 
 
@@ -204,6 +486,14 @@ class Snapshot:
 
 
 class Computer:
+    """The compute cycle, every ``compute.interval`` (start to start): housekeeping, :meth:`ModelWindows.sync`,
+    the engine on each owned window, the snapshot persisted (``model_snapshots``) and published.
+
+    A version another replica took is dropped from the published snapshot at the start of the
+    cycle that notices it, before the (longer) computing: its former owner stops exporting it
+    within one interval of the takeover.
+    """
+
     def __init__(self, config: Config, db: Database, windows: ModelWindows, counters: Counters):
         self.config, self.db, self.windows, self.counters = config, db, windows, counters
         self.snapshot = Snapshot()
@@ -216,21 +506,27 @@ class Computer:
         started = time.perf_counter()
         expired = self.db.expire_labels(now, self.config.labels.pending_ttl, self.config.labels.pending_max)
         if expired:
-            with self.counters._lock:
-                self.counters.labels_expired += expired
+            self.counters.expired(expired)
         self.db.apply_retention(now, self.config.storage.retention)
+        sync = self.windows.sync(now)
+        if sync.lost:
+            old = self.snapshot
+            keep = lambda d: {k: v for k, v in d.items() if k not in sync.lost}  # noqa: E731
+            self.snapshot = Snapshot(keep(old.models), keep(old.computed_at), keep(old.durations), old.labels_pending)
+            log.info("model versions now owned by another replica, no longer exported here: %s", sync.lost)
         models, computed_at, durations = {}, {}, {}
-        for (model, version), window in self.windows.snapshots(now):
+        for (model, version), window, labeled in self.windows.snapshots(now):
             t0 = time.perf_counter()
             try:
                 ref = self.windows.reference(model, version, window.task, sorted(window.features))
-                metrics: ModelMetrics = compute_model_metrics(window, ref, self.windows.spec(model))
+                metrics: ModelMetrics = compute_model_metrics(window, ref, self.windows.spec(model), labeled=labeled)
             except Exception:  # one model's failure must not stop the others' metrics
                 log.exception("computing metrics of model %s version %s failed", model, version)
                 continue
             models[(model, version)] = metrics
             computed_at[(model, version)] = time.time()
             durations[(model, version)] = time.perf_counter() - t0
+        self._persist(models, computed_at, durations)
         self.snapshot = Snapshot(models, computed_at, durations, self.db.pending_labels())
         self.cycles += 1
         took = time.perf_counter() - started
@@ -238,17 +534,31 @@ class Computer:
             log.warning("compute cycle took %.3fs (compute.interval is %ss)", took, self.config.compute.interval)
         return self.snapshot
 
+    def _persist(self, models: dict, computed_at: dict, durations: dict) -> None:
+        """Keep each version's metrics in the database, where any replica reads them (pages)."""
+        rows = [SnapshotRow(key[0], key[1], self.db.replica, computed_at[key], durations[key], persist.dump(m))
+                for key, m in models.items()]
+        try:
+            self.db.save_snapshots(rows)
+        except Exception:  # the exported metrics do not depend on it
+            log.exception("storing the computed snapshots failed")
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="otel-ml-compute", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
+        interval = self.config.compute.interval
+        due = time.monotonic()
         while not self._stop.is_set():
+            due += interval
             try:
                 self.run_once()
             except Exception:
                 log.exception("compute cycle failed")
-            self._stop.wait(self.config.compute.interval)
+            # start to start: a cycle that took long does not push every later one back
+            due = max(due, time.monotonic())
+            self._stop.wait(due - time.monotonic())
 
     def stop(self) -> None:
         self._stop.set()

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Optional
 import numpy as np
 
 __all__ = [
-    "WindowData", "WindowBuffer", "rows_to_window", "number_str",
+    "WindowData", "WindowBuffer", "LabeledWindow", "rows_to_window", "number_str",
     "QUALITY_OK", "QUALITY_MISSING", "QUALITY_NAN"]
 
 QUALITY_OK = 0
@@ -157,18 +158,19 @@ class _Column:
         if self.quality is not None:
             self.quality[start:end] = QUALITY_MISSING
 
-    def compact(self, start: int, end: int, capacity: int) -> None:
-        live = self.data[start:end]
+    def compact(self, live: "slice | np.ndarray", capacity: int) -> None:
+        """Keep the rows ``live`` (a slice or row numbers), moved to the front of ``capacity`` rows."""
+        kept = self.data[live]
         fresh = np.full(capacity, np.nan) if self.numeric else np.full(capacity, None, dtype=object)
-        fresh[: live.size] = live
+        fresh[: kept.size] = kept
         self.data = fresh
         if self.quality is not None:
             q = np.full(capacity, QUALITY_MISSING, dtype=np.uint8)
-            q[: live.size] = self.quality[start:end]
+            q[: kept.size] = self.quality[live]
             self.quality = q
         if self.textual is not None:
             t = np.zeros(capacity, dtype=bool)
-            t[: live.size] = self.textual[start:end]
+            t[: kept.size] = self.textual[live]
             self.textual = t
 
     def take(self, order: np.ndarray) -> np.ndarray:
@@ -189,12 +191,16 @@ class WindowBuffer:
     compute path). Columns have capacity 2 x size; evicting moves a start index, and the live
     rows are moved to the front when the end reaches the capacity. A prediction id already in
     the window is ignored (the store keeps the first one); ``set_label`` is O(1) by id.
+
+    Rows are ordered by record time, ties by ``seq`` (the database id: arrival order; rows
+    without one get their arrival number here). With ``evict=False`` the buffer never drops
+    rows by itself: its owner decides, with :meth:`remove` (:class:`LabeledWindow` does).
     """
 
     def __init__(self, model: str, model_version: str, task: str, size: int,
-                 max_age: Optional[float] = None):
+                 max_age: Optional[float] = None, evict: bool = True):
         self.model, self.model_version, self.task = model, model_version, task
-        self.size, self.max_age = max(1, int(size)), max_age
+        self.size, self.max_age, self.evict = max(1, int(size)), max_age, evict
         self._cap = max(16, 2 * self.size)
         self._start = 0
         self._end = 0
@@ -203,9 +209,13 @@ class WindowBuffer:
         self._pending: deque = deque()    # rows appended since the last materialization
         self._pending_base = 0            # absolute row number of self._pending[0]
         self._pending_labels: dict[int, object] = {}
+        self._pending_holes: set = set()  # absolute row numbers of queued rows removed since
+        self._removed = 0                 # rows removed between start and end (holes)
         cap = self._cap
         self._ids = np.full(cap, None, dtype=object)
         self._ts = np.full(cap, np.nan)
+        self._seq = np.zeros(cap, dtype=np.int64)
+        self._hole = np.zeros(cap, dtype=bool)
         self._label = np.full(cap, None, dtype=object)
         self._out_label = _Column(cap, numeric=False, with_quality=False)
         self._out_value = _Column(cap, numeric=True, with_quality=False)
@@ -215,10 +225,15 @@ class WindowBuffer:
         self._segments: dict[str, _Column] = {}
 
     def __len__(self) -> int:
-        return self._end - self._start + len(self._pending)
+        return self._end - self._start - self._removed + len(self._pending) - len(self._pending_holes)
 
     def __contains__(self, prediction_id: str) -> bool:
         return prediction_id in self._index
+
+    @property
+    def capacity(self) -> int:
+        """Rows each column holds (live rows, holes and free slots): its memory, in rows."""
+        return self._cap
 
     # -- writing ---------------------------------------------------------------------------
     def append(self, row: dict) -> None:
@@ -231,7 +246,7 @@ class WindowBuffer:
         if not self._pending:
             self._pending_base = self._base + self._end
         self._pending.append(row)
-        if len(self) > self.size:
+        if self.evict and len(self) > self.size:
             self._evict_one()
 
     def extend(self, rows: list) -> None:
@@ -248,14 +263,28 @@ class WindowBuffer:
         first = self._pending_base + len(self._pending)
         index.update(zip(ids, range(first, first + len(rows))))
         self._pending.extend(rows)
-        for _ in range(len(self) - self.size):
+        for _ in range(len(self) - self.size if self.evict else 0):
             self._evict_one()
 
+    def _skip_holes(self) -> None:
+        while self._start < self._end and self._hole[self._start]:
+            self._hole[self._start] = False
+            self._removed -= 1
+            self._start += 1
+
     def _evict_one(self) -> None:
+        if self._removed:
+            self._skip_holes()
         if self._start < self._end:
             self._index.pop(self._ids[self._start], None)
             self._start += 1
+            if self._removed:
+                self._skip_holes()
         else:  # everything materialized is gone: drop the oldest queued row
+            while self._pending_base in self._pending_holes:
+                self._pending_holes.discard(self._pending_base)
+                self._pending.popleft()
+                self._pending_base += 1
             row = self._pending.popleft()
             self._index.pop(row["prediction_id"], None)
             self._pending_labels.pop(self._pending_base, None)
@@ -270,6 +299,22 @@ class WindowBuffer:
             self._pending_labels[a] = label
         else:
             self._label[a - self._base] = label
+        return True
+
+    def remove(self, prediction_id: str) -> bool:
+        """Drop one row, wherever it is (its slot stays a hole until the next compaction)."""
+        a = self._index.pop(prediction_id, None)
+        if a is None:
+            return False
+        if self._pending and a >= self._pending_base:
+            self._pending_holes.add(a)          # made a hole when the queue is turned into columns
+            self._pending_labels.pop(a, None)
+            return True
+        p = a - self._base
+        self._hole[p] = True
+        self._label[p] = None
+        self._removed += 1
+        self._skip_holes()
         return True
 
     def evict_older_than(self, min_time: float) -> int:
@@ -290,19 +335,32 @@ class WindowBuffer:
         yield from self._segments.values()
 
     def _compact(self, room: int) -> None:
-        live = self._end - self._start
+        """Move the live rows to the front (dropping holes), with room for ``room`` more."""
+        s, e = self._start, self._end
+        keep: "slice | np.ndarray" = slice(s, e)
+        if self._removed:
+            keep = np.arange(s, e)[~self._hole[s:e]]
+        live = e - s - self._removed
         cap = max(self._cap, 2 * self.size, live + room, 16)
         for name in ("_ids", "_label"):
             fresh = np.full(cap, None, dtype=object)
-            fresh[:live] = getattr(self, name)[self._start:self._end]
+            fresh[:live] = getattr(self, name)[keep]
             setattr(self, name, fresh)
         ts = np.full(cap, np.nan)
-        ts[:live] = self._ts[self._start:self._end]
+        ts[:live] = self._ts[keep]
         self._ts = ts
+        seq = np.zeros(cap, dtype=np.int64)
+        seq[:live] = self._seq[keep]
+        self._seq = seq
+        self._hole = np.zeros(cap, dtype=bool)
         for col in self._all_columns():
-            col.compact(self._start, self._end, cap)
-        self._base += self._start
-        self._start, self._end, self._cap = 0, live, cap
+            col.compact(keep, cap)
+        # absolute numbers of the queued rows stay; the live rows end where the queue begins
+        self._base = self._base + e - live
+        if self._removed:
+            base = self._base
+            self._index.update((pid, base + i) for i, pid in enumerate(self._ids[:live].tolist()))
+        self._start, self._end, self._cap, self._removed = 0, live, cap, 0
 
     def _materialize(self) -> None:
         if not self._pending:
@@ -317,6 +375,8 @@ class WindowBuffer:
         s, e = self._end, self._end + m
         self._ids[s:e] = [r["prediction_id"] for r in rows]
         self._ts[s:e] = [float(r["timestamp"]) for r in rows]
+        first = self._base + s
+        self._seq[s:e] = [first + i if r.get("seq") is None else r["seq"] for i, r in enumerate(rows)]
         labels = [r.get("label") for r in rows]
         for a, lab in self._pending_labels.items():
             labels[a - self._pending_base] = lab
@@ -345,23 +405,34 @@ class WindowBuffer:
                 if name not in names:
                     col.clear(s, e)
         self._end = e
+        for a in self._pending_holes:
+            p = s + a - self._pending_base
+            self._hole[p] = True
+            self._label[p] = None
+        self._removed += len(self._pending_holes)
         self._pending.clear()
         self._pending_labels.clear()
+        self._pending_holes.clear()
+        self._skip_holes()
 
     # -- reading ---------------------------------------------------------------------------
-    def snapshot(self, now: Optional[float] = None) -> WindowData:
-        """A copy of the window, oldest first; rows older than ``now - max_age`` are left out."""
+    def snapshot(self, now: Optional[float] = None, by_time: bool = True) -> WindowData:
+        """A copy of the window, oldest first (``by_time=False``: in arrival order, by ``seq``);
+        rows older than ``now - max_age`` are left out."""
         self._materialize()
         if self.max_age is not None and now is not None:
             # free the slots of rows that can never be in a snapshot again
             self.evict_older_than(now - self.max_age)
         s, e = self._start, self._end
-        ts = self._ts[s:e]
         keep = np.arange(s, e)
+        if self._removed:
+            keep = keep[~self._hole[s:e]]
         if self.max_age is not None and now is not None:
-            keep = keep[ts >= now - self.max_age]
-            ts = self._ts[keep]
-        order = keep[np.argsort(ts, kind="stable")]
+            keep = keep[self._ts[keep] >= now - self.max_age]
+        if by_time:
+            order = keep[np.lexsort((self._seq[keep], self._ts[keep]))]
+        else:
+            order = keep[np.argsort(self._seq[keep], kind="stable")]
         quality = {k: c.quality[order].copy() for k, c in self._features.items()}
         return WindowData(
             model=self.model, model_version=self.model_version, task=self.task,
@@ -377,9 +448,95 @@ class WindowBuffer:
         )
 
 
-def rows_to_window(model: str, version: str, task: str, rows: list) -> WindowData:
-    """A WindowData of ``rows`` (dicts as :meth:`WindowBuffer.append` takes), sorted by time."""
+class LabeledWindow:
+    """The labeled window of one model version: its last ``size`` predictions that have a joined
+    label, by record time (ties by arrival, ``seq``), none older than ``max_age`` seconds by record
+    time nor stored longer ago than ``retention`` (the database no longer has those).
+
+    Rows come in through :meth:`offer` (a row with its label and its ``seq``, ``received_at``);
+    the smallest (time, seq) is evicted past ``size``. :meth:`wants` says whether a row would be
+    kept, before fetching it. Every row held has a label.
+
+    Example::
+
+        lw = LabeledWindow("churn", "3", "classification", size=2)
+        for i, t in enumerate([5.0, 1.0, 7.0]):
+            lw.offer(dict(prediction_id=f"p{i}", timestamp=t, seq=i, received_at=t, label="1", features={},
+                          output_label="1", output_value=None, score=None, probabilities={}, segments={}))
+        lw.snapshot().prediction_ids          # array(['p0', 'p2'], dtype=object)
+    """
+
+    def __init__(self, model: str, model_version: str, task: str, size: int, max_age: Optional[float] = None,
+                 retention: Optional[float] = None):
+        self.size, self.max_age, self.retention = max(1, int(size)), max_age, retention
+        self.buffer = WindowBuffer(model, model_version, task, self.size, evict=False)
+        self._keys: dict = {}     # prediction id -> (time, seq, received_at)
+        self._heap: list = []     # (time, seq, prediction id); entries of removed rows are skipped
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, prediction_id: str) -> bool:
+        return prediction_id in self._keys
+
+    def _smallest(self) -> tuple:
+        heap, keys = self._heap, self._keys
+        while True:
+            t, q, pid = heap[0]
+            k = keys.get(pid)
+            if k is not None and k[0] == t and k[1] == q:
+                return t, q, pid
+            heapq.heappop(heap)
+
+    def wants(self, time: float, seq: int) -> bool:
+        """Would a labeled row recorded at ``time`` (arrival ``seq``) be in the window?"""
+        return len(self._keys) < self.size or (time, seq) > self._smallest()[:2]
+
+    def offer(self, row: dict) -> bool:
+        """Take a labeled row (a :meth:`WindowBuffer.append` row with ``seq`` and ``received_at``):
+        a row held already gets the row's label; a new one is kept if :meth:`wants` it."""
+        pid = row["prediction_id"]
+        if pid in self._keys:
+            return self.buffer.set_label(pid, row["label"])
+        t, q = float(row["timestamp"]), int(row["seq"])
+        if not self.wants(t, q):
+            return False
+        self._keys[pid] = (t, q, row.get("received_at", math.inf))
+        heapq.heappush(self._heap, (t, q, pid))
+        self.buffer.append(row)
+        if len(self._keys) > self.size:
+            self._remove(self._smallest()[2])
+        return True
+
+    def set_label(self, prediction_id: str, label: object) -> bool:
+        return prediction_id in self._keys and self.buffer.set_label(prediction_id, label)
+
+    def _remove(self, prediction_id: str) -> None:
+        del self._keys[prediction_id]
+        self.buffer.remove(prediction_id)
+        if len(self._heap) > 4 * self.size + 64:   # entries of removed rows: keep the heap bounded
+            self._heap = [(t, q, pid) for pid, (t, q, _r) in self._keys.items()]
+            heapq.heapify(self._heap)
+
+    def expire(self, now: float) -> int:
+        """Drop the rows past ``max_age`` (record time) or ``retention`` (storage time)."""
+        min_time = now - self.max_age if self.max_age is not None else -math.inf
+        min_received = now - self.retention if self.retention is not None else -math.inf
+        old = [pid for pid, (t, _q, r) in self._keys.items() if t < min_time or r < min_received]
+        for pid in old:
+            self._remove(pid)
+        return len(old)
+
+    def snapshot(self, now: Optional[float] = None) -> WindowData:
+        if now is not None:
+            self.expire(now)
+        return self.buffer.snapshot()
+
+
+def rows_to_window(model: str, version: str, task: str, rows: list, by_time: bool = True) -> WindowData:
+    """A WindowData of ``rows`` (dicts as :meth:`WindowBuffer.append` takes), sorted by time (ties
+    by arrival), or in arrival order (``by_time=False``: by their ``seq``, else as given)."""
     buf = WindowBuffer(model, version, task, size=max(1, len(rows)))
     for r in rows:
         buf.append(r)
-    return buf.snapshot()
+    return buf.snapshot(by_time=by_time)

@@ -108,7 +108,7 @@ class MLCollector(Collector):
         gperf = g(sc.M_GROUP_PERFORMANCE, "Per-group performance.", MV + [sc.L_ATTRIBUTE, sc.L_GROUP, sc.L_METRIC])
         gpred = g(sc.M_GROUP_PREDICTIONS, "Predictions per group in the window.", MV + [sc.L_ATTRIBUTE, sc.L_GROUP])
         wp = g(sc.M_WINDOW_PREDICTIONS, "Predictions in the window.", MV)
-        wl = g(sc.M_WINDOW_LABELED, "Predictions in the window that have a joined true label.", MV)
+        wl = g(sc.M_WINDOW_LABELED, "Predictions in the labeled window (the last window.size with a joined true label).", MV)
         last = g(sc.M_LAST_COMPUTED, "When the model's metrics were last computed (unix seconds).", MV)
         dur = g(sc.M_COMPUTE_DURATION, "Duration of the model's last compute.", MV)
         for (model, version), m in sorted(snap.models.items()):

@@ -1,4 +1,4 @@
-"""What follows a label join: counters, the join-delay histogram, and the window's label.
+"""What follows a label join: counters, the join-delay histogram, and labels as windows read them.
 
 The join itself is atomic with the writes (``store.database``): a label that arrives first
 waits in the ``labels`` table (``joined_at`` null) and joins when its prediction is stored; a
@@ -10,17 +10,19 @@ was there first and the prediction's time is later).
 
 Example::
 
-    joiner = LabelJoiner(counters, windows, model_label=lambda m: m)
+    joiner = LabelJoiner(counters, caps)
     joiner.joined(write.joined, now=time.time())
+    window_label("classification", 1.0)      # "1"
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Sequence
 
 from otel_ml import semconv as sc
-from otel_ml_processor.counters import Counters
+from otel_ml_processor.counters import Caps, Counters
+from otel_ml_processor.store.database import Join
 
 
 def window_label(task: str, value: object) -> object:
@@ -38,13 +40,14 @@ def window_label(task: str, value: object) -> object:
 
 
 class LabelJoiner:
-    def __init__(self, counters: Counters, windows, model_label: Callable[[str], str]):
-        self.counters, self.windows, self.model_label = counters, windows, model_label
+    def __init__(self, counters: Counters, caps: Caps):
+        self.counters, self.caps = counters, caps
 
-    def joined(self, joins: list, now: float) -> None:
+    def joined(self, joins: Sequence[Join], now: float) -> Sequence[Join]:
+        """Count first joins and their delay; returns ``joins`` for the stages after this one."""
         c = self.counters
         for j in joins:
             if j.first:
-                c.inc(c.labels_joined, (self.model_label(j.model),))
+                c.inc(c.labels_joined, (self.caps.model(j.model),))
                 c.observe_join_delay(max(0.0, now - j.prediction_time))
-            self.windows.set_label(j.model, j.model_version, j.prediction_id, j.value)
+        return joins

@@ -21,12 +21,11 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from otel_ml import semconv as sc
-from otel_ml_processor.clean.batch import KIND_LOGS, KIND_METRICS, KIND_TRACES
 from otel_ml_processor.config import ReceiverConfig
 from otel_ml_processor.receive.auth import BearerAuth
 from otel_ml_processor.receive.handlers import Handlers, Unavailable
 from otel_ml_processor.receive.limits import RETRY_AFTER_SECONDS, InflightGate
-from otel_ml_processor.receive.otlp import MalformedRequest
+from otel_ml_processor.receive.otlp import KIND_LOGS, KIND_METRICS, KIND_TRACES, MalformedRequest
 
 SERVICES = {
     "opentelemetry.proto.collector.logs.v1.LogsService": KIND_LOGS,

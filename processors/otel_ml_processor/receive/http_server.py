@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
 import time
@@ -29,12 +28,13 @@ from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 
 from otel_ml import semconv as sc
-from otel_ml_processor.clean.batch import KIND_LOGS, KIND_METRICS, KIND_TRACES
 from otel_ml_processor.config import ReceiverConfig
 from otel_ml_processor.receive.auth import BearerAuth
-from otel_ml_processor.receive.handlers import RETRYABLE_DB_ERRORS, Handlers, Unavailable
+from otel_ml_processor.receive.handlers import Handlers, Unavailable
 from otel_ml_processor.receive.limits import RETRY_AFTER_SECONDS, InflightGate
-from otel_ml_processor.receive.otlp import LogEvent, MalformedRequest, RequestTooLarge, is_json
+from otel_ml_processor.receive.otlp import (
+    KIND_LOGS, KIND_METRICS, KIND_TRACES, LogEvent, MalformedRequest, RequestTooLarge, is_json,
+)
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -130,13 +130,10 @@ class HttpReceiver:
         except MalformedRequest as exc:
             self.handlers.request_rejected(sc.REASON_MALFORMED)
             return web.json_response({"error": str(exc)}, status=400)
-        ingest = self.handlers.ingest
         try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                self.handlers.writer, lambda: ingest.events(events, time.time()))
-        except RETRYABLE_DB_ERRORS:
-            return web.json_response({"error": "storage unavailable: retry later"}, status=503,
-                                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+            result = await self.handlers.events(events)
+        except Unavailable as exc:
+            return web.json_response({"error": str(exc)}, status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         return web.json_response({"accepted": result.accepted, "rejected": result.rejected,
                                   "errors": [result.message] if result.message else []})
 

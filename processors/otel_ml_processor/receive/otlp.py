@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import zlib
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -26,8 +25,15 @@ from typing import Iterator, Optional
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_ml import semconv as sc
+
+#: The OTLP signals the receivers take: each names its Export request message.
+KIND_LOGS, KIND_METRICS, KIND_TRACES = "logs", "metrics", "traces"
+MESSAGES = {KIND_LOGS: ExportLogsServiceRequest, KIND_METRICS: ExportMetricsServiceRequest,
+            KIND_TRACES: ExportTraceServiceRequest}
 
 
 class MalformedRequest(ValueError):
@@ -149,10 +155,6 @@ def any_value(v) -> object:
     return None
 
 
-def count_log_records(request: ExportLogsServiceRequest) -> int:
-    return sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
-
-
 def events_from_request(request: ExportLogsServiceRequest, received_at: float) -> Iterator[LogEvent]:
     """Every LogRecord of ``request`` as a :class:`LogEvent`.
 
@@ -182,7 +184,3 @@ def events_from_request(request: ExportLogsServiceRequest, received_at: float) -
                     trace_id=lr.trace_id.hex() if lr.trace_id else "",
                     span_id=lr.span_id.hex() if lr.span_id else "",
                 )
-
-
-def is_finite_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

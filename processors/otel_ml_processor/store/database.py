@@ -7,6 +7,11 @@ promise the receivers make when they answer success.
 On PostgreSQL several processor replicas may share the database (``docs/scaling.md``): each
 writes only the models routed to it, and the housekeeping (label expiry, retention) runs in
 one replica at a time under a transaction-scoped advisory lock; the others skip that cycle.
+A model version is owned by the replica that stored its latest prediction: each prediction
+write records its ``replica`` in ``model_versions``, in the same transaction. Labels carry the
+database's clock of their last change (``changed_at``), so a replica reads the labels joined
+since it last looked (:meth:`Database.label_changes`), whichever replica joined them; each
+owner keeps its last computed snapshot in ``model_snapshots`` for any replica to read.
 A URL without a driver (``postgresql://user@host/db``) uses psycopg 3, the driver the
 ``postgresql`` extra installs (SQLAlchemy 2.0 would otherwise pick psycopg2).
 
@@ -16,19 +21,24 @@ predictions it finds.
 
 Example::
 
-    db = Database("sqlite:///otel-ml.db")
+    db = Database("sqlite:///otel-ml.db", replica="host-a/0.0.0.0:4317")
     result = db.insert_predictions(records, now=time.time())
-    result.inserted, result.duplicates, result.joined
+    result.inserted, result.duplicates, result.joined, result.ids
+    [(v.model, v.model_version, v.owner) for v in db.model_owners()]
+    db.latest_snapshot("churn", "3")        # SnapshotRow(owner, computed_at, metrics JSON, ...)
 """
 
 from __future__ import annotations
 
 import json
 import time as _time
+
+import orjson
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
-from sqlalchemy import String, and_, any_, bindparam, create_engine, delete, event, func, select, text, update
+from sqlalchemy import String, and_, any_, bindparam, case, create_engine, delete, event, func, select, text, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.engine import Connection, Engine, make_url
 
@@ -37,7 +47,11 @@ from otel_ml_processor.store import schema
 from otel_ml_processor.store.migrations import migrate
 
 _P, _L = schema.predictions, schema.labels
+_MV, _MS = schema.model_versions, schema.model_snapshots
 _CHUNK = 500  # bound on the size of IN (...) lists
+#: Database errors that mean "try again later" (connection lost, server down, lock timeout): the
+#: receivers answer them with OTLP's retryable codes.
+RETRYABLE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 #: Advisory lock key of the housekeeping (PostgreSQL); "otelmlhk" in ASCII.
 HOUSEKEEPING_LOCK_KEY = 0x6F74656C6D6C686B
 
@@ -52,6 +66,8 @@ class Join:
     value: object
     prediction_time: float
     first: bool           # False when it replaced an earlier joined label
+    seq: int = 0          # the prediction's id (arrival order)
+    received_at: float = 0.0   # when the prediction was stored
 
 
 @dataclass
@@ -59,6 +75,47 @@ class PredictionWrite:
     inserted: list = field(default_factory=list)     # PredictionRecord
     duplicates: list = field(default_factory=list)   # PredictionRecord
     joined: list = field(default_factory=list)       # Join
+    ids: list = field(default_factory=list)          # the database id of each inserted record (arrival order)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelChange:
+    """A joined label as it is now, with its prediction's keys (:meth:`Database.label_changes`)."""
+
+    model: str
+    model_version: str
+    prediction_id: str
+    value: object
+    changed_at: float      # the database's clock
+    time: float            # the prediction's record time
+    seq: int               # the prediction's id (arrival order)
+    received_at: float     # when the prediction was stored
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """A row of ``model_versions``: a stored model version and its owner."""
+
+    model: str
+    model_version: str
+    task: str
+    owner: Optional[str]          # the replica that stored its latest prediction (None: not claimed yet)
+    stored_at: float              # when that was
+    takeovers: int                # times the owner changed
+    reference_first_n: Optional[int] = None
+    reference_cut: Optional[int] = None   # id of the last of its first reference_first_n predictions
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRow:
+    """A model version's last computed metrics (``metrics``: the JSON of ``compute.persist.dump``)."""
+
+    model: str
+    model_version: str
+    owner: str
+    computed_at: float
+    duration: float
+    metrics: str
 
 
 @dataclass
@@ -66,6 +123,16 @@ class LabelWrite:
     stored: int = 0
     replaced: list = field(default_factory=list)     # model of each replaced label
     joined: list = field(default_factory=list)       # Join
+
+
+def _json(text: str) -> dict:
+    """A stored JSON object: orjson (a fifth of ``json.loads``' time; rows are read by the
+    thousand for the labeled windows), ``json`` for what orjson refuses (NaN written by older
+    versions)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def label_value(row) -> object:
@@ -94,13 +161,28 @@ _SQLITE_INSERT_PREDICTIONS = (
 _PG_INSERT_PREDICTIONS = (
     f"INSERT INTO predictions ({', '.join(_COLUMNS)}) "
     f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for _c, t in _PG_COLUMNS)}) "
-    "ON CONFLICT (model, prediction_id) DO NOTHING RETURNING model, prediction_id"
+    "ON CONFLICT (model, prediction_id) DO NOTHING RETURNING model, prediction_id, id"
 )
 
+
+#: The columns of a prediction that windows hold (``Database._window_rows``).
+_WINDOW_COLUMNS = (_P.c.model, _P.c.model_version, _P.c.task, _P.c.prediction_id, _P.c.time, _P.c.id,
+                   _P.c.received_at, _P.c.features, _P.c.segments, _P.c.probabilities, _P.c.output_label,
+                   _P.c.output_value, _P.c.score)
 
 #: Is any label waiting at all? Seeks the (joined_at, received_at) index. Filtering on the model
 #: too made SQLite walk the primary key of every label of that model (found by the soak).
 LABELS_WAITING_PROBE = select(_L.c.prediction_id).where(_L.c.joined_at.is_(None)).limit(1)
+
+
+#: Joined labels another replica than ``:me`` changed since ``:since``, with their prediction's
+#: keys: a range of the ``(changed_at, changed_by)`` index (a replica's own changes are skipped
+#: there, without reading their rows), then one keyed lookup per label (``test_query_plans.py``).
+LABEL_CHANGES = select(
+    _L.c.model, _P.c.model_version, _L.c.prediction_id, _L.c.value_text, _L.c.value_num, _L.c.changed_at,
+    _P.c.time, _P.c.id, _P.c.received_at,
+).select_from(_L.join(_P, and_(_P.c.model == _L.c.model, _P.c.prediction_id == _L.c.prediction_id))).where(
+    _L.c.changed_at >= bindparam("since"), _L.c.changed_by != bindparam("me"), _L.c.joined_at.is_not(None))
 
 
 def _prediction_tuple(r: PredictionRecord, now: float) -> tuple:
@@ -121,8 +203,11 @@ def _chunks(seq: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
 
 
 class Database:
-    def __init__(self, url: str, engine: Optional[Engine] = None):
+    """The database, as one replica (``replica``: its identity in ``model_versions``) sees it."""
+
+    def __init__(self, url: str, engine: Optional[Engine] = None, replica: str = ""):
         self.url = url
+        self.replica = replica
         url_ = engine_url(url)
         # A server connection can drop between batches; a SQLite file cannot (the ping was a
         # statement per batch).
@@ -137,6 +222,24 @@ class Database:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite:// or postgresql://")
         self._insert = insert
         self.schema_version = migrate(self.engine)
+        own = insert(_MV).values(takeovers=0)
+        #: a prediction write makes its replica the owner of the versions it stored (counting takeovers)
+        self._own = own.on_conflict_do_update(index_elements=[_MV.c.model, _MV.c.model_version], set_={
+            "owner": own.excluded.owner, "stored_at": own.excluded.stored_at,
+            "takeovers": _MV.c.takeovers + case((_MV.c.owner == own.excluded.owner, 0), else_=1)})
+
+    def _changed(self):
+        """What ``labels.changed_at`` is set to: :meth:`clock`, the database server's clock on
+        PostgreSQL, so that replicas whose clocks differ write one time scale."""
+        return func.extract("epoch", func.clock_timestamp()) if self.dialect == "postgresql" else _time.time()
+
+    def clock(self) -> float:
+        """The clock ``labels.changed_at`` is written with (see :meth:`label_changes`): the
+        server's on PostgreSQL, this host's on SQLite (one host writes it)."""
+        if self.dialect != "postgresql":
+            return _time.time()
+        with self.engine.connect() as conn:
+            return float(conn.execute(select(func.extract("epoch", func.clock_timestamp()))).scalar_one())
 
     def close(self) -> None:
         self.engine.dispose()
@@ -147,7 +250,7 @@ class Database:
             return True
         return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": HOUSEKEEPING_LOCK_KEY}).scalar())
 
-    def _keys_in(self, table, keys: list) -> list:
+    def keys_in(self, table, keys: list) -> list:
         """WHERE clauses that together match the ``(model, prediction_id)`` pairs in ``keys``.
 
         PostgreSQL: one ``model = m AND prediction_id = ANY(array)`` per model (one parameter,
@@ -199,7 +302,7 @@ class Database:
                 # Batches of 512 x 20 features: a lookup then one INSERT per row ran at ~3 300
                 # rows/s, multi-row VALUES at ~8 700 (the driver rewrites 7 000 placeholders),
                 # text arrays at ~10 000 (quote escaping), this at ~21 000 (docs/scaling.md).
-                stored = {(m, p) for m, p in conn.exec_driver_sql(
+                stored = {(m, p): i for m, p, i in conn.exec_driver_sql(
                     _PG_INSERT_PREDICTIONS, tuple(list(column) for column in zip(*rows)))}
             elif fast:
                 # The driver's executemany with plain tuples: when every row was new (duplicates
@@ -209,32 +312,49 @@ class Database:
                 # features here, this 6 µs.
                 if conn.exec_driver_sql(_SQLITE_INSERT_PREDICTIONS, rows).rowcount != len(rows):
                     raise _NotAllNew()
+                # One writer, no row skipped: SQLite gave the rows the ids after the largest one,
+                # in order (the column is the rowid, so the last id is last_insert_rowid()).
+                last = conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one()
                 stored = None
             else:
                 # The unique (model, prediction_id) constraint, not a prior read, decides duplicates.
-                stmt = self._insert(_P).on_conflict_do_nothing().returning(_P.c.model, _P.c.prediction_id)
-                stored = {(m, p) for m, p in conn.execute(stmt, [dict(zip(_COLUMNS, row)) for row in rows])}
+                stmt = self._insert(_P).on_conflict_do_nothing().returning(_P.c.model, _P.c.prediction_id, _P.c.id)
+                stored = {(m, p): i for m, p, i in conn.execute(stmt, [dict(zip(_COLUMNS, row)) for row in rows])}
             if stored is None:
                 out.inserted.extend(fresh)
+                out.ids.extend(range(last - len(fresh) + 1, last + 1))
             else:
                 for r in fresh:
-                    (out.inserted if (r.model, r.prediction_id) in stored else out.duplicates).append(r)
+                    i = stored.get((r.model, r.prediction_id))
+                    if i is None:
+                        out.duplicates.append(r)
+                    else:
+                        out.inserted.append(r)
+                        out.ids.append(i)
+            if out.inserted:
+                versions = {(r.model, r.model_version): r.task for r in out.inserted}
+                # sorted: concurrent writers take the rows' locks in one order (no deadlock)
+                conn.execute(self._own, [
+                    {"model": m, "model_version": v, "task": t, "owner": self.replica, "stored_at": now}
+                    for (m, v), t in sorted(versions.items())])
             by_model: dict = {}
-            for r in out.inserted:
-                by_model.setdefault(r.model, {})[r.prediction_id] = r
+            for r, seq in zip(out.inserted, out.ids):
+                by_model.setdefault(r.model, {})[r.prediction_id] = (r, seq)
             # Most batches find no label waiting: a one-row probe spares the key lookups.
             waiting_somewhere = bool(by_model) and conn.execute(LABELS_WAITING_PROBE).first() is not None
             for model, preds in by_model.items():
                 if not waiting_somewhere:
                     break
-                for where in self._keys_in(_L, [(model, pid) for pid in preds]):
+                for where in self.keys_in(_L, [(model, pid) for pid in preds]):
                     waiting = conn.execute(select(_L).where(and_(where, _L.c.joined_at.is_(None)))).all()
                     if not waiting:
                         continue
-                    conn.execute(update(_L).where(and_(where, _L.c.joined_at.is_(None))).values(joined_at=now))
+                    conn.execute(update(_L).where(and_(where, _L.c.joined_at.is_(None))).values(
+                        joined_at=now, changed_at=self._changed(), changed_by=self.replica))
                     for w in waiting:
-                        p = preds[w.prediction_id]
-                        out.joined.append(Join(p.model, p.model_version, p.prediction_id, label_value(w), p.time, True))
+                        p, seq = preds[w.prediction_id]
+                        out.joined.append(Join(p.model, p.model_version, p.prediction_id, label_value(w), p.time, True,
+                                               seq, now))
         return out
 
     def upsert_labels(self, records: Sequence[LabelRecord], now: Optional[float] = None) -> LabelWrite:
@@ -252,12 +372,12 @@ class Database:
         with self.engine.begin() as conn:
             keys = list(latest)
             previous, preds = {}, {}
-            for where in self._keys_in(_L, keys):
+            for where in self.keys_in(_L, keys):
                 for row in conn.execute(select(_L.c.model, _L.c.prediction_id, _L.c.joined_at).where(where)):
                     previous[(row.model, row.prediction_id)] = row.joined_at
-            for where in self._keys_in(_P, keys):
-                for row in conn.execute(select(_P.c.model, _P.c.prediction_id, _P.c.model_version, _P.c.time).where(
-                        where)):
+            for where in self.keys_in(_P, keys):
+                for row in conn.execute(select(_P.c.model, _P.c.prediction_id, _P.c.model_version, _P.c.time, _P.c.id,
+                                               _P.c.received_at).where(where)):
                     preds[(row.model, row.prediction_id)] = row
             rows = []
             for key, r in latest.items():
@@ -273,12 +393,13 @@ class Database:
                 })
                 if pred is not None:
                     out.joined.append(Join(r.model, pred.model_version, r.prediction_id, r.value, pred.time,
-                                           previous.get(key) is None))
-            stmt = self._insert(_L)
+                                           previous.get(key) is None, pred.id, pred.received_at))
+            stmt = self._insert(_L).values(changed_at=self._changed(), changed_by=self.replica)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[_L.c.model, _L.c.prediction_id],
                 set_={"value_text": stmt.excluded.value_text, "value_num": stmt.excluded.value_num,
-                      "received_at": stmt.excluded.received_at, "joined_at": stmt.excluded.joined_at})
+                      "received_at": stmt.excluded.received_at, "joined_at": stmt.excluded.joined_at,
+                      "changed_at": stmt.excluded.changed_at, "changed_by": stmt.excluded.changed_by})
             conn.execute(stmt, rows)
             out.stored = len(rows)
         return out
@@ -324,7 +445,7 @@ class Database:
         return expired
 
     def _delete_labels(self, conn, keys: list) -> None:
-        for where in self._keys_in(_L, keys):
+        for where in self.keys_in(_L, keys):
             conn.execute(delete(_L).where(where))
 
     def apply_retention(self, now: float, retention: float, batch: int = 10_000) -> int:
@@ -340,17 +461,69 @@ class Database:
                     return deleted
                 conn.execute(delete(_P).where(_P.c.id.in_([r.id for r in rows])))
                 self._delete_labels(conn, [(r.model, r.prediction_id) for r in rows])
+                # a version whose last prediction went has no owner and no snapshot any more
+                for table in (_MV, _MS):
+                    left = select(_P.c.id).where(_P.c.model == table.c.model, _P.c.model_version == table.c.model_version)
+                    conn.execute(delete(table).where(~left.exists()))
                 deleted += len(rows)
 
     # --- reads ------------------------------------------------------------------------------------
 
     def model_versions(self) -> list:
-        """Every stored (model, model_version, task)."""
+        """Every stored (model, model_version, task), by model and version."""
+        return [(v.model, v.model_version, v.task) for v in self.model_owners()]
+
+    def model_owners(self) -> list:
+        """Every stored model version with its owner (:class:`VersionInfo`), by model and version."""
         with self.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(
-                select(_P.c.model, _P.c.model_version, _P.c.task).distinct())]
+            return [VersionInfo(*r) for r in conn.execute(select(
+                _MV.c.model, _MV.c.model_version, _MV.c.task, _MV.c.owner, _MV.c.stored_at, _MV.c.takeovers,
+                _MV.c.reference_first_n, _MV.c.reference_cut).order_by(_MV.c.model, _MV.c.model_version))]
+
+    def claim_unowned(self) -> int:
+        """Make this replica the owner of the versions nobody owns (stored before ownership was
+        recorded: the first replica to start after the upgrade takes them); returns how many."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(_MV).where(_MV.c.owner.is_(None)).values(
+                owner=self.replica, takeovers=_MV.c.takeovers + 1)).rowcount
+
+    def label_changes(self, since: float) -> list:
+        """The joined labels that other replicas wrote or joined at or after ``since``
+        (:meth:`clock` time), as they are now (:class:`LabelChange`); a label this replica changed
+        last is not among them (its writes say what they joined). A transaction may commit a
+        moment after it read the clock: callers look again from a little before their last
+        look, and keep only what changed."""
+        with self.engine.connect() as conn:
+            return [LabelChange(m, v, p, t if t is not None else n, c, pt, i, r) for m, v, p, t, n, c, pt, i, r in
+                    conn.execute(LABEL_CHANGES, {"since": since, "me": self.replica})]
+
+    def save_snapshots(self, rows: Sequence[SnapshotRow]) -> int:
+        """Keep each row as its version's latest snapshot, for the versions this replica still owns
+        (a replica that lost one mid-cycle must not overwrite its new owner's); returns how many."""
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            mine = {tuple(r) for r in conn.execute(select(_MV.c.model, _MV.c.model_version).where(
+                _MV.c.owner == self.replica))}
+            keep = [r for r in rows if (r.model, r.model_version) in mine]
+            if keep:
+                stmt = self._insert(_MS)
+                stmt = stmt.on_conflict_do_update(index_elements=[_MS.c.model, _MS.c.model_version], set_={
+                    c: stmt.excluded[c] for c in ("owner", "computed_at", "duration", "metrics")})
+                conn.execute(stmt, [{"model": r.model, "model_version": r.model_version, "owner": r.owner,
+                                     "computed_at": r.computed_at, "duration": r.duration, "metrics": r.metrics}
+                                    for r in sorted(keep, key=lambda r: (r.model, r.model_version))])
+        return len(keep)
+
+    def latest_snapshot(self, model: str, version: str) -> Optional[SnapshotRow]:
+        """The last snapshot computed for (model, version) by its owner, whichever replica asks."""
+        with self.engine.connect() as conn:
+            r = conn.execute(select(_MS).where(_MS.c.model == model, _MS.c.model_version == version)).first()
+        return None if r is None else SnapshotRow(r.model, r.model_version, r.owner, r.computed_at, r.duration,
+                                                  r.metrics)
 
     def _rows(self, stmt) -> list:
+        """Every column of the predictions ``stmt`` selects, with their joined label, as dicts."""
         q = stmt.subquery()
         joined = select(q, _L.c.value_text, _L.c.value_num).select_from(
             q.outerjoin(_L, and_(_L.c.model == q.c.model, _L.c.prediction_id == q.c.prediction_id,
@@ -363,23 +536,84 @@ class Database:
         return {
             "model": r.model, "model_version": r.model_version, "task": r.task,
             "prediction_id": r.prediction_id, "timestamp": r.time,
-            "features": json.loads(r.features), "segments": json.loads(r.segments),
+            "features": _json(r.features), "segments": _json(r.segments),
             "output_label": r.output_label, "output_value": r.output_value, "score": r.score,
-            "probabilities": json.loads(r.probabilities), "label": label_value(r),
-            "attributes": json.loads(r.attributes), "trace_id": r.trace_id, "span_id": r.span_id,
+            "probabilities": _json(r.probabilities), "label": label_value(r),
+            "attributes": _json(r.attributes), "trace_id": r.trace_id, "span_id": r.span_id,
+            "seq": r.id, "received_at": r.received_at,
         }
 
-    def window_rows(self, model: str, version: str, size: int, min_time: Optional[float] = None) -> list:
-        """The latest ``size`` predictions of a model version (oldest first), with labels."""
-        stmt = select(_P).where(and_(_P.c.model == model, _P.c.model_version == version))
+    def _window_rows(self, where, order: tuple = (), limit: Optional[int] = None, labeled: bool = False,
+                     reverse: bool = False) -> list:
+        """What a window holds of the predictions matching ``where`` (no attributes, trace ids),
+        with their joined label (``labeled``: only those that have one), as dicts, in ``order``
+        (``reverse``: the other way round). Windows read them by the thousand: positional rows,
+        only the columns they use."""
+        on = and_(_L.c.model == _P.c.model, _L.c.prediction_id == _P.c.prediction_id, _L.c.joined_at.is_not(None))
+        stmt = select(*_WINDOW_COLUMNS, _L.c.value_text, _L.c.value_num).select_from(
+            _P.join(_L, on) if labeled else _P.outerjoin(_L, on)).where(where).order_by(*order)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        out = [{
+            "model": m, "model_version": v, "task": task, "prediction_id": pid, "timestamp": t, "seq": i,
+            "received_at": received, "features": _json(f), "segments": _json(sg), "probabilities": _json(pr),
+            "output_label": ol, "output_value": ov, "score": sc_, "label": lt if lt is not None else ln,
+        } for m, v, task, pid, t, i, received, f, sg, pr, ol, ov, sc_, lt, ln in rows]
+        return out[::-1] if reverse else out
+
+    def window_rows(self, model: str, version: str, size: int, min_time: Optional[float] = None,
+                    after: Optional[int] = None) -> list:
+        """The latest ``size`` predictions of a model version by record time (ties by arrival),
+        oldest first, with labels; only those recorded at or after ``min_time`` and stored after
+        the prediction with id ``after`` (the end of its ``first_n`` reference)."""
+        where = [_P.c.model == model, _P.c.model_version == version]
         if min_time is not None:
-            stmt = stmt.where(_P.c.time >= min_time)
-        return self._rows(stmt.order_by(_P.c.time.desc(), _P.c.id.desc()).limit(size))
+            where.append(_P.c.time >= min_time)
+        if after is not None:
+            where.append(_P.c.id > after)
+        return self._window_rows(and_(*where), (_P.c.time.desc(), _P.c.id.desc()), size, reverse=True)
+
+    def labeled_rows(self, model: str, version: str, size: int, min_time: Optional[float] = None,
+                     after: Optional[int] = None, min_received: Optional[float] = None) -> list:
+        """The labeled window's rows: the latest ``size`` predictions of a model version that have
+        a joined label, by record time (ties by arrival), oldest first; bounded as
+        :meth:`window_rows`, and to those stored at or after ``min_received``."""
+        where = [_P.c.model == model, _P.c.model_version == version]
+        if min_time is not None:
+            where.append(_P.c.time >= min_time)
+        if after is not None:
+            where.append(_P.c.id > after)
+        if min_received is not None:
+            where.append(_P.c.received_at >= min_received)
+        return self._window_rows(and_(*where), (_P.c.time.desc(), _P.c.id.desc()), size, labeled=True, reverse=True)
+
+    def rows_by_id(self, model: str, prediction_ids: Sequence[str]) -> list:
+        """The stored predictions of ``model`` with these ids (any order), with labels, as windows read them."""
+        out: list = []
+        for where in self.keys_in(_P, [(model, pid) for pid in prediction_ids]):
+            out.extend(self._window_rows(where))
+        return out
 
     def first_rows(self, model: str, version: str, n: int) -> list:
-        """The first ``n`` predictions of a model version by record time."""
-        stmt = select(_P).where(and_(_P.c.model == model, _P.c.model_version == version))
-        return self._rows(stmt.order_by(_P.c.time, _P.c.id).limit(n))
+        """The first ``n`` predictions of a model version by arrival (storage order), with labels."""
+        where = and_(_P.c.model == model, _P.c.model_version == version)
+        return self._window_rows(where, (_P.c.id,), n)
+
+    def reference_cut(self, model: str, version: str, n: int) -> Optional[int]:
+        """The id of the ``n``-th prediction of a model version by arrival (None while it has fewer):
+        where its ``first_n`` reference ends and its window begins."""
+        stmt = select(_P.c.id).where(and_(_P.c.model == model, _P.c.model_version == version)).order_by(
+            _P.c.id).limit(1).offset(max(0, int(n) - 1))
+        with self.engine.connect() as conn:
+            return conn.execute(stmt).scalar()
+
+    def set_reference_cut(self, model: str, version: str, n: int, cut: int) -> None:
+        """Record :meth:`reference_cut` (it never changes for a given ``n``) in ``model_versions``."""
+        with self.engine.begin() as conn:
+            conn.execute(update(_MV).where(_MV.c.model == model, _MV.c.model_version == version).values(
+                reference_first_n=n, reference_cut=cut))
 
     def count(self, model: str, version: str) -> int:
         with self.engine.connect() as conn:

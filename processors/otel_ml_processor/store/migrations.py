@@ -1,7 +1,12 @@
 """Schema migrations: an ordered list of steps, each run once, recorded in ``schema_version``.
 
-Version 1 creates the tables of ``store/schema.py``. A later change to the schema appends a
-step (a function taking a SQLAlchemy connection) and never edits an earlier one.
+Version 1 creates the tables of ``store/schema.py``; version 2 adds replica ownership
+(``model_versions``, filled from the stored predictions with no owner yet), the computed
+snapshots (``model_snapshots``) and ``labels.changed_at`` / ``changed_by``. A later change to the schema appends
+a step (a function taking a SQLAlchemy connection) and never edits an earlier one. Steps create
+tables from the current ``schema`` with ``checkfirst``, so a step that adds a column to a table
+an earlier step created checks that the column is not there yet (a new database gets it from
+step 1 already).
 
 Replicas sharing one PostgreSQL may start at the same moment: the migration runs under a
 transaction-scoped advisory lock, so one of them creates the schema and the others wait and
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from sqlalchemy import Connection, Engine, inspect, select, text
+from sqlalchemy import Connection, Engine, func, inspect, literal, select, text
 
 from otel_ml_processor.store import schema
 
@@ -26,10 +31,32 @@ def _v1(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.predictions, schema.labels, schema.audit])
 
 
+def _v2(conn: Connection) -> None:
+    """Replica ownership, computed snapshots, and when each label last changed."""
+    schema.metadata.create_all(conn, tables=[schema.model_versions, schema.model_snapshots])
+    db = inspect(conn)
+    columns = {c["name"] for c in db.get_columns("labels")}
+    # Nullable columns without a default: no table rewrite on either database. Labels joined
+    # before them stay null there: the windows read those from the tables at start.
+    for name, kind in (("changed_at", "FLOAT"), ("changed_by", "VARCHAR(255)")):
+        if name not in columns:
+            conn.execute(text(f"ALTER TABLE labels ADD COLUMN {name} {kind}"))
+    if "ix_labels_changed" not in {i["name"] for i in db.get_indexes("labels")}:
+        # DDL text: an Index object made here would attach itself to schema.labels for good
+        conn.execute(text("CREATE INDEX ix_labels_changed ON labels (changed_at, changed_by)"))
+    # Versions stored before ownership was recorded have no owner: the first replica to start claims them.
+    p, mv = schema.predictions, schema.model_versions
+    known = select(mv.c.model).where(mv.c.model == p.c.model, mv.c.model_version == p.c.model_version).exists()
+    conn.execute(mv.insert().from_select(
+        ["model", "model_version", "task", "owner", "stored_at", "takeovers"],
+        select(p.c.model, p.c.model_version, func.min(p.c.task), literal(None), func.max(p.c.received_at), literal(0))
+        .where(~known).group_by(p.c.model, p.c.model_version)))
+
+
 #: Advisory lock key of the schema migration (any constant; "otelmlsv" in ASCII).
 MIGRATION_LOCK_KEY = 0x6F74656C6D6C7376
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 
 
 def current_version(conn: Connection) -> int:

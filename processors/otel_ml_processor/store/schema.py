@@ -6,8 +6,17 @@ Tables:
   ``received_at`` when the processor stored it. ``features``, ``segments``,
   ``probabilities`` and ``attributes`` are JSON objects (already anonymized).
 - ``labels``: the latest true label per ``(model, prediction_id)``; ``joined_at`` is null
-  while the label waits for its prediction.
+  while the label waits for its prediction; ``changed_at`` is the database's clock when the
+  label was last written or joined, ``changed_by`` the replica that did it (each replica reads
+  the labels others joined since its last look, so a label reaches the owner of its model
+  wherever it entered).
 - ``audit``: ``ml.audit`` events.
+- ``model_versions``: one row per stored (model, model_version): its task, its ``owner`` (the
+  replica that stored its latest prediction, ``docs/scaling.md``), when that was
+  (``stored_at``), how many times the owner changed (``takeovers``), and where its ``first_n``
+  reference ends (``reference_cut``: the id of its ``reference_first_n``-th prediction).
+- ``model_snapshots``: each model version's last computed metrics (``metrics``: JSON of
+  ``compute.persist``), with the replica that computed them and when.
 - ``schema_version``: the migration level (see ``store/migrations.py``).
 
 Example (reading stored predictions with plain sqlite3)::
@@ -54,7 +63,32 @@ labels = Table(
     Column("value_num", Float),
     Column("received_at", Float, nullable=False),
     Column("joined_at", Float),
+    Column("changed_at", Float),
+    Column("changed_by", String(255)),
     Index("ix_labels_pending", "joined_at", "received_at"),
+    Index("ix_labels_changed", "changed_at", "changed_by"),
+)
+
+model_versions = Table(
+    "model_versions", metadata,
+    Column("model", String(255), primary_key=True),
+    Column("model_version", String(255), primary_key=True),
+    Column("task", String(32), nullable=False),
+    Column("owner", String(255)),
+    Column("stored_at", Float, nullable=False),
+    Column("takeovers", Integer, nullable=False),
+    Column("reference_first_n", Integer),
+    Column("reference_cut", BigInteger),
+)
+
+model_snapshots = Table(
+    "model_snapshots", metadata,
+    Column("model", String(255), primary_key=True),
+    Column("model_version", String(255), primary_key=True),
+    Column("owner", String(255), nullable=False),
+    Column("computed_at", Float, nullable=False),
+    Column("duration", Float, nullable=False),
+    Column("metrics", Text, nullable=False),
 )
 
 audit = Table(
