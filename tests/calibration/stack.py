@@ -13,10 +13,10 @@ evaluation.
 
 Example::
 
-    run = CalibrationRun(tmp_path, COHORTS, CHANGED)
-    with run:
+    with CalibrationRun(tmp_path, [Cohort("refile", 64, 400, (100, 200, 400, 600), reference_file=1000)]) as run:
         result = run.measure()
-    result.hits[("MLFeatureDrift", "warning")][step]      # models whose condition was true
+    result.hits[("MLFeatureDrift", "warning")][step]      # models whose condition was true at that step
+    result.window[("refile-00", step)]                    # ml_window_predictions then
 """
 
 from __future__ import annotations
@@ -128,20 +128,26 @@ class CalibrationRun:
         timings.append(("generate", time.monotonic() - t))
         # the shipped recording rules, and the alerts with every for: shortened (expressions as shipped)
         _, alerts = generate.render_to(generate.load_thresholds(), self.tmp / "rules", for_override=SHORT_FOR)
-        t = time.monotonic()
-        self.proc = ProcessorProcess(self.tmp / "processor", models=models,
-                                     extra={"limits": {"max_models": len(models) + 10}}).start()
-        timings.append(("processor start", time.monotonic() - t))
-        self.prom = PrometheusProcess(self.tmp, targets=[self.proc.metrics_endpoint],
-                                      rule_files=[generate.RULES, alerts]).start()
         self._pool = ThreadPoolExecutor(3)
+        try:
+            t = time.monotonic()
+            self.proc = ProcessorProcess(self.tmp / "processor", models=models,
+                                         extra={"limits": {"max_models": len(models) + 10}})
+            self.proc.start()
+            timings.append(("processor start", time.monotonic() - t))
+            self.prom = PrometheusProcess(self.tmp, targets=[self.proc.metrics_endpoint],
+                                          rule_files=[generate.RULES, alerts])
+            self.prom.start()
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
         self._pool.shutdown(wait=True)
         if self.prom is not None:
             self.prom.stop()
-        if self.proc is not None:
+        if self.proc is not None and self.proc.proc is not None:
             self.proc.stop()
 
     # -- feeding ---------------------------------------------------------------------------------
@@ -192,6 +198,7 @@ class CalibrationRun:
 
     # -- reading ---------------------------------------------------------------------------------
     def _per_model(self, promql: str) -> dict:
+        """model -> (value, time of the instant query)."""
         return {s["metric"][sc.L_MODEL]: (float(s["value"][1]), float(s["value"][0])) for s in self.prom.query(promql)}
 
     def _computed_after(self, acked: float, names: set) -> None:
@@ -241,9 +248,10 @@ class CalibrationRun:
             m.window[(name, step)] = windows[name][0]
             m.labeled[(name, step)] = labeled.get(name, (0.0, 0.0))[0]
             m.ood[(name, step)] = ood.get(name, (None, 0.0))[0]
-        scraped = max(t for _, t in windows.values())
-        # a rule evaluation that read that scrape (one evaluation interval later)
-        wait_for(lambda: (self.prom.value(f"min(timestamp({generate.LABEL_COVERAGE}))") or 0) >= scraped + 1.0,
+        # the query's time (an instant query answers at it), after the scrape of those figures: a rule
+        # evaluation a whole interval later read that scrape
+        seen = max(t for _, t in windows.values())
+        wait_for(lambda: (self.prom.value(f"min(timestamp({generate.LABEL_COVERAGE}))") or 0) >= seen + 1.0,
                  timeout=60, interval=0.3, what="a rule evaluation after the scrape")
         for name, severity, expr in alerts:
             key = (name, severity)

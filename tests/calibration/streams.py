@@ -107,10 +107,7 @@ def generate(rng: np.random.Generator, n: int, high_cardinality: bool = False, c
         score = 0.5 + 0.5 * rng.beta(1.0, 4.0, n)
     right = rng.random(n) < (0.6 if change == "accuracy_drop" else score)
     truth = np.where(right, predicted, ~predicted)
-    features = {}
-    for name, values in cols.items():
-        features[name] = values.tolist()
-    return Rows(features=features, predicted=["1" if p else "0" for p in predicted], scores=score.tolist(),
+    return Rows(features={name: values.tolist() for name, values in cols.items()}, predicted=["1" if p else "0" for p in predicted], scores=score.tolist(),
                 labels=["1" if t else "0" for t in truth], segments=groups.tolist())
 
 
