@@ -96,6 +96,7 @@ def build_report(config: Config, model: str, version: Optional[str] = None, prog
     """(version, html) of ``model``'s page computed from the database (the latest version by default)."""
     from otel_ml_processor.compute.engine import compute_model_metrics  # noqa: PLC0415
     from otel_ml_processor.compute.manager import ModelWindows  # noqa: PLC0415
+    from otel_ml_processor.counters import Caps, Counters  # noqa: PLC0415
     from otel_ml_processor.export.pages.render import page_options, render_model  # noqa: PLC0415
     from otel_ml_processor.export.pages.source import ModelSnapshot, latest_version, version_key  # noqa: PLC0415
     from otel_ml_processor.store.database import Database  # noqa: PLC0415
@@ -115,14 +116,18 @@ def build_report(config: Config, model: str, version: Optional[str] = None, prog
             raise ReportError(f"model {model!r} has no version {version!r} (versions: {', '.join(versions)})")
         step(STAGES[1])
         now = time.time() if now is None else now
-        windows = ModelWindows(config, db, admitted=lambda m: m == model)
-        windows.rebuild(now)
-        window = dict(windows.snapshots(now))[(model, version)]
+        caps = Caps(config.limits.max_models, config.limits.max_features_per_model, Counters(),
+                    initial_models=[m.name for m in config.models])
+        windows = ModelWindows(config, db, caps)
+        loaded = windows.load(model, version, now)
+        if loaded is None:
+            raise ReportError(f"model {model!r} version {version!r} has no stored predictions")
+        window, labeled = loaded
         step(STAGES[2])
         ref = windows.reference(model, version, window.task, sorted(window.features))
         step(STAGES[3])
         t0 = time.perf_counter()
-        metrics = compute_model_metrics(window, ref, windows.spec(model))
+        metrics = compute_model_metrics(window, ref, windows.spec(model), labeled=labeled)
         took = time.perf_counter() - t0
         step(STAGES[4])
         snap = ModelSnapshot(model, version, metrics, time.time(), took)

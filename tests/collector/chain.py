@@ -38,6 +38,10 @@ VERSION = "1"
 MODELS = [f"m{k:02d}" for k in range(16)]
 
 
+#: each model's first_n reference: the first FIRST_N predictions stored (not in its windows)
+FIRST_N = 20
+
+
 def prediction_id(model: str, i: int) -> str:
     return f"{model}-{i:06d}"
 
@@ -56,7 +60,7 @@ def label_by_otlp(i: int) -> bool:
 
 
 def model_config(name: str) -> dict:
-    return {"name": name, "task": "classification", "positive_label": "1", "reference": {"first_n": 20},
+    return {"name": name, "task": "classification", "positive_label": "1", "reference": {"first_n": FIRST_N},
             "drift": {"default": {"method": "ks"}}}
 
 

@@ -20,7 +20,7 @@ import requests
 from sklearn.metrics import accuracy_score
 from sqlalchemy import text
 
-from tests.collector.chain import MODELS, VERSION, Chain, label_by_otlp, prediction_id, row
+from tests.collector.chain import FIRST_N, MODELS, VERSION, Chain, label_by_otlp, prediction_id, row
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -77,22 +77,28 @@ def test_nothing_lost_nothing_stored_twice(run):
 
 def test_labels_join_in_the_owners_window(run):
     """Both halves of the labels, OTLP through the gateway and POST on the other replica, reach the
-    owner's window: its accuracy equals scikit-learn's on all N labeled rows."""
+    owner's window: its accuracy equals scikit-learn's on every labeled row after the model's
+    first_n reference (the first FIRST_N predictions stored, the probe's among them)."""
     chain, owners, chosen = run
     for model in chosen:
         owner = chain.replicas[owners[model]]
-        truth = [row(model, i)[2] for i in range(N)]
-        predicted = [row(model, i)[1] for i in range(N)]
-        expected = accuracy_score(truth, predicted)
+        with chain.engine.connect() as conn:
+            after_reference = conn.execute(text(
+                "select prediction_id from predictions where model = :m order by id offset :n"),
+                {"m": model, "n": FIRST_N}).scalars().all()
+        index = {prediction_id(model, i): i for i in range(N)}
+        rows = [index[pid] for pid in after_reference if pid in index]   # the probe's is unlabeled
+        assert len(rows) == N + 1 - FIRST_N
+        expected = accuracy_score([row(model, i)[2] for i in rows], [row(model, i)[1] for i in rows])
         labels = {"model": model, "model_version": VERSION}
 
         def joined():
-            if owner.sample("ml_window_labeled", labels) != N:
+            if owner.sample("ml_window_labeled", labels) != len(rows):
                 return False
             value = owner.sample("ml_performance", {**labels, "metric": "accuracy"})
             return value is not None and math.isclose(value, expected, rel_tol=1e-9, abs_tol=1e-12)
 
-        wait_for(joined, timeout=60, what=f"{model}: {N} labels in the owner's window, accuracy {expected} "
+        wait_for(joined, timeout=60, what=f"{model}: {len(rows)} labels in the owner's window, accuracy {expected} "
                                           f"(now {owner.sample('ml_window_labeled', labels)} labeled)")
 
 

@@ -33,9 +33,10 @@ from tests.support import (COLLECTOR_ENV, CollectorProcess, PrometheusProcess, P
 pytestmark = pytest.mark.e2e
 
 SERVICE = "churn-api"   # tests.sdk.test_e2e.ModelServer's OTEL_SERVICE_NAME: the series' job
-VALUES = {"model": "churn", "model_version": "1", "job": SERVICE, "instance": ".*"}
+VALUES = {"model": "churn", "model_version": "1", "feature": ".*", "metric": ".*", "job": SERVICE, "instance": ".*"}
 MODEL = {"name": "churn", "task": "classification", "positive_label": "yes", "reference": {"first_n": 40},
-         "drift": {"default": {"method": "ks"}}, "fairness": {"attributes": ["gender"], "min_group_size": 5}}
+         # ks features have q-values, income (psi) a distance score and its noise floor: both kinds are drawn
+         "drift": {"default": {"method": "ks"}, "features": {"income": {"method": "psi"}}}, "fairness": {"attributes": ["gender"], "min_group_size": 5}}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,9 @@ def live(tmp_path_factory):
             for pid, label in ids:
                 requests.post(f"{server.url}/label", json={"id": pid, "value": label if rng.random() < 0.8 else "no"},
                               timeout=10).raise_for_status()
-            wait_for(lambda: (proc.sample("ml_window_labeled", {"model": "churn"}) or 0) >= 210, timeout=120,
+            # 210 labeled predictions, less the first_n reference ones (not in the labeled window)
+            labeled = 150 + 60 - MODEL["reference"]["first_n"]
+            wait_for(lambda: (proc.sample("ml_window_labeled", {"model": "churn"}) or 0) >= labeled, timeout=120,
                      what="labels joined through both Collectors")
             prom = PrometheusProcess(tmp, targets=[proc.metrics_endpoint], rule_files=rule_files)
             cfg_path = prom.tmp / "prometheus.yml"

@@ -265,8 +265,9 @@ class ModelWindows:
                 out.rebuilt.append(key)
         return out
 
-    def _cut(self, key: tuple, info) -> Optional[int]:
-        """Where the version's window begins (see :class:`_Version`), recorded in the database once known."""
+    def _cut(self, key: tuple, info, record: bool = True) -> Optional[int]:
+        """Where the version's window begins (see :class:`_Version`), recorded in the database once
+        known (unless ``record`` is false: a reader such as the offline report writes nothing)."""
         model, version = key
         if model in self.file_references:
             return 0
@@ -274,9 +275,23 @@ class ModelWindows:
         if info.reference_first_n == n and info.reference_cut is not None:
             return info.reference_cut
         cut = self.db.reference_cut(model, version, n)
-        if cut is not None:
+        if cut is not None and record:
             self.db.set_reference_cut(model, version, n, cut)
         return cut
+
+    def load(self, model: str, version: str, now: Optional[float] = None) -> Optional[tuple]:
+        """Fill one version's windows from the database, whichever replica owns it, writing nothing
+        (the offline report: ``otel-ml report``); (window, labeled window), or None when the
+        version has no stored prediction."""
+        now = time.time() if now is None else now
+        info = next((v for v in self.db.model_owners() if (v.model, v.model_version) == (model, version)), None)
+        if info is None:
+            return None
+        key = (model, version)
+        self._rebuild(key, info.task, info.takeovers, self._cut(key, info, record=False), now)
+        with self._lock:
+            state = self._versions[key]
+            return state.buffer.snapshot(now), state.labeled.snapshot(now)
 
     def _poll_labels(self) -> list:
         """The label changes other replicas made since the last poll (from a little before it), each once."""
