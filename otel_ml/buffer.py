@@ -11,7 +11,9 @@ being sent may still be delivered by that send: its drop is counted only once th
 (:meth:`SQLiteBuffer.release`), so a record is either delivered or counted as dropped, never both.
 
 Each thread gets its own connection (SQLite connections are not shared across threads), and
-WAL lets the shipper read while the writer appends. ``synchronous=NORMAL`` in WAL mode keeps
+WAL lets the shipper read while the writer appends. Shipped runs are deleted with
+``secure_delete=FAST``: freed pages of a run are not zeroed on disk (they hold records already
+delivered, and are reused by the next runs). ``synchronous=NORMAL`` in WAL mode keeps
 every committed record across a process crash (SIGKILL); only an OS crash or power loss can
 lose the last commits. :class:`MemoryBuffer` is the same FIFO without a file
 (``OTEL_ML_BUFFER_PATH=""``): bounded the same way, lost with the process.
@@ -42,8 +44,8 @@ Stored = Tuple[int, bytes, int]            # (id, payload, records in it)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    payload BLOB NOT NULL,
-    count INTEGER NOT NULL DEFAULT 1
+    count INTEGER NOT NULL DEFAULT 1,
+    payload BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
@@ -126,8 +128,13 @@ class SQLiteBuffer:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            # A new file gets 16 KiB pages: a run of records spans 4x fewer overflow pages.
+            conn.execute("PRAGMA page_size=16384")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Builds compiled with SQLITE_SECURE_DELETE (Debian's) overwrite every freed page of a
+            # shipped run, which doubled the disk writes; FAST zeroes what costs no extra I/O.
+            conn.execute("PRAGMA secure_delete=FAST")
             self._local.conn = conn
         return conn
 

@@ -46,7 +46,9 @@ class Annotations:
 
 
 annotations: contextvars.ContextVar[Optional[Annotations]] = contextvars.ContextVar("otel_ml_annotations", default=None)
-_last_call: contextvars.ContextVar[Optional["Call"]] = contextvars.ContextVar("otel_ml_last_call", default=None)
+# What the last call's ids are made of: (ids, call number, adapter, method, output). Not the
+# Call itself: that would keep the model and its input alive after the call was recorded.
+_last_call: contextvars.ContextVar[Optional[tuple]] = contextvars.ContextVar("otel_ml_last_call", default=None)
 
 
 @contextlib.contextmanager
@@ -104,20 +106,28 @@ class Call:
 
     def id_base(self) -> str:
         """The generated ids' common part: row ``i``'s id is this plus ``i``."""
-        return f"{_PREFIX}-{self.number:x}-"
+        return _id_base(self.number)
 
     def prediction_ids(self) -> List[str]:
         """The prediction ids of this call's rows."""
-        if self.ids is not None:
-            return list(self.ids)
-        n = self.adapter.rows(self.method, self.output) or 0
-        base = self.id_base()
-        return [base + str(i) for i in range(n)]
+        return _ids(self.ids, self.number, self.adapter, self.method, self.output)
+
+
+def _id_base(number: int) -> str:
+    return f"{_PREFIX}-{number:x}-"
+
+
+def _ids(ids: Optional[Sequence[str]], number: int, adapter: Any, method: str, output: Any) -> List[str]:
+    if ids is not None:
+        return list(ids)
+    n = adapter.rows(method, output) or 0
+    base = _id_base(number)
+    return [base + str(i) for i in range(n)]
 
 
 def remember(call: Optional[Call]) -> None:
     """Make ``call`` what ``last_prediction_ids`` answers in this thread / task."""
-    _last_call.set(call)
+    _last_call.set((call.ids, call.number, call.adapter, call.method, call.output) if call is not None else None)
 
 
 def last_prediction_ids() -> List[str]:
@@ -131,5 +141,5 @@ def last_prediction_ids() -> List[str]:
         proba = model.predict_proba(X)
         ids = otel_ml.last_prediction_ids()    # one per row of X
     """
-    call = _last_call.get()
-    return call.prediction_ids() if call is not None else []
+    last = _last_call.get()
+    return _ids(*last) if last is not None else []

@@ -5,9 +5,9 @@ matrix, a list of rows (lists, tuples or dicts), or a 1-D array/list (one featur
 Feature names come from the caller (``feature_names_in_``, ONNX inputs, ...), else the
 DataFrame or dict keys, else ``x0, x1, ...`` (scikit-learn's own convention).
 
-The result is a :class:`Features` table: attribute keys (``ml.feature.<name>``) and one row of
-plain Python values per prediction, with the columns known to hold only floats marked, so the
-encoder packs those without looking at each value. A value that is not a scalar is summarized
+The result is a :class:`Features` table: its :class:`Columns` (attribute keys
+``ml.feature.<name>``, and which columns are known to hold only floats, so the encoder packs
+those without looking at each value) and one row of plain Python values per prediction. A value that is not a scalar is summarized
 when it is encoded (:func:`feature_entries`), never shipped raw:
 - a string longer than ``max_text`` becomes ``ml.feature.<name>.length`` (its length);
 - bytes become ``ml.feature.<name>.length``;
@@ -19,7 +19,7 @@ Example::
     from otel_ml.convert import feature_table
 
     table = feature_table([[1.0, "a"], [2.0, "b"]], ["age", "plan"])
-    assert table.keys == ["ml.feature.age", "ml.feature.plan"] and table.rows[1] == [2.0, "b"]
+    assert table.columns.keys == ["ml.feature.age", "ml.feature.plan"] and table.rows[1] == [2.0, "b"]
 """
 
 from __future__ import annotations
@@ -32,34 +32,66 @@ from otel_ml import semconv as sc
 _SPARSE_DENSE_MAX_COLUMNS = 1000
 
 
+class Columns:
+    """Attribute keys of a table's columns, and which of them hold only floats.
+
+    One object per shape, shared by every call with that shape (:func:`columns`), so that the
+    encoder can keep what it derives from it (its packing layout) by identity.
+    """
+
+    __slots__ = ("names", "keys", "float_columns", "float_idx", "other_idx", "__weakref__")
+
+    def __init__(self, names: Sequence[str], float_columns: Sequence[bool]) -> None:
+        self.names = list(names)
+        self.keys = [sc.feature_key(n) for n in self.names]
+        self.float_columns = list(float_columns)
+        self.float_idx = [j for j, f in enumerate(self.float_columns) if f]
+        self.other_idx = [j for j, f in enumerate(self.float_columns) if not f]
+
+
+_COLUMNS: Dict[tuple, Columns] = {}
+
+
+def columns(names: Sequence[Any], float_columns: Sequence[bool]) -> Columns:
+    """The shared :class:`Columns` of features ``names`` (bounded cache)."""
+    key = (tuple(names), tuple(float_columns))
+    got = _COLUMNS.get(key)
+    if got is None:
+        if len(_COLUMNS) >= 1024:
+            _COLUMNS.clear()
+        got = _COLUMNS[key] = Columns([str(n) for n in names], float_columns)
+    return got
+
+
 class Features:
     """The inputs of one call, one row per prediction.
 
-    ``keys`` are attribute keys and each row a sequence of values aligned with them;
-    ``float_columns[j]`` is True when column ``j`` holds only Python floats. When ``keys`` is
-    None, each row is instead a mapping of attribute key to value (rows of differing keys:
-    dicts, summaries of images).
+    With ``columns``, each row is a sequence of values aligned with ``columns.keys``; without,
+    each row is a mapping of attribute key to value (rows of differing keys: dicts, summaries
+    of images).
     """
 
-    __slots__ = ("keys", "rows", "float_columns")
+    __slots__ = ("columns", "rows")
 
-    def __init__(self, keys: Optional[List[str]], rows: Sequence[Any],
-                 float_columns: Optional[List[bool]] = None) -> None:
-        self.keys = keys
+    def __init__(self, columns: Optional[Columns], rows: Sequence[Any]) -> None:
+        self.columns = columns
         self.rows = rows
-        self.float_columns = float_columns if float_columns is not None else [False] * len(keys or ())
+
+    @property
+    def keys(self) -> Optional[List[str]]:
+        return self.columns.keys if self.columns is not None else None
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def as_dicts(self) -> List[Dict[str, Any]]:
         """Rows as ``{attribute key: value}`` (values as given, not yet summarized)."""
-        if self.keys is None:
+        if self.columns is None:
             return [dict(r) for r in self.rows]
-        return [dict(zip(self.keys, r)) for r in self.rows]
+        return [dict(zip(self.columns.keys, r)) for r in self.rows]
 
 
-EMPTY = Features([], [])
+EMPTY = Features(columns([], []), [])
 
 
 def feature_entries(attrs: Any, key: str, value: Any, max_text: int) -> bytes:
@@ -114,39 +146,38 @@ def default_names(n: int) -> List[str]:
     return [f"x{i}" for i in range(n)]
 
 
-def _keys(names: Sequence[Any]) -> List[str]:
-    return [sc.feature_key(str(n)) for n in names]
-
-
-def _width_names(names: Optional[Sequence[str]], width: int) -> List[str]:
-    return list(names) if names is not None and len(names) == width else default_names(width)
+def _names(names: Optional[Sequence[str]], width: int) -> Sequence[Any]:
+    return names if names is not None and len(names) == width else default_names(width)
 
 
 def _one_name(names: Optional[Sequence[str]], default: str = "x0") -> str:
     return str(names[0]) if names is not None and len(names) == 1 else default
 
 
+def _float_dtype(dtype: Any) -> bool:
+    # numpy's own float dtypes only: pandas' nullable Float64 holds pd.NA, not floats.
+    return getattr(dtype, "kind", "") == "f" and type(dtype).__module__.startswith("numpy")
+
+
 def feature_table(X: Any, names: Optional[Sequence[str]] = None) -> Features:
     """The :class:`Features` of input ``X``."""
-    columns = getattr(X, "columns", None)
-    if columns is not None and hasattr(X, "iloc"):                         # pandas DataFrame
-        cols = [X[c] for c in columns]
-        return Features(_keys(columns), list(zip(*[c.tolist() for c in cols])),
-                        [c.dtype.kind == "f" for c in cols])
+    cols = getattr(X, "columns", None)
+    if cols is not None and hasattr(X, "iloc"):                            # pandas DataFrame
+        series = [X[c] for c in cols]
+        return Features(columns(list(cols), [_float_dtype(c.dtype) for c in series]),
+                        list(zip(*[c.tolist() for c in series])))
     if hasattr(X, "tocsr") and hasattr(X, "shape"):                        # scipy sparse
         if X.shape[1] <= _SPARSE_DENSE_MAX_COLUMNS:
             X = X.toarray()
         else:
-            key = sc.feature_key("input" + sc.FEATURE_SUMMARY_SIZE)
-            return Features([key], [[int(r.nnz)] for r in X.tocsr()])
+            return Features(columns(["input" + sc.FEATURE_SUMMARY_SIZE], [False]), [[int(r.nnz)] for r in X.tocsr()])
     ndim = getattr(X, "ndim", None)
     if ndim is not None and hasattr(X, "tolist"):                          # numpy array
         if ndim == 2:
             width = X.shape[1]
-            floats = X.dtype.kind == "f"
-            return Features(_keys(_width_names(names, width)), X.tolist(), [floats] * width)
+            return Features(columns(_names(names, width), [_float_dtype(X.dtype)] * width), X.tolist())
         if ndim == 1:
-            return Features(_keys([_one_name(names)]), [[v] for v in X.tolist()], [X.dtype.kind == "f"])
+            return Features(columns([_one_name(names)], [_float_dtype(X.dtype)]), [[v] for v in X.tolist()])
         key = sc.feature_key(_one_name(names, "input"))
         return Features(None, [summarize(key, item) for item in X])        # images, tensors: summaries
     rows = list(X)
@@ -156,20 +187,21 @@ def feature_table(X: Any, names: Optional[Sequence[str]] = None) -> Features:
     if isinstance(first, dict):
         return Features(None, [{sc.feature_key(str(k)): v for k, v in r.items()} for r in rows])
     if isinstance(first, (list, tuple)) or (hasattr(first, "__len__") and not isinstance(first, (str, bytes))):
-        return Features(_keys(_width_names(names, len(first))), rows)
-    return Features(_keys([_one_name(names)]), [[v] for v in rows])
+        width = len(first)
+        return Features(columns(_names(names, width), [False] * width), rows)
+    return Features(columns([_one_name(names)], [False]), [[v] for v in rows])
 
 
 def merge_columns(parts: Sequence[Features]) -> Features:
     """Side-by-side tables of the same rows (one per model input) as one table."""
     if len(parts) == 1:
         return parts[0]
-    if any(p.keys is None for p in parts):
+    if any(p.columns is None for p in parts):
         dict_rows = [p.as_dicts() for p in parts]
         return Features(None, [{k: v for d in row for k, v in d.items()} for row in zip(*dict_rows)])
-    keys = [k for p in parts for k in p.keys]
+    names = [n for p in parts for n in p.columns.names]
     rows = [[v for r in row for v in r] for row in zip(*(p.rows for p in parts))]
-    return Features(keys, rows, [f for p in parts for f in p.float_columns])
+    return Features(columns(names, [f for p in parts for f in p.columns.float_columns]), rows)
 
 
 def to_list(values: Any) -> list:

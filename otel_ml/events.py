@@ -25,7 +25,7 @@ from __future__ import annotations
 import operator
 import struct
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from otel_ml import semconv as sc
 from otel_ml import wire
@@ -66,7 +66,7 @@ class EventEncoder:
         self.attrs = wire.Attributes()
         self._models: Dict[Tuple[str, str, str], bytes] = {}
         self._labels: Dict[str, bytes] = {}
-        self._layouts: Dict[Tuple[str, ...], Tuple[Callable[..., bytes], list]] = {}
+        self._plans: Dict[tuple, "_Plan"] = {}
         self._names: Dict[str, bytes] = {}
         self._id_key = self.attrs.key(sc.ML_PREDICTION_ID)
 
@@ -100,18 +100,14 @@ class EventEncoder:
             got = _bounded(self._labels)[label] = self.attrs.entry(sc.ML_OUTPUT_LABEL, label)
         return got
 
-    def _layout(self, keys: Tuple[str, ...]) -> Tuple[Callable[..., bytes], list]:
-        """A struct packing ``keys``' entries from their double values, and its argument list
-        with the prefixes in place (values go in at the odd positions)."""
-        got = self._layouts.get(keys)
-        if got is None:
-            prefixes = [self.attrs.double_prefix(k) for k in keys]
-            fmt = "<" + "".join(f"{len(p)}sd" for p in prefixes)
-            template: list = []
-            for p in prefixes:
-                template += (p, 0.0)
-            got = _bounded(self._layouts)[keys] = (struct.Struct(fmt).pack, template)
-        return got
+    def _plan(self, features: Any, classes: Optional[Sequence[str]], scores: bool, values: bool) -> "_Plan":
+        """How rows of this shape are encoded, kept per shape (columns and classes by identity)."""
+        cols = features.columns
+        key = (id(cols), id(classes), scores, values)
+        plan = self._plans.get(key)
+        if plan is None or plan.columns is not cols or plan.classes is not classes:
+            plan = _bounded(self._plans)[key] = _Plan(self.attrs, cols, classes, scores, values)
+        return plan
 
     def _id(self, pid: str) -> bytes:
         b = pid.encode("utf-8", "surrogatepass")
@@ -134,50 +130,35 @@ class EventEncoder:
         A = self.attrs
         n = min(result.n, len(ids))
         indices = range(n) if rows is None else [i for i in rows if i < n]
-        head = [wire.record_head(time_ns, time.time_ns() if observed_ns is None else observed_ns),
-                self._model(model_name, model_version, result.task)]
+        head = wire.record_head(time_ns, time.time_ns() if observed_ns is None else observed_ns) + self._model(
+            model_name, model_version, result.task)
         seg_rows = None
-        if isinstance(segments, Mapping):
-            head.append(A.entries({sc.segment_key(str(k)): v for k, v in segments.items()}))
-        elif isinstance(segments, (list, tuple)):
-            seg_rows = segments
+        if segments is not None:
+            if isinstance(segments, Mapping):
+                head += A.entries({sc.segment_key(str(k)): v for k, v in segments.items()})
+            elif isinstance(segments, (list, tuple)):
+                seg_rows = segments
         if attributes:
-            head.append(A.entries(attributes))
-        head_b = b"".join(head)
+            head += A.entries(attributes)
         tail = self._tail(sc.EVENT_PREDICTION, trace)
 
+        labels, values, scores, probs = result.labels, result.values, result.scores, result.probabilities
         features = result.features
+        plan = self._plan(features, result.classes if probs is not None else None, scores is not None,
+                          values is not None)
         feat_rows = features.rows
         n_feat = len(feat_rows)
-        dict_rows = features.keys is None
-        keys = features.keys or []
-        float_idx = [j for j, f in enumerate(features.float_columns) if f] if not dict_rows else []
-        other_idx = [j for j in range(len(keys)) if j not in set(float_idx)]
-        all_float = not dict_rows and len(float_idx) == len(keys)
-        pick = (None if all_float or not float_idx else
-                operator.itemgetter(*float_idx) if len(float_idx) > 1 else (lambda r, j=float_idx[0]: (r[j],)))
-
-        labels, values, scores = result.labels, result.values, result.scores
-        classes, probs = result.classes, result.probabilities
-        # The doubles packed together: float features, probabilities, score, value.
-        packed_keys = [keys[j] for j in float_idx]
-        if probs is not None:
-            packed_keys += [sc.probability_key(c) for c in classes]
-        if scores is not None:
-            packed_keys.append(sc.ML_OUTPUT_SCORE)
-        if values is not None:
-            packed_keys.append(sc.ML_OUTPUT_VALUE)
-        pack, template = self._layout(tuple(packed_keys))
-        label_entry = self._label
+        pick, other_idx, keys = plan.pick, plan.other_idx, plan.keys
+        pack, template = plan.pack, plan.template
+        encode_id, label_entry = self._id, self._label
 
         out: List[bytes] = []
         append = out.append
         small = wire._SMALL
         for i in indices:
-            has_features = i < n_feat
-            row = feat_rows[i] if has_features else None
-            if has_features and not dict_rows:
-                vals = list(row) if all_float else (list(pick(row)) if pick is not None else [])
+            row = feat_rows[i] if i < n_feat else None
+            if row is not None and pick is not None:
+                vals = list(row) if pick is True else list(pick(row))
             else:
                 vals = []
             if probs is not None:
@@ -186,17 +167,16 @@ class EventEncoder:
                 vals.append(scores[i])
             if values is not None:
                 vals.append(values[i])
-            parts = [head_b, self._id(ids[i])]
+            parts = [head, encode_id(ids[i])]
             args = template.copy()
             try:
-                if not has_features or dict_rows:
+                if row is None or keys is None:
                     raise struct.error("features are not packed")
                 args[1::2] = vals
                 parts.append(pack(*args))
             except (struct.error, ValueError):
                 # A None (missing probability, non-finite score) or a non-float: one by one.
-                parts.append(self._one_by_one(result, i, row if has_features else None, float_idx, keys,
-                                              dict_rows, max_text))
+                parts.append(self._one_by_one(result, i, row, keys, max_text))
             else:
                 for j in other_idx:
                     parts.append(feature_entries(A, keys[j], row[j], max_text))
@@ -210,12 +190,11 @@ class EventEncoder:
             append(b"".join((b"\x12", small[size] if size < 4096 else wire.varint(size), body)))
         return out
 
-    def _one_by_one(self, result: Any, i: int, row: Any, float_idx: List[int], keys: List[str], dict_rows: bool,
-                    max_text: int) -> bytes:
+    def _one_by_one(self, result: Any, i: int, row: Any, keys: Optional[List[str]], max_text: int) -> bytes:
         A = self.attrs
         parts = []
         if row is not None:
-            items = row.items() if dict_rows else zip(keys, row)
+            items = row.items() if keys is None else zip(keys, row)
             for k, v in items:
                 parts.append(feature_entries(A, k, v, max_text))
         if result.probabilities is not None:
@@ -227,3 +206,40 @@ class EventEncoder:
         if result.values is not None and result.values[i] is not None:
             parts.append(A.entry(sc.ML_OUTPUT_VALUE, float(result.values[i])))
         return b"".join(parts)
+
+
+class _Plan:
+    """The encoding of rows of one shape: which feature columns are packed with the outputs'
+    doubles (float features, class probabilities, score, value) in one ``struct`` call, and the
+    argument list of that call with the key prefixes in place (values go at the odd positions)."""
+
+    __slots__ = ("columns", "classes", "keys", "pick", "other_idx", "pack", "template")
+
+    def __init__(self, attrs: wire.Attributes, columns: Any, classes: Optional[Sequence[str]], scores: bool,
+                 values: bool) -> None:
+        self.columns, self.classes = columns, classes
+        if columns is None:                       # rows of dicts: every feature one by one
+            self.keys, float_idx, self.other_idx = None, [], []
+        else:
+            self.keys, float_idx, self.other_idx = columns.keys, columns.float_idx, columns.other_idx
+        if float_idx and not self.other_idx:
+            self.pick: Any = True                 # the whole row
+        elif not float_idx:
+            self.pick = None
+        elif len(float_idx) == 1:
+            j0 = float_idx[0]
+            self.pick = lambda r: (r[j0],)
+        else:
+            self.pick = operator.itemgetter(*float_idx)
+        packed = [self.keys[j] for j in float_idx]
+        if classes is not None:
+            packed += [sc.probability_key(c) for c in classes]
+        if scores:
+            packed.append(sc.ML_OUTPUT_SCORE)
+        if values:
+            packed.append(sc.ML_OUTPUT_VALUE)
+        prefixes = [attrs.double_prefix(k) for k in packed]
+        self.pack = struct.Struct("<" + "".join(f"{len(p)}sd" for p in prefixes)).pack
+        self.template: list = []
+        for p in prefixes:
+            self.template += (p, 0.0)

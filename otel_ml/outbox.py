@@ -89,12 +89,13 @@ class Outbox:
         self._shipper.start()
 
     def _after_fork(self) -> None:
+        if self._shut:
+            return                                    # nothing of a closed outbox runs in the child
         self._pending, self._pending_bytes = [], 0    # the parent writes what it holds itself
         self._pending_lock, self._commit_lock, self._ship_lock = threading.Lock(), threading.Lock(), threading.Lock()
         self.buffer.after_fork()
-        if not self._shut:
-            self._stop, self._wake = threading.Event(), threading.Event()
-            self._start_thread()
+        self._stop, self._wake = threading.Event(), threading.Event()
+        self._start_thread()
 
     # -- any thread ------------------------------------------------------------------------------
     def put(self, records: List[bytes]) -> None:

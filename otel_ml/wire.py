@@ -68,6 +68,7 @@ _TAG_FLAGS = b"\x45"                   # LogRecord.flags = 8 (fixed32)
 _TAG_TRACE_ID = b"\x4a\x10"            # LogRecord.trace_id = 9, 16 bytes
 _TAG_SPAN_ID = b"\x52\x08"             # LogRecord.span_id = 10, 8 bytes
 _TAG_EVENT_NAME = b"\x62"              # LogRecord.event_name = 12
+_EMPTY_BODY = b"\x2a\x00"              # LogRecord.body = 5, an empty AnyValue (as the SDK's encoder sends)
 _TAG_KEY = b"\x0a"                     # KeyValue.key = 1
 _TAG_VALUE = b"\x12"                   # KeyValue.value = 2
 _AV_STRING = b"\x0a"                   # AnyValue.string_value = 1
@@ -182,8 +183,9 @@ def record_head(time_ns: int, observed_ns: int) -> bytes:
 
 
 def record_tail(event_name: bytes, trace_id: int = 0, span_id: int = 0, trace_flags: int = 0) -> bytes:
-    """Trace context and event name of a LogRecord; absent ids are left out (as the SDK does)."""
-    parts = []
+    """Trace context, (empty) body and event name of a LogRecord; absent ids are left out (as
+    the SDK does)."""
+    parts = [_EMPTY_BODY]
     if trace_flags:
         parts.append(_TAG_FLAGS + pack_fixed32(trace_flags & 0xFF))
     if trace_id:

@@ -38,7 +38,7 @@ class Interpretation:
     labels: Optional[List[str]] = None
     values: Optional[List[float]] = None
     scores: Optional[List[Optional[float]]] = None
-    classes: Optional[List[str]] = None
+    classes: Optional[Sequence[str]] = None
     probabilities: Optional[List[List[Optional[float]]]] = None
 
 
@@ -46,19 +46,35 @@ def _argmax_rows(rows: Sequence[Sequence[float]]) -> List[int]:
     return [max(range(len(r)), key=r.__getitem__) if len(r) else 0 for r in rows]
 
 
-def _class_names(classes: Any, width: int) -> List[str]:
-    cls = [str(c) for c in to_list(classes)] if classes is not None else []
-    return cls if len(cls) == width else [str(i) for i in range(width)]
+_CLASS_NAMES: dict = {}         # id(classes) -> (classes, width, names): a model's classes_ read once
+
+
+def _class_names(classes: Any, width: int) -> Tuple[str, ...]:
+    """The class names of the probability columns, as one shared tuple per model's classes."""
+    if classes is not None:
+        hit = _CLASS_NAMES.get(id(classes))
+        if hit is not None and hit[0] is classes and hit[1] == width:
+            return hit[2]
+    names = tuple(str(c) for c in to_list(classes)) if classes is not None else ()
+    if len(names) != width:
+        names = tuple(str(i) for i in range(width))
+    if classes is not None:
+        if len(_CLASS_NAMES) >= 256:
+            _CLASS_NAMES.clear()
+        _CLASS_NAMES[id(classes)] = (classes, width, names)
+    return names
+
+
+_VECTOR_ROWS = 8                # from this many rows on, numpy finds the best class of each row
 
 
 def _from_probabilities(P: Any, classes: Optional[Sequence[Any]]
-                        ) -> Tuple[List[str], List[Optional[float]], List[str], List[List[float]]]:
+                        ) -> Tuple[List[str], List[Optional[float]], Sequence[str], List[List[float]]]:
     """Labels, scores, class names and probability rows of a probability output."""
-    if getattr(P, "ndim", None) == 2 and hasattr(P, "argmax") and P.shape[1] and P.dtype.kind == "f":
+    if (getattr(P, "ndim", None) == 2 and hasattr(P, "argmax") and P.shape[0] >= _VECTOR_ROWS and P.shape[1]
+            and P.dtype.kind == "f"):
         # A numpy array (numpy is loaded: the model returned one): argmax and max per row at once.
         cls = _class_names(classes, P.shape[1])
-        if not P.shape[0]:
-            return [], [], cls, []
         idx = P.argmax(axis=1)
         best = P.max(axis=1)
         # min() is NaN when any score is: then each is checked on its own.
@@ -71,7 +87,8 @@ def _from_probabilities(P: Any, classes: Optional[Sequence[Any]]
     width = len(rows[0]) if rows else 0
     cls = _class_names(classes, width)
     idx = _argmax_rows(rows)
-    rows = [[float(p) for p in r] for r in rows]
+    if getattr(P, "dtype", None) is None or P.dtype.kind != "f":
+        rows = [[float(p) for p in r] for r in rows]
     return [cls[i] for i in idx], [clean_score(r[i]) if r else None for r, i in zip(rows, idx)], cls, rows
 
 
