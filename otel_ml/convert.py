@@ -24,8 +24,9 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from otel_ml import semconv as sc
 
@@ -142,8 +143,10 @@ def summarize(key: str, value: Any) -> Dict[str, Any]:
     return out
 
 
-def default_names(n: int) -> List[str]:
-    return [f"x{i}" for i in range(n)]
+@functools.lru_cache(maxsize=64)
+def default_names(n: int) -> Tuple[str, ...]:
+    """scikit-learn's names of unnamed columns: ``x0, x1, ...``."""
+    return tuple(f"x{i}" for i in range(n))
 
 
 def _names(names: Optional[Sequence[str]], width: int) -> Sequence[Any]:
@@ -154,9 +157,17 @@ def _one_name(names: Optional[Sequence[str]], default: str = "x0") -> str:
     return str(names[0]) if names is not None and len(names) == 1 else default
 
 
+_FLOAT_DTYPES: Dict[Any, bool] = {}
+
+
 def _float_dtype(dtype: Any) -> bool:
-    # numpy's own float dtypes only: pandas' nullable Float64 holds pd.NA, not floats.
-    return getattr(dtype, "kind", "") == "f" and type(dtype).__module__.startswith("numpy")
+    """numpy's own float dtypes only: pandas' nullable Float64 holds pd.NA, not floats."""
+    got = _FLOAT_DTYPES.get(dtype)
+    if got is None:
+        got = getattr(dtype, "kind", "") == "f" and type(dtype).__module__.startswith("numpy")
+        if len(_FLOAT_DTYPES) < 256:
+            _FLOAT_DTYPES[dtype] = got
+    return got
 
 
 def feature_table(X: Any, names: Optional[Sequence[str]] = None) -> Features:

@@ -80,10 +80,13 @@ class EventEncoder:
             self._tail(event_name, trace))))
 
     def _tail(self, event_name: str, trace: TraceIds) -> bytes:
-        name = self._names.get(event_name)
-        if name is None:
-            name = _bounded(self._names)[event_name] = event_name.encode()
-        return wire.record_tail(name, trace.trace_id, trace.span_id, trace.flags)
+        # The empty body and the event name: the same bytes for every event of that name.
+        fixed = self._names.get(event_name)
+        if fixed is None:
+            fixed = _bounded(self._names)[event_name] = wire.record_tail(event_name.encode())
+        if not trace.trace_id:
+            return fixed
+        return wire.trace_fields(trace.trace_id, trace.span_id, trace.flags) + fixed
 
     # -- prediction rows ----------------------------------------------------------------------
     def _model(self, name: str, version: str, task: str) -> bytes:

@@ -121,6 +121,7 @@ class Attributes:
         self._max_keys = max_keys
         self._keys: Dict[str, bytes] = {}
         self._double: Dict[str, bytes] = {}
+        self._short: Dict[tuple, bytes] = {}     # (key, short string) -> entry: names, versions, labels recur
 
     def key(self, key: str) -> bytes:
         """``KeyValue.key`` as a field (tag, length, UTF-8)."""
@@ -144,8 +145,12 @@ class Attributes:
 
     def string(self, key: str, value: bytes) -> bytes:
         """The entry of a string attribute given as UTF-8 bytes."""
-        kp = self.key(key)
+        kp = self._keys.get(key) or self.key(key)
         n = len(value)
+        kv_len = len(kp) + n + 4
+        if kv_len < 128:                     # every length fits one varint byte
+            return b"".join((_TAG_ATTRIBUTE, _SMALL[kv_len], kp, _TAG_VALUE, _SMALL[n + 2], _AV_STRING, _SMALL[n],
+                             value))
         av_len = 1 + len(varint(n)) + n
         kv_len = len(kp) + 1 + len(varint(av_len)) + av_len
         return b"".join((_TAG_ATTRIBUTE, varint(kv_len), kp, _TAG_VALUE, varint(av_len), _AV_STRING, varint(n), value))
@@ -154,9 +159,16 @@ class Attributes:
         """One attribute entry; TypeError for a value OTLP cannot carry."""
         t = type(value)
         if t is float:
-            return self.double_prefix(key) + pack_double(value)
+            return (self._double.get(key) or self.double_prefix(key)) + pack_double(value)
         if t is str:
-            return self.string(key, value.encode("utf-8", "surrogatepass"))
+            if len(value) > 64:
+                return self.string(key, value.encode("utf-8", "surrogatepass"))
+            got = self._short.get((key, value))
+            if got is None:
+                if len(self._short) >= self._max_keys:
+                    self._short.clear()
+                got = self._short[(key, value)] = self.string(key, value.encode("utf-8", "surrogatepass"))
+            return got
         if t is bool:
             av = _AV_TRUE if value else _AV_FALSE
         elif t is int and _INT64_MIN <= value <= _INT64_MAX:
@@ -182,18 +194,20 @@ def record_head(time_ns: int, observed_ns: int) -> bytes:
     return _TAG_TIME + pack_fixed64(time_ns & _MASK64) + _TAG_OBSERVED + pack_fixed64(observed_ns & _MASK64)
 
 
-def record_tail(event_name: bytes, trace_id: int = 0, span_id: int = 0, trace_flags: int = 0) -> bytes:
-    """Trace context, (empty) body and event name of a LogRecord; absent ids are left out (as
-    the SDK does)."""
-    parts = [_EMPTY_BODY]
-    if trace_flags:
-        parts.append(_TAG_FLAGS + pack_fixed32(trace_flags & 0xFF))
+def trace_fields(trace_id: int = 0, span_id: int = 0, trace_flags: int = 0) -> bytes:
+    """The trace flags, trace id and span id fields of a LogRecord; absent ones are left out
+    (as the SDK does)."""
+    out = _TAG_FLAGS + pack_fixed32(trace_flags & 0xFF) if trace_flags else b""
     if trace_id:
-        parts.append(_TAG_TRACE_ID + trace_id.to_bytes(16, "big"))
+        out += _TAG_TRACE_ID + trace_id.to_bytes(16, "big")
     if span_id:
-        parts.append(_TAG_SPAN_ID + span_id.to_bytes(8, "big"))
-    parts.append(length_delimited(_TAG_EVENT_NAME, event_name))
-    return b"".join(parts)
+        out += _TAG_SPAN_ID + span_id.to_bytes(8, "big")
+    return out
+
+
+def record_tail(event_name: bytes, trace_id: int = 0, span_id: int = 0, trace_flags: int = 0) -> bytes:
+    """Trace context, (empty) body and event name of a LogRecord."""
+    return trace_fields(trace_id, span_id, trace_flags) + _EMPTY_BODY + length_delimited(_TAG_EVENT_NAME, event_name)
 
 
 def frame(body: bytes) -> bytes:
