@@ -4,6 +4,7 @@ opentelemetry-proto: what a receiver would read."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -58,6 +59,19 @@ def parse_request(body: bytes) -> List[Event]:
                                  int.from_bytes(lr.span_id, "big"), lr.flags, resource,
                                  (sl.scope.name, sl.scope.version)))
     return out
+
+
+def buffered_events(path: Any) -> List[Event]:
+    """The events held in an otel-ml buffer file (runs of framed LogRecords), parsed."""
+    import sqlite3
+
+    from otel_ml import wire
+
+    if not os.path.exists(path):
+        return []
+    with sqlite3.connect(path) as conn:
+        runs = [p for (p,) in conn.execute("SELECT payload FROM records ORDER BY id")]
+    return parse_request(wire.logs_request(b"", b"", runs)) if runs else []
 
 
 class CaptureSender:
