@@ -9,6 +9,8 @@ prediction id. When the stored payload bytes exceed ``max_bytes`` the oldest run
 first and their records counted (``dropped``), never silently. A run dropped while its batch is
 being sent may still be delivered by that send: its drop is counted only once the send failed
 (:meth:`SQLiteBuffer.release`), so a record is either delivered or counted as dropped, never both.
+Drops are per record: the oldest records of a run are cut off it when the run is larger than
+what the bound asks to free.
 
 Each thread gets its own connection (SQLite connections are not shared across threads), and
 WAL lets the shipper read while the writer appends. Shipped runs are deleted with
@@ -37,6 +39,8 @@ import os
 import sqlite3
 import threading
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+
+from otel_ml import wire
 
 Run = Tuple[bytes, int]                    # (payload, records in it)
 Stored = Tuple[int, bytes, int]            # (id, payload, records in it)
@@ -67,6 +71,16 @@ def _take_oldest(rows: Iterable[Stored], max_records: int, max_bytes: int) -> Li
         if records >= max_records:
             break
     return out
+
+
+def _cut(payload: bytes, need: int) -> Optional[Tuple[int, int]]:
+    """Where to cut the oldest records off a run to free at least ``need`` bytes, and how many
+    records that drops; None when that would take the whole run."""
+    ends = wire.record_ends(payload)
+    for k, end in enumerate(ends[:-1], start=1):
+        if end >= need:
+            return end, k
+    return None
 
 
 class SQLiteBuffer:
@@ -178,18 +192,31 @@ class SQLiteBuffer:
         excess = self._bytes - self.max_bytes
         if excess <= 0:
             return 0
-        # Walk the oldest runs until their bytes cover the excess, then delete exactly those.
+        # Walk the oldest runs: delete those wholly needed to cover the excess, and cut the oldest
+        # records off the next one, so that no more is dropped than the bound asks.
         lo, hi = self._inflight or (0, -1)
-        last_id, freed, n, in_flight = None, 0, 0, 0
-        for rowid, size, count in conn.execute("SELECT id, length(payload), count FROM records ORDER BY id"):
-            last_id, freed, n = rowid, freed + size, n + count
-            if lo <= rowid <= hi:
-                in_flight += count
-            if freed >= excess:
+        whole_last, freed, n, in_flight = None, 0, 0, 0
+        while freed < excess:
+            row = conn.execute("SELECT id, length(payload), count FROM records WHERE id > ? ORDER BY id LIMIT 1",
+                               (whole_last if whole_last is not None else -1,)).fetchone()
+            if row is None:
                 break
-        if last_id is None:
-            return 0
-        conn.execute("DELETE FROM records WHERE id <= ?", (last_id,))
+            rowid, size, count = row
+            flying = lo <= rowid <= hi
+            if freed + size > excess and count > 1:
+                (payload,) = conn.execute("SELECT payload FROM records WHERE id = ?", (rowid,)).fetchone()
+                cut = _cut(payload, excess - freed)
+                if cut is not None:
+                    offset, k = cut
+                    conn.execute("UPDATE records SET payload = ?, count = count - ? WHERE id = ?",
+                                 (payload[offset:], k, rowid))
+                    freed, n = freed + offset, n + k
+                    in_flight += k if flying else 0
+                    break
+            whole_last, freed, n = rowid, freed + size, n + count
+            in_flight += count if flying else 0
+        if whole_last is not None:
+            conn.execute("DELETE FROM records WHERE id <= ?", (whole_last,))
         self._count_dropped(conn, n - in_flight)
         self._dropped_inflight += in_flight
         self._bytes -= freed
@@ -202,6 +229,15 @@ class SQLiteBuffer:
             conn.execute(
                 "INSERT INTO counters (name, value) VALUES ('dropped', ?) "
                 "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (n,))
+
+    def count_dropped(self, n: int) -> None:
+        """Count ``n`` records dropped before they reached the buffer (best effort: the disk may
+        be what failed)."""
+        try:
+            with self._lock, self._conn() as conn:
+                self._count_dropped(conn, n)
+        except sqlite3.Error:
+            pass
 
     def oldest(self, max_records: int, max_bytes: int = 1 << 62) -> List[Stored]:
         """The oldest runs, up to ``max_records`` records and ``max_bytes`` (at least one run),
@@ -302,7 +338,15 @@ class MemoryBuffer:
             lo, hi = self._inflight or (0, -1)
             while self._bytes > self.max_bytes and self._runs:
                 rowid, payload, count = self._runs.popleft()
-                self._bytes -= len(payload)
+                excess = self._bytes - self.max_bytes
+                cut = _cut(payload, excess) if len(payload) > excess and count > 1 else None
+                if cut is not None:                              # the oldest records of this run go
+                    freed, k = cut
+                    self._runs.appendleft((rowid, payload[freed:], count - k))
+                    count = k
+                else:
+                    freed = len(payload)
+                self._bytes -= freed
                 self._count -= count
                 if lo <= rowid <= hi:
                     self._dropped_inflight += count
@@ -310,6 +354,10 @@ class MemoryBuffer:
                     dropped += count
             self._dropped += dropped
         return dropped
+
+    def count_dropped(self, n: int) -> None:
+        with self._lock:
+            self._dropped += n
 
     def oldest(self, max_records: int, max_bytes: int = 1 << 62) -> List[Stored]:
         with self._lock:

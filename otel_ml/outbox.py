@@ -11,8 +11,9 @@
   the rest on disk, where the next process using the same file sends it.
 
 What a SIGKILL can lose is what was not yet committed: the records of the last write interval
-(100 ms). Anything committed survives and is sent after the restart. Records waiting in memory
-are bounded too (by the buffer's byte bound): past it the oldest are dropped and counted.
+(100 ms). Anything committed survives and is sent after the restart. While the disk cannot be
+written (full, read-only), records wait in memory up to the buffer's byte bound; past it the
+oldest are dropped and counted.
 
 Example::
 
@@ -106,13 +107,9 @@ class Outbox:
         with self._pending_lock:
             self._pending.extend(records)
             self._pending_bytes += size
-            over = self._pending_bytes - self.buffer.max_bytes
-            dropped = self._drop_pending_locked(over) if over > 0 else 0
-        if dropped:
-            self._dropped(dropped)
 
     def _drop_pending_locked(self, over: int) -> int:
-        # The disk cannot keep up (or failed): memory holds at most the buffer's bound, oldest go first.
+        # The disk failed: memory holds at most the buffer's bound, the oldest go first.
         n = freed = 0
         while freed < over and n < len(self._pending):
             freed += len(self._pending[n])
@@ -156,6 +153,11 @@ class Outbox:
                 with self._pending_lock:
                     self._pending[:0] = batch
                     self._pending_bytes += sum(map(len, batch))
+                    over = self._pending_bytes - self.buffer.max_bytes
+                    lost = self._drop_pending_locked(over) if over > 0 else 0
+                if lost:
+                    self.buffer.count_dropped(lost)
+                    self._dropped(lost)
                 return 0
         if dropped:
             self._dropped(dropped)

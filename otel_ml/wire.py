@@ -26,7 +26,7 @@ Example::
 from __future__ import annotations
 
 import struct
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 pack_double = struct.Struct("<d").pack
 pack_fixed64 = struct.Struct("<Q").pack
@@ -257,25 +257,29 @@ def logs_request(resource: bytes, scope: bytes, records: Sequence[bytes], schema
     return b"".join(parts)
 
 
-def record_count(records: Iterable[bytes]) -> int:
-    """How many framed LogRecords a run of stored bytes holds (walks the length prefixes)."""
-    n = 0
-    for run in records:
-        i, end = 0, len(run)
-        while i < end:
-            if run[i] != 0x12:
-                raise ValueError(f"not a framed LogRecord at byte {i}")
+def record_ends(run: bytes) -> List[int]:
+    """The end offset of each framed LogRecord in a run of stored bytes (walks the length prefixes)."""
+    ends = []
+    i, end = 0, len(run)
+    while i < end:
+        if run[i] != 0x12:
+            raise ValueError(f"not a framed LogRecord at byte {i}")
+        i += 1
+        length = shift = 0
+        while True:
+            b = run[i]
             i += 1
-            length = shift = 0
-            while True:
-                b = run[i]
-                i += 1
-                length |= (b & 0x7F) << shift
-                if b < 0x80:
-                    break
-                shift += 7
-            i += length
-            n += 1
-        if i != end:
-            raise ValueError("truncated LogRecord")
-    return n
+            length |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        i += length
+        ends.append(i)
+    if i != end:
+        raise ValueError("truncated LogRecord")
+    return ends
+
+
+def record_count(runs: Iterable[bytes]) -> int:
+    """How many framed LogRecords runs of stored bytes hold."""
+    return sum(len(record_ends(run)) for run in runs)

@@ -52,6 +52,21 @@ def test_bounded_buffer_drops_oldest_runs_first_and_counts_their_records(tmp_pat
     assert [int(p) for _, p, _ in buf.oldest(1, max_bytes=1)] == [20], "at least one run"
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_a_full_buffer_cuts_the_oldest_records_off_a_run_not_the_whole_run(tmp_path, kind):
+    records = [ENC.event(sc.EVENT_PREDICTION, {sc.ML_PREDICTION_ID: f"p{i:02d}"}, time_ns=1) for i in range(20)]
+    size = len(records[0])
+    assert all(len(r) == size for r in records)
+    buf = _buffers(tmp_path, 17 * size)[kind]()
+    assert buf.append([(b"".join(records[:10]), 10)]) == 0
+    assert buf.append([(b"".join(records[10:]), 10)]) == 3, "three records over the bound: three dropped"
+    assert len(buf) == 17 and buf.bytes == 17 * size and buf.dropped_total == 3
+    runs = [p for _, p, _ in buf.oldest(100)]
+    assert [n for _, _, n in buf.oldest(100)] == [7, 10]
+    events = parse_request(wire.logs_request(RESOURCE, SCOPE, runs))
+    assert [e.attributes[sc.ML_PREDICTION_ID] for e in events] == [f"p{i:02d}" for i in range(3, 20)]
+
+
 def test_counts_survive_reopening_the_file(tmp_path):
     path = str(tmp_path / "b.db")
     buf = SQLiteBuffer(path, max_bytes=1000)
@@ -132,14 +147,29 @@ def test_buffer_full_is_counted_in_the_dropped_metric(tmp_path):
     pipe.shutdown()
 
 
-def test_records_waiting_in_memory_are_bounded_and_counted():
+def test_records_wait_in_memory_while_the_disk_fails_within_the_bound_and_counted():
+    class Broken(MemoryBuffer):
+        broken = True
+
+        def append(self, runs):
+            if self.broken:
+                raise OSError("disk full")
+            return super().append(runs)
+
     dropped = []
-    box = _outbox(MemoryBuffer(max_bytes=1000), CaptureSender(down=True), on_dropped=dropped.append)
+    buf = Broken(max_bytes=1000)
+    box = _outbox(buf, CaptureSender(), on_dropped=dropped.append)
     records = _records(40)
-    box.put(records)                            # no commit: all of them are in memory
+    for i in range(0, 40, 10):
+        box.put(records[i:i + 10])
+        assert box.commit() == 0                  # the write failed: kept in memory, up to the bound
+    assert sum(dropped) > 0 and buf.dropped_total == sum(dropped)
+    buf.broken = False
     kept = box.commit()
-    assert sum(dropped) + kept == 40 and sum(dropped) > 0
-    assert sum(map(len, records[-kept:])) <= 1000, "the newest were kept"
+    assert kept + sum(dropped) == 40 and sum(map(len, records[-kept:])) <= 1000
+    assert box.force_flush(10_000)
+    ids = [e.attributes[sc.ML_PREDICTION_ID] for e in box.sender.events()]
+    assert ids == [f"p{i}" for i in range(40 - kept, 40)], "the oldest went first"
     box.shutdown()
 
 
