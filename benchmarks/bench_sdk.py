@@ -391,7 +391,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--calls", type=lambda s: tuple(int(x) for x in s.split(",")), default=(1000, 6000),
                     help="one-row calls in the short and the long run")
-    ap.add_argument("--batch-calls", type=lambda s: tuple(int(x) for x in s.split(",")), default=(5, 30),
+    ap.add_argument("--batch-calls", type=lambda s: tuple(int(x) for x in s.split(",")), default=(10, 60),
                     help="1000-row calls in the short and the long run")
     ap.add_argument("--latency-calls", type=int, default=3000)
     ap.add_argument("--rows", type=int, default=200_000, help="rows per throughput run")
