@@ -5,11 +5,12 @@
 version and task, of each key and of each class label are computed once; the call's
 timestamps and trace context once per call; and the doubles of a row (its float features,
 class probabilities, score or value) are packed by one ``struct`` call whose layout is cached
-per model. :meth:`EventEncoder.event` encodes any other event from a mapping of attributes.
+per shape of call (feature columns, classes). :meth:`EventEncoder.event` encodes any other event from a mapping of attributes.
 
 A record carries what the OpenTelemetry SDK would put in it: ``time_unix_nano`` (the call's
 start, or the API call's time), ``observed_time_unix_nano`` (when it was encoded),
-``event_name``, the attributes, and the trace id, span id and flags of the span it belongs to.
+``event_name``, the attributes, an empty body (as the SDK's encoder writes one), and the trace
+id, span id and flags of the span it belongs to.
 
 Example::
 
@@ -68,7 +69,6 @@ class EventEncoder:
         self._labels: Dict[str, bytes] = {}
         self._plans: Dict[tuple, "_Plan"] = {}
         self._names: Dict[str, bytes] = {}
-        self._id_key = self.attrs.key(sc.ML_PREDICTION_ID)
 
     # -- any event ----------------------------------------------------------------------------
     def event(self, event_name: str, attributes: Mapping[str, Any], *, time_ns: int,
@@ -113,13 +113,7 @@ class EventEncoder:
         return plan
 
     def _id(self, pid: str) -> bytes:
-        b = pid.encode("utf-8", "surrogatepass")
-        n = len(b)
-        if n < 120:                               # every length below fits one varint byte
-            kp = self._id_key
-            small = wire._SMALL
-            return b"".join((b"\x32", small[len(kp) + n + 4], kp, b"\x12", small[n + 2], b"\x0a", small[n], b))
-        return self.attrs.string(sc.ML_PREDICTION_ID, b)
+        return self.attrs.string(sc.ML_PREDICTION_ID, pid.encode("utf-8", "surrogatepass"))
 
     def predictions(
         self, result: Any, *, model_name: str, model_version: str, ids: Sequence[str], time_ns: int,
@@ -157,7 +151,7 @@ class EventEncoder:
 
         out: List[bytes] = []
         append = out.append
-        small = wire._SMALL
+        small = wire.VARINTS
         for i in indices:
             row = feat_rows[i] if i < n_feat else None
             if row is not None and pick is not None:

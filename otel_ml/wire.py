@@ -46,12 +46,13 @@ def _varint_slow(n: int) -> bytes:
     return bytes(out)
 
 
-_SMALL = tuple(_varint_slow(i) for i in range(4096))
+#: The varints of 0 .. 4095, ready made (the lengths of nearly every field and record).
+VARINTS = tuple(_varint_slow(i) for i in range(4096))
 
 
 def varint(n: int) -> bytes:
     """``n`` as a protobuf base-128 varint."""
-    return _SMALL[n] if 0 <= n < 4096 else _varint_slow(n)
+    return VARINTS[n] if 0 <= n < 4096 else _varint_slow(n)
 
 
 def length_delimited(tag: bytes, payload: bytes) -> bytes:
@@ -149,7 +150,7 @@ class Attributes:
         n = len(value)
         kv_len = len(kp) + n + 4
         if kv_len < 128:                     # every length fits one varint byte
-            return b"".join((_TAG_ATTRIBUTE, _SMALL[kv_len], kp, _TAG_VALUE, _SMALL[n + 2], _AV_STRING, _SMALL[n],
+            return b"".join((_TAG_ATTRIBUTE, VARINTS[kv_len], kp, _TAG_VALUE, VARINTS[n + 2], _AV_STRING, VARINTS[n],
                              value))
         av_len = 1 + len(varint(n)) + n
         kv_len = len(kp) + 1 + len(varint(av_len)) + av_len
