@@ -23,6 +23,7 @@ batch processors' queues are made large enough that nothing is dropped.
     PYTHONPATH=. python benchmarks/bench_sdk.py latency         # request-path p50 / p90
     PYTHONPATH=. python benchmarks/bench_sdk.py throughput      # rows encoded and shipped per second
     PYTHONPATH=.:processors python benchmarks/bench_sdk.py deliver   # every row reaches a real processor
+    PYTHONPATH=. python benchmarks/bench_sdk.py threads --tree ../main  # CPU by thread, this tree and another
 
 Prints medians and ranges over the runs.
 """
@@ -238,6 +239,72 @@ def cmd_cpu(args: argparse.Namespace) -> None:
         sink.stop()
 
 
+def child_threads(mode: str, calls: int) -> None:
+    """CPU per one-row call of each thread of this process (psutil), set-up excluded."""
+    import threading
+
+    import psutil
+
+    model, X = _model()
+    one = X[:1].copy()
+    _configure_sdk()
+    if mode == "plain":
+        predict = _plain_predictor(model)
+    else:
+        if mode == "otel-ml":
+            from otel_ml.instrumentation import MLInstrumentor
+
+            MLInstrumentor().instrument(model_name="bench", model_version="1")
+        predict = model.predict_proba
+    process = psutil.Process()
+
+    def by_thread() -> dict:
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        return {t.id: (names.get(t.id, "(native)"), t.user_time + t.system_time) for t in process.threads()}
+
+    before = by_thread()
+    for _ in range(calls):
+        predict(one)
+    from opentelemetry import _logs, metrics, trace
+
+    if mode == "otel-ml":
+        from otel_ml import pipeline
+
+        assert pipeline.active().force_flush(600_000)
+    for provider in (trace.get_tracer_provider(), _logs.get_logger_provider(), metrics.get_meter_provider()):
+        provider.force_flush(600_000)
+    after = by_thread()
+    spent = {}
+    for tid, (name, cpu) in after.items():
+        spent[name] = spent.get(name, 0.0) + (cpu - before.get(tid, (name, 0.0))[1]) / calls * 1e6
+    print(json.dumps(spent))
+
+
+def cmd_threads(args: argparse.Namespace) -> None:
+    """Per-thread CPU of a one-row call; ``--tree`` adds otel-ml from another checkout (before/after)."""
+    sink = Sink()
+    try:
+        kinds = [("bare", str(ROOT)), ("otel-ml", str(ROOT)), ("plain", str(ROOT))]
+        if args.tree:
+            kinds.append(("otel-ml", str(Path(args.tree).resolve())))
+        results: dict = {}
+        for _ in range(args.runs):
+            for mode, tree in kinds:
+                env = {**sink.env(), "PYTHONPATH": f"{tree}:{tree}/processors"}
+                out = subprocess.run([sys.executable, __file__, "_threads", mode, str(args.calls[1])], env=env,
+                                     capture_output=True, text=True, check=True).stdout
+                for name, us in json.loads(out.strip().splitlines()[-1]).items():
+                    results.setdefault((mode, tree), {}).setdefault(name, []).append(us)
+        print(f"\nCPU per one-row call by thread ({args.calls[1]} calls, {args.runs} runs):")
+        for (mode, tree), threads in results.items():
+            print(f"  {mode} ({tree})")
+            for name, values in sorted(threads.items(), key=lambda kv: -statistics.median(kv[1])):
+                if statistics.median(values) >= 0.5:
+                    print(f"    {name:32s} {_summary(values)}")
+    finally:
+        sink.stop()
+
+
 def child_latency(calls: int) -> None:
     import numpy as np
 
@@ -388,6 +455,8 @@ def main() -> None:
             run_sink(rest[0])
         elif what == "_child":
             child(rest[0], int(rest[1]), int(rest[2]))
+        elif what == "_threads":
+            child_threads(rest[0], int(rest[1]))
         elif what == "_latency":
             child_latency(int(rest[0]))
         elif what == "_throughput":
@@ -396,7 +465,9 @@ def main() -> None:
             child_deliver(rest[0], rest[1])
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="?", default="all", choices=["all", "cpu", "latency", "throughput", "deliver"])
+    ap.add_argument("what", nargs="?", default="all",
+                    choices=["all", "cpu", "latency", "throughput", "deliver", "threads"])
+    ap.add_argument("--tree", help="threads: also run otel-ml from this checkout (e.g. the main branch's)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--calls", type=lambda s: tuple(int(x) for x in s.split(",")), default=(1000, 6000),
                     help="one-row calls in the short and the long run")

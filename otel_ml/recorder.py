@@ -55,8 +55,9 @@ _log = logging.getLogger(__name__)
 ModelHook = Callable[[Any], Optional[Tuple[str, str]]]
 IdHook = Callable[[Any, tuple, dict], Optional[Sequence[str]]]
 
-_DRAIN_MAX = 256                 # calls per pass: the counters and the sink see bursts in slices
+_DRAIN_MAX = 256                 # calls per pass: the sink sees bursts in slices
 _IDLE_WAIT_S = 0.05
+_COUNT_EVERY_S = 0.1             # rows predicted are added to their counter at most this often
 
 
 def default_actor() -> str:
@@ -125,6 +126,7 @@ class Recorder:
         self._seen_lock = threading.Lock()
         self._model_states: Dict[Tuple[str, str], _Model] = {}
         self._touched: list = []                     # models with rows not yet counted
+        self._counted_at = 0.0
         self._out: list = []                         # records encoded in this pass
         self._logged_errors: set = set()
         self._actor = config.audit_actor or default_actor()
@@ -239,7 +241,7 @@ class Recorder:
                 except IndexError:
                     break
                 if isinstance(item, threading.Event):       # flush marker
-                    self._end_pass()
+                    self._end_pass(count=True)
                     item.set()
                     continue
                 drained += 1
@@ -253,13 +255,17 @@ class Recorder:
                     return
                 self._stop.wait(_IDLE_WAIT_S)
 
-    def _end_pass(self) -> None:
-        """Hand this pass's records to the sink, add the counted rows, let the sink commit."""
+    def _end_pass(self, count: bool = False) -> None:
+        """Hand this pass's records to the sink, let it commit, and every 100 ms (or when
+        ``count``) add the rows predicted to ``ml.client.predictions``: one ``add`` per model
+        for all its calls, the same total as one per call."""
         try:
             if self._out:
                 out, self._out = self._out, []
                 self.sink.put(out)
-            if self._touched:
+            now = time.monotonic()
+            if self._touched and (count or now - self._counted_at >= _COUNT_EVERY_S):
+                self._counted_at = now
                 touched, self._touched = self._touched, []
                 for model in touched:
                     n, model.uncounted = model.uncounted, 0

@@ -27,7 +27,7 @@ EXIT_CONFIG = 2
 EXIT_MISSING_EXTRA = 3
 # Top-level modules of the `processor` extra's packages: a command missing one needs the extra.
 PROCESSOR_MODULES = frozenset({"numpy", "scipy", "sqlalchemy", "aiohttp", "prometheus_client", "yaml", "orjson",
-                               "grpc", "google", "opentelemetry"})
+                               "grpc", "google", "opentelemetry", "bcrypt"})
 
 
 def _config(path: Optional[str]):
