@@ -29,7 +29,7 @@ from opentelemetry._logs import LoggerProvider as APILoggerProvider
 from opentelemetry._logs import get_logger_provider
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.trace import TracerProvider
 
 from otel_ml import semconv as sc
@@ -117,7 +117,7 @@ class MLPipeline:
                 buffer: Any = MemoryBuffer(config.buffer_max_bytes)
             else:
                 path = config.buffer_path or default_buffer_path(
-                    str(resource.attributes.get("service.name", "unknown_service")))
+                    str(resource.attributes.get(SERVICE_NAME, "unknown_service")))
                 buffer = SQLiteBuffer(path, config.buffer_max_bytes, legacy=legacy_record(self.encoder))
             sink = self.outbox = Outbox(
                 buffer, sender, resource=wire.resource_bytes(resource.attributes),

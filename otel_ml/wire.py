@@ -15,7 +15,7 @@ and mappings (key-value lists).
 
 Example::
 
-    from otel_ml.wire import Attributes, log_record, logs_request, resource_bytes, scope_bytes
+    from otel_ml.wire import Attributes, log_record, logs_request, pack_double, resource_bytes, scope_bytes
 
     attrs = Attributes()
     body = attrs.entry("ml.model.name", "churn") + attrs.double_prefix("ml.output.score") + pack_double(0.9)
