@@ -133,7 +133,7 @@ def main() -> None:
         rows, distinct = conn.execute("select count(*), count(distinct prediction_id) from predictions").fetchone()
         joined = conn.execute("select count(*) from labels where joined_at is not null").fetchone()[0]
     with sqlite3.connect(tmp / "buffer.db") as conn:
-        left = conn.execute("select count(*) from records").fetchone()[0]
+        left = conn.execute("select coalesce(sum(count), 0) from records").fetchone()[0]   # rows hold runs
         dropped = conn.execute("select coalesce(max(value), 0) from counters where name = 'dropped'").fetchone()[0]
     proc.stop()
     print(f"duration {args.duration:.0f} s, target rate {args.rate:.0f}/s, achieved {made / result['elapsed']:.0f}/s, "

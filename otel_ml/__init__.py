@@ -15,7 +15,7 @@ Example::
     otel_ml.record_label("churn", pid, "1")
 """
 
-from otel_ml.api import record_audit, record_label, record_prediction
+from otel_ml.api import record_audit, record_label, record_prediction, set_model
 from otel_ml.version import __version__
 
 
@@ -54,13 +54,9 @@ def __getattr__(name: str):
 
         return monitor_predict
     if name in ("prediction_context", "last_prediction_ids"):
-        from otel_ml import recorder  # noqa: PLC0415
+        from otel_ml import calls  # noqa: PLC0415
 
-        return getattr(recorder, name)
-    if name == "set_model":
-        from otel_ml.registry import set_model  # noqa: PLC0415
-
-        return set_model
+        return getattr(calls, name)
     if name == "MLInstrumentor":
         from otel_ml.instrumentation import MLInstrumentor  # noqa: PLC0415
 

@@ -1,9 +1,11 @@
-"""Explicit API: record predictions and true labels as OpenTelemetry events.
+"""Explicit API: record predictions, true labels and audit events; name a model in code.
 
-Each call emits one OTel LogRecord with ``event_name`` ``ml.prediction`` or ``ml.label``
-through a ``LoggerProvider`` (the one passed; else otel-ml's own, with its disk buffer, when
-``opentelemetry-instrument`` or ``otel_ml.configure()`` activated otel-ml; else the global one), so it travels over the
-same OTLP exporter, endpoint and resource as the rest of the service's telemetry.
+Each call emits one event (an OTel LogRecord with ``event_name`` ``ml.prediction``,
+``ml.label`` or ``ml.audit``) carrying the current trace context. While otel-ml is active
+(``opentelemetry-instrument`` or ``otel_ml.configure()``) it is encoded at once into OTLP bytes
+and queued for otel-ml's disk buffer, so it travels over the same OTLP endpoint and with the
+same resource as the rest of the service's telemetry. Given a ``logger_provider`` (or when
+otel-ml is not active: the global one), it is emitted through that provider as an SDK log record.
 
 Example::
 
@@ -24,25 +26,37 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from typing import Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 from opentelemetry._logs import LoggerProvider, get_logger_provider
 
 from otel_ml import semconv as sc
+from otel_ml.registry import register
 from otel_ml.version import __version__
 
 Scalar = Union[str, bool, int, float]
 
 
-def _logger(logger_provider: Optional[LoggerProvider]):
-    provider = logger_provider
-    if provider is None:
-        # While otel-ml is active its own provider (with the disk buffer) carries ML events.
-        from otel_ml import pipeline  # noqa: PLC0415 - keep ``import otel_ml`` light
+def _active():
+    from otel_ml import pipeline  # noqa: PLC0415 - keep ``import otel_ml`` light
 
-        active = pipeline.active()
-        provider = active.logger_provider if active is not None else get_logger_provider()
-    return provider.get_logger(sc.INSTRUMENTATION_NAME, __version__)
+    return pipeline.active()
+
+
+def _emit(event_name: str, attrs: dict, logger_provider: Optional[LoggerProvider]) -> None:
+    now = time.time_ns()
+    active = _active() if logger_provider is None else None
+    if active is not None:
+        # otel-ml's own path: encoded now, committed to the disk buffer within 100 ms.
+        from opentelemetry import trace  # noqa: PLC0415
+
+        from otel_ml.events import TraceIds  # noqa: PLC0415
+
+        active.record(event_name, attrs, now, TraceIds.of(trace.get_current_span().get_span_context()))
+        return
+    provider = logger_provider if logger_provider is not None else get_logger_provider()
+    provider.get_logger(sc.INSTRUMENTATION_NAME, __version__).emit(
+        event_name=event_name, attributes=attrs, timestamp=now)
 
 
 def prediction_attributes(
@@ -68,7 +82,7 @@ def prediction_attributes(
         task = sc.TASK_REGRESSION if value is not None and label is None else sc.TASK_CLASSIFICATION
     attrs[sc.ML_MODEL_TASK] = task
     for name, v in features.items():
-        attrs[sc.ML_FEATURE_PREFIX + name] = v
+        attrs[sc.feature_key(name)] = v
     if label is not None:
         attrs[sc.ML_OUTPUT_LABEL] = str(label)
     if value is not None:
@@ -76,9 +90,9 @@ def prediction_attributes(
     if score is not None:
         attrs[sc.ML_OUTPUT_SCORE] = float(score)
     for cls, p in (probabilities or {}).items():
-        attrs[sc.ML_OUTPUT_PROBABILITY_PREFIX + str(cls)] = float(p)
+        attrs[sc.probability_key(str(cls))] = float(p)
     for name, v in (segments or {}).items():
-        attrs[sc.ML_SEGMENT_PREFIX + name] = v
+        attrs[sc.segment_key(name)] = v
     return attrs
 
 
@@ -108,7 +122,7 @@ def record_prediction(
         model_name, model_version, features, prediction_id=pid, label=label, value=value,
         score=score, probabilities=probabilities, segments=segments, task=task,
     )
-    _logger(logger_provider).emit(event_name=sc.EVENT_PREDICTION, attributes=attrs, timestamp=time.time_ns())
+    _emit(sc.EVENT_PREDICTION, attrs, logger_provider)
     return pid
 
 
@@ -125,7 +139,7 @@ def record_label(
     else:
         value = float(value)
     attrs = {sc.ML_MODEL_NAME: model_name, sc.ML_PREDICTION_ID: prediction_id, sc.ML_LABEL_VALUE: value}
-    _logger(logger_provider).emit(event_name=sc.EVENT_LABEL, attributes=attrs, timestamp=time.time_ns())
+    _emit(sc.EVENT_LABEL, attrs, logger_provider)
 
 
 def record_audit(
@@ -148,4 +162,25 @@ def record_audit(
         actor = os.environ.get(sc.ENV_AUDIT_ACTOR) or default_actor()
     attrs = {sc.ML_AUDIT_ACTION: action, sc.ML_AUDIT_ACTOR: actor, sc.ML_MODEL_NAME: model_name,
              sc.ML_MODEL_VERSION: str(model_version), sc.ML_AUDIT_DETAIL: detail}
-    _logger(logger_provider).emit(event_name=sc.EVENT_AUDIT, attributes=attrs, timestamp=time.time_ns())
+    _emit(sc.EVENT_AUDIT, attrs, logger_provider)
+
+
+def set_model(model: Any, name: str, version: str) -> None:
+    """Give ``model``'s predictions the name and version ``name`` / ``version``.
+
+    Also writes an ``ml.audit`` event (``model_load``, or ``version_change`` when ``name`` was
+    seen with another version) when otel-ml is active.
+
+    Example::
+
+        model = joblib.load("churn-3.joblib")
+        otel_ml.set_model(model, "churn", "3")     # its predictions now carry churn / 3
+    """
+    active = _active()
+    if active is not None:
+        # Names are resolved on the background thread: calls made before this one keep the old name.
+        active.recorder.flush()
+    register(model, name, version)
+    if active is not None:
+        active.recorder.note_model(str(name), str(version),
+                                   f"registered {type(model).__module__}.{type(model).__qualname__}")

@@ -26,11 +26,12 @@ def configure(service_name: Optional[str] = None, *, system_metrics: bool = True
     if service_name:
         os.environ.setdefault("OTEL_SERVICE_NAME", service_name)
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        for var in ("OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER"):
-            os.environ.setdefault(var, "otlp")
-        from opentelemetry.sdk._configuration import _OTelSDKConfigurator  # noqa: PLC0415
+        # What opentelemetry-instrument does: the distro's defaults (OTLP for every signal),
+        # then its configurator builds the SDK providers from the OTEL_* variables.
+        from opentelemetry.distro import OpenTelemetryConfigurator, OpenTelemetryDistro  # noqa: PLC0415
 
-        _OTelSDKConfigurator().configure()
+        OpenTelemetryDistro().configure()
+        OpenTelemetryConfigurator().configure()
     if system_metrics:
         from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor  # noqa: PLC0415
 

@@ -1,11 +1,14 @@
-"""Turn model inputs and outputs into ``ml.*`` attributes (runs on the background thread).
+"""Model inputs as rows of feature values (runs on the background thread).
 
 Inputs: a pandas DataFrame (its columns name the features), a 2-D numpy array or scipy sparse
 matrix, a list of rows (lists, tuples or dicts), or a 1-D array/list (one feature per row).
 Feature names come from the caller (``feature_names_in_``, ONNX inputs, ...), else the
 DataFrame or dict keys, else ``x0, x1, ...`` (scikit-learn's own convention).
 
-A value that is not a scalar is summarized, never shipped raw:
+The result is a :class:`Features` table: its :class:`Columns` (attribute keys
+``ml.feature.<name>``, and which columns are known to hold only floats, so the encoder packs
+those without looking at each value) and one row of plain Python values per prediction. A value that is not a scalar is summarized
+when it is encoded (:func:`feature_entries`), never shipped raw:
 - a string longer than ``max_text`` becomes ``ml.feature.<name>.length`` (its length);
 - bytes become ``ml.feature.<name>.length``;
 - an array or list becomes ``.size``, and for numbers ``.mean``, ``.min`` and ``.max``;
@@ -13,157 +16,203 @@ A value that is not a scalar is summarized, never shipped raw:
 
 Example::
 
-    from otel_ml.convert import feature_rows
+    from otel_ml.convert import feature_table
 
-    rows = feature_rows([[1.0, "a"], [2.0, "b"]], ["age", "plan"], max_text=256)
-    assert rows[0] == {"ml.feature.age": 1.0, "ml.feature.plan": "a"}
+    table = feature_table([[1.0, "a"], [2.0, "b"]], ["age", "plan"])
+    assert table.columns.keys == ["ml.feature.age", "ml.feature.plan"] and table.rows[1] == [2.0, "b"]
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from otel_ml import semconv as sc
 
 _SPARSE_DENSE_MAX_COLUMNS = 1000
 
 
-def put_feature(attrs: dict, key: str, value: Any, max_text: int) -> None:
-    """Set attribute ``key`` to ``value`` if it is a scalar, else set its summary attributes."""
+class Columns:
+    """Attribute keys of a table's columns, and which of them hold only floats.
+
+    One object per shape, shared by every call with that shape (:func:`columns`), so that the
+    encoder can keep what it derives from it (its packing layout) by identity.
+    """
+
+    __slots__ = ("names", "keys", "float_columns", "float_idx", "other_idx", "__weakref__")
+
+    def __init__(self, names: Sequence[str], float_columns: Sequence[bool]) -> None:
+        self.names = list(names)
+        self.keys = [sc.feature_key(n) for n in self.names]
+        self.float_columns = list(float_columns)
+        self.float_idx = [j for j, f in enumerate(self.float_columns) if f]
+        self.other_idx = [j for j, f in enumerate(self.float_columns) if not f]
+
+
+_COLUMNS: Dict[tuple, Columns] = {}
+
+
+def columns(names: Sequence[Any], float_columns: Sequence[bool]) -> Columns:
+    """The shared :class:`Columns` of features ``names`` (bounded cache)."""
+    key = (tuple(names), tuple(float_columns))
+    got = _COLUMNS.get(key)
+    if got is None:
+        if len(_COLUMNS) >= 1024:
+            _COLUMNS.clear()
+        got = _COLUMNS[key] = Columns([str(n) for n in names], float_columns)
+    return got
+
+
+class Features:
+    """The inputs of one call, one row per prediction.
+
+    With ``columns``, each row is a sequence of values aligned with ``columns.keys``; without,
+    each row is a mapping of attribute key to value (rows of differing keys: dicts, summaries
+    of images).
+    """
+
+    __slots__ = ("columns", "rows")
+
+    def __init__(self, columns: Optional[Columns], rows: Sequence[Any]) -> None:
+        self.columns = columns
+        self.rows = rows
+
+    @property
+    def keys(self) -> Optional[List[str]]:
+        return self.columns.keys if self.columns is not None else None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def as_dicts(self) -> List[Dict[str, Any]]:
+        """Rows as ``{attribute key: value}`` (values as given, not yet summarized)."""
+        if self.columns is None:
+            return [dict(r) for r in self.rows]
+        return [dict(zip(self.columns.keys, r)) for r in self.rows]
+
+
+EMPTY = Features(columns([], []), [])
+
+
+def feature_entries(attrs: Any, key: str, value: Any, max_text: int) -> bytes:
+    """The encoded attribute entries of one feature value (``attrs`` is a
+    :class:`otel_ml.wire.Attributes`): the value itself, its summary, or nothing when missing."""
     t = type(value)
     if t is float or t is int or t is bool:
-        attrs[key] = value
-        return
+        return attrs.entry(key, value)
     if t is str:
         if len(value) <= max_text:
-            attrs[key] = value
-        else:
-            attrs[key + sc.FEATURE_SUMMARY_LENGTH] = len(value)
-        return
+            return attrs.entry(key, value)
+        return attrs.entry(key + sc.FEATURE_SUMMARY_LENGTH, len(value))
     if value is None:
-        return
-    if isinstance(value, bool):                  # subclasses (numpy.float64 is a float)
-        attrs[key] = bool(value)
-        return
+        return b""
+    if isinstance(value, bool):                  # subclasses (numpy.bool_ is not, numpy.float64 is a float)
+        return attrs.entry(key, bool(value))
     if isinstance(value, int):
-        attrs[key] = int(value)
-        return
+        return attrs.entry(key, int(value))
     if isinstance(value, float):
-        attrs[key] = float(value)
-        return
+        return attrs.entry(key, float(value))
     if isinstance(value, str):
-        put_feature(attrs, key, str(value), max_text)
-        return
+        return feature_entries(attrs, key, str(value), max_text)
     item = getattr(value, "item", None)
     if item is not None and getattr(value, "ndim", None) == 0:   # numpy scalar
-        put_feature(attrs, key, item(), max_text)
-        return
+        return feature_entries(attrs, key, item(), max_text)
     if isinstance(value, (bytes, bytearray, memoryview)):
-        attrs[key + sc.FEATURE_SUMMARY_LENGTH] = len(value)
-        return
-    _summarize_array(attrs, key, value)
+        return attrs.entry(key + sc.FEATURE_SUMMARY_LENGTH, len(value))
+    return attrs.entries(summarize(key, value))
 
 
-def _summarize_array(attrs: dict, key: str, value: Any) -> None:
+def summarize(key: str, value: Any) -> Dict[str, Any]:
+    """Summary attributes of an array-like value: ``.size`` and, for numbers, ``.mean/.min/.max``."""
+    out: Dict[str, Any] = {}
     try:
         import numpy as np  # noqa: PLC0415 - only when a non-scalar feature shows up
 
         arr = np.asarray(value)
-        attrs[key + sc.FEATURE_SUMMARY_SIZE] = int(arr.size)
+        out[key + sc.FEATURE_SUMMARY_SIZE] = int(arr.size)
         if arr.size and arr.dtype.kind in "biuf":
             flat = arr.astype(float, copy=False).ravel()
             finite = flat[np.isfinite(flat)]
             if finite.size:
-                attrs[key + sc.FEATURE_SUMMARY_MEAN] = float(finite.mean())
-                attrs[key + sc.FEATURE_SUMMARY_MIN] = float(finite.min())
-                attrs[key + sc.FEATURE_SUMMARY_MAX] = float(finite.max())
+                out[key + sc.FEATURE_SUMMARY_MEAN] = float(finite.mean())
+                out[key + sc.FEATURE_SUMMARY_MIN] = float(finite.min())
+                out[key + sc.FEATURE_SUMMARY_MAX] = float(finite.max())
     except Exception:  # noqa: BLE001 - an object we cannot read: record only that it was there
-        attrs[key + sc.FEATURE_SUMMARY_SIZE] = 1
+        out[key + sc.FEATURE_SUMMARY_SIZE] = 1
+    return out
 
 
-def default_names(n: int) -> List[str]:
-    return [f"x{i}" for i in range(n)]
+@functools.lru_cache(maxsize=64)
+def default_names(n: int) -> Tuple[str, ...]:
+    """scikit-learn's names of unnamed columns: ``x0, x1, ...``."""
+    return tuple(f"x{i}" for i in range(n))
 
 
-def _keys(names: Sequence[str]) -> List[str]:
-    return [sc.ML_FEATURE_PREFIX + str(n) for n in names]
+def _names(names: Optional[Sequence[str]], width: int) -> Sequence[Any]:
+    return names if names is not None and len(names) == width else default_names(width)
 
 
-def _rows_from_columns(names: Sequence[str], columns: Sequence[list], max_text: int, scalar: Sequence[bool]) -> List[dict]:
-    keys = _keys(names)
-    if all(scalar):
-        # Fast path: numeric columns need no per-value checks (NaN stays a double).
-        return [dict(zip(keys, row)) for row in zip(*columns)]
-    rows = []
-    for row in zip(*columns):
-        attrs: dict = {}
-        for k, v in zip(keys, row):
-            put_feature(attrs, k, v, max_text)
-        rows.append(attrs)
-    return rows
+def _one_name(names: Optional[Sequence[str]], default: str = "x0") -> str:
+    return str(names[0]) if names is not None and len(names) == 1 else default
 
 
-def feature_rows(X: Any, names: Optional[Sequence[str]], max_text: int) -> List[dict]:
-    """One dict of ``ml.feature.*`` attributes per input row."""
-    columns = getattr(X, "columns", None)
-    if columns is not None and hasattr(X, "iloc"):                         # pandas DataFrame
-        cols = [X[c] for c in columns]
-        return _rows_from_columns([str(c) for c in columns], [c.tolist() for c in cols], max_text,
-                                  [c.dtype.kind in "biuf" for c in cols])
+_FLOAT_DTYPES: Dict[Any, bool] = {}
+
+
+def _float_dtype(dtype: Any) -> bool:
+    """numpy's own float dtypes only: pandas' nullable Float64 holds pd.NA, not floats."""
+    got = _FLOAT_DTYPES.get(dtype)
+    if got is None:
+        got = getattr(dtype, "kind", "") == "f" and type(dtype).__module__.startswith("numpy")
+        if len(_FLOAT_DTYPES) < 256:
+            _FLOAT_DTYPES[dtype] = got
+    return got
+
+
+def feature_table(X: Any, names: Optional[Sequence[str]] = None) -> Features:
+    """The :class:`Features` of input ``X``."""
+    cols = getattr(X, "columns", None)
+    if cols is not None and hasattr(X, "iloc"):                            # pandas DataFrame
+        series = [X[c] for c in cols]
+        return Features(columns(list(cols), [_float_dtype(c.dtype) for c in series]),
+                        list(zip(*[c.tolist() for c in series])))
     if hasattr(X, "tocsr") and hasattr(X, "shape"):                        # scipy sparse
         if X.shape[1] <= _SPARSE_DENSE_MAX_COLUMNS:
             X = X.toarray()
         else:
-            return [{sc.ML_FEATURE_PREFIX + "input" + sc.FEATURE_SUMMARY_SIZE: int(r.nnz)} for r in X.tocsr()]
+            return Features(columns(["input" + sc.FEATURE_SUMMARY_SIZE], [False]), [[int(r.nnz)] for r in X.tocsr()])
     ndim = getattr(X, "ndim", None)
     if ndim is not None and hasattr(X, "tolist"):                          # numpy array
         if ndim == 2:
             width = X.shape[1]
-            names = list(names) if names is not None and len(names) == width else default_names(width)
-            keys = _keys(names)
-            if X.dtype.kind in "biuf":
-                return [dict(zip(keys, row)) for row in X.tolist()]
-            return _generic_rows(X.tolist(), names, max_text)
+            return Features(columns(_names(names, width), [_float_dtype(X.dtype)] * width), X.tolist())
         if ndim == 1:
-            name = names[0] if names is not None and len(names) == 1 else "x0"
-            return _generic_rows([[v] for v in X.tolist()], [name], max_text)
-        key = sc.ML_FEATURE_PREFIX + (names[0] if names is not None and len(names) == 1 else "input")
-        rows = []
-        for item in X:                                                      # images, tensors: summaries
-            attrs: dict = {}
-            _summarize_array(attrs, key, item)
-            rows.append(attrs)
-        return rows
+            return Features(columns([_one_name(names)], [_float_dtype(X.dtype)]), [[v] for v in X.tolist()])
+        key = sc.feature_key(_one_name(names, "input"))
+        return Features(None, [summarize(key, item) for item in X])        # images, tensors: summaries
     rows = list(X)
     if not rows:
-        return []
+        return EMPTY
     first = rows[0]
     if isinstance(first, dict):
-        out = []
-        for r in rows:
-            attrs = {}
-            for k, v in r.items():
-                put_feature(attrs, sc.ML_FEATURE_PREFIX + str(k), v, max_text)
-            out.append(attrs)
-        return out
+        return Features(None, [{sc.feature_key(str(k)): v for k, v in r.items()} for r in rows])
     if isinstance(first, (list, tuple)) or (hasattr(first, "__len__") and not isinstance(first, (str, bytes))):
         width = len(first)
-        names = list(names) if names is not None and len(names) == width else default_names(width)
-        return _generic_rows(rows, names, max_text)
-    name = names[0] if names is not None and len(names) == 1 else "x0"
-    return _generic_rows([[v] for v in rows], [name], max_text)
+        return Features(columns(_names(names, width), [False] * width), rows)
+    return Features(columns([_one_name(names)], [False]), [[v] for v in rows])
 
 
-def _generic_rows(rows: Sequence[Sequence[Any]], names: Sequence[str], max_text: int) -> List[dict]:
-    keys = _keys(names)
-    out = []
-    for r in rows:
-        attrs: dict = {}
-        for k, v in zip(keys, r):
-            put_feature(attrs, k, v, max_text)
-        out.append(attrs)
-    return out
+def merge_columns(parts: Sequence[Features]) -> Features:
+    """Side-by-side tables of the same rows (one per model input) as one table."""
+    if len(parts) == 1:
+        return parts[0]
+    if any(p.columns is None for p in parts):
+        dict_rows = [p.as_dicts() for p in parts]
+        return Features(None, [{k: v for d in row for k, v in d.items()} for row in zip(*dict_rows)])
+    names = [n for p in parts for n in p.columns.names]
+    rows = [[v for r in row for v in r] for row in zip(*(p.rows for p in parts))]
+    return Features(columns(names, [f for p in parts for f in p.columns.float_columns]), rows)
 
 
 def to_list(values: Any) -> list:

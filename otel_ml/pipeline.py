@@ -1,9 +1,12 @@
-"""The ML event pipeline of one process: recorder thread -> LoggerProvider -> disk buffer -> OTLP.
+"""The ML event pipeline of one process: recorder thread -> OTLP bytes -> disk buffer -> receiver.
 
-``ml.prediction`` / ``ml.label`` / ``ml.audit`` events get their own ``LoggerProvider`` (same
-resource as the service's tracer provider) whose processor is the durable SQLite buffer, so
-they survive a hub outage or a restart, while spans, metrics and application logs keep
-using the global providers that ``opentelemetry-instrument`` (or ``otel_ml.configure``) set up.
+``ml.prediction`` / ``ml.label`` / ``ml.audit`` events are encoded straight into OTLP
+LogRecord bytes (``otel_ml.events``), kept in the durable SQLite buffer and shipped as they
+are (``otel_ml.outbox``), with the same resource as the service's tracer provider, so they
+survive a hub outage or a restart; spans, metrics and application logs keep using the global
+providers that ``opentelemetry-instrument`` (or ``otel_ml.configure``) set up. Given a
+``logger_provider``, the ML events go through it instead (decoded into SDK log records, no
+disk buffer).
 
 Example::
 
@@ -19,22 +22,24 @@ from __future__ import annotations
 
 import atexit
 import logging
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from opentelemetry import trace
 from opentelemetry._logs import LoggerProvider as APILoggerProvider
 from opentelemetry._logs import get_logger_provider
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.trace import TracerProvider
 
 from otel_ml import semconv as sc
+from otel_ml import wire
+from otel_ml.buffer import MemoryBuffer, SQLiteBuffer
 from otel_ml.config import MLConfig, default_buffer_path
-from otel_ml.durable import DurableLogRecordProcessor
-from otel_ml.providers import otlp_log_exporter
+from otel_ml.events import NO_TRACE, EventEncoder, TraceIds
+from otel_ml.outbox import Outbox, legacy_record
 from otel_ml.recorder import IdHook, ModelHook, Recorder
+from otel_ml.version import __version__
 
 _log = logging.getLogger(__name__)
 
@@ -56,8 +61,33 @@ def _resource_of(tracer_provider: Any) -> Resource:
     return resource if isinstance(resource, Resource) else Resource.create()
 
 
+class LoggerSink:
+    """Hands encoded records to an app's LoggerProvider, decoded into SDK log records."""
+
+    def __init__(self, logger_provider: APILoggerProvider) -> None:
+        self.logger_provider = logger_provider
+        self._logger = logger_provider.get_logger(sc.INSTRUMENTATION_NAME, __version__)
+
+    def put(self, records: list) -> None:
+        from otel_ml.decode import emit_records  # noqa: PLC0415 - only this option needs the proto parser
+
+        emit_records(self._logger, records)
+
+    def tick(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        flush = getattr(self.logger_provider, "force_flush", None)
+        return bool(flush(timeout_millis)) if flush is not None else True
+
+
 class MLPipeline:
-    """Recorder + ML LoggerProvider (+ durable buffer) + the logging bridge, shut down together."""
+    """Recorder + encoder + outbox (durable buffer and sender) + the logging bridge, shut down together.
+
+    ``sender`` (an object with ``send(body, timeout) -> bool``) or ``log_exporter`` (an SDK
+    ``LogRecordExporter``) replace the OTLP sender the ``OTEL_EXPORTER_OTLP_*`` variables
+    describe; ``logger_provider`` replaces the buffer and the sender altogether.
+    """
 
     def __init__(
         self,
@@ -66,40 +96,48 @@ class MLPipeline:
         tracer_provider: Optional[TracerProvider] = None,
         meter_provider: Optional[MeterProvider] = None,
         logger_provider: Optional[APILoggerProvider] = None,
-        log_exporter: Optional[LogRecordExporter] = None,
+        log_exporter: Any = None,
+        sender: Any = None,
         model_hook: Optional[ModelHook] = None,
         id_hook: Optional[IdHook] = None,
     ) -> None:
         self.config = config
-        self.durable: Optional[DurableLogRecordProcessor] = None
-        self._own_provider: Optional[LoggerProvider] = None
+        self.encoder = EventEncoder()
+        self.outbox: Optional[Outbox] = None
         self.recorder: Optional[Recorder] = None
-        if logger_provider is None:
+        if logger_provider is not None:
+            sink: Any = LoggerSink(logger_provider)
+        else:
             resource = _resource_of(tracer_provider or trace.get_tracer_provider())
-            provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-            exporter = log_exporter if log_exporter is not None else otlp_log_exporter()
+            if sender is None:
+                from otel_ml import senders  # noqa: PLC0415
+
+                sender = senders.ExporterSender(log_exporter) if log_exporter is not None else senders.sender_from_env()
             if config.buffer_path == "":
-                provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+                buffer: Any = MemoryBuffer(config.buffer_max_bytes)
             else:
                 path = config.buffer_path or default_buffer_path(
-                    str(resource.attributes.get("service.name", "unknown_service")))
-                self.durable = DurableLogRecordProcessor(
-                    exporter, path, max_bytes=config.buffer_max_bytes,
-                    export_interval_ms=config.export_interval_ms, batch_size=config.export_batch_size,
-                    shutdown_timeout_ms=config.shutdown_timeout_ms, resource=resource,
-                    on_dropped=self._on_dropped)
-                provider.add_log_record_processor(self.durable)
-            self._own_provider = provider
-            logger_provider = provider
-        self.logger_provider = logger_provider
-        self.recorder = Recorder(config, tracer_provider=tracer_provider, meter_provider=meter_provider,
-                                 logger_provider=logger_provider, model_hook=model_hook, id_hook=id_hook)
+                    str(resource.attributes.get(SERVICE_NAME, "unknown_service")))
+                buffer = SQLiteBuffer(path, config.buffer_max_bytes, legacy=legacy_record(self.encoder))
+            sink = self.outbox = Outbox(
+                buffer, sender, resource=wire.resource_bytes(resource.attributes),
+                scope=wire.scope_bytes(sc.INSTRUMENTATION_NAME, __version__), schema_url=resource.schema_url or "",
+                export_interval_ms=config.export_interval_ms, batch_size=config.export_batch_size,
+                shutdown_timeout_ms=config.shutdown_timeout_ms, on_dropped=self._on_dropped)
+        self.sink = sink
+        self.recorder = Recorder(config, sink=sink, encoder=self.encoder, tracer_provider=tracer_provider,
+                                 meter_provider=meter_provider, model_hook=model_hook, id_hook=id_hook)
         self._handler: Optional[logging.Handler] = None
         self._logging_instrumentor: Any = None
         if config.logging_bridge:
             self._bridge_logging()
         self._closed = False
         atexit.register(self.shutdown)
+
+    def record(self, event_name: str, attributes: Mapping[str, Any], time_ns: int,
+               trace_ids: TraceIds = NO_TRACE) -> None:
+        """Encode one event now and queue it for the buffer (any thread)."""
+        self.sink.put([self.encoder.event(event_name, attributes, time_ns=time_ns, trace=trace_ids)])
 
     def _on_dropped(self, n: int) -> None:
         if self.recorder is not None:
@@ -139,9 +177,7 @@ class MLPipeline:
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Turn queued calls into signals and ship buffered events now."""
         ok = self.recorder.flush(timeout_millis / 1000.0)
-        provider = self.logger_provider
-        flush = getattr(provider, "force_flush", None)
-        return bool(flush(timeout_millis)) and ok if flush is not None else ok
+        return self.sink.force_flush(timeout_millis) and ok
 
     def shutdown(self) -> None:
         """Process queued calls, then ship within the shutdown timeout and keep the rest on disk."""
@@ -154,5 +190,5 @@ class MLPipeline:
         if self._logging_instrumentor is not None:
             self._logging_instrumentor.uninstrument()
         self.recorder.shutdown(timeout=max(1.0, self.config.shutdown_timeout_ms / 1000.0))
-        if self._own_provider is not None:
-            self._own_provider.shutdown()
+        if self.outbox is not None:
+            self.outbox.shutdown()

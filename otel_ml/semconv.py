@@ -223,8 +223,13 @@ ENV_BUFFER_MAX_BYTES = "OTEL_ML_BUFFER_MAX_BYTES"
 ENV_EXPORT_INTERVAL = "OTEL_ML_EXPORT_INTERVAL"
 ENV_SHUTDOWN_TIMEOUT = "OTEL_ML_SHUTDOWN_TIMEOUT"
 ENV_SAMPLE_RATIO = "OTEL_ML_SAMPLE_RATIO"
+ENV_MAX_TEXT_LENGTH = "OTEL_ML_MAX_TEXT_LENGTH"
+ENV_AUDIT_ACTOR = "OTEL_ML_AUDIT_ACTOR"
+ENV_LOGGING_BRIDGE = "OTEL_ML_LOGGING_BRIDGE"
+ENV_MAX_QUEUE_SIZE = "OTEL_ML_MAX_QUEUE_SIZE"
+ENV_EXPORT_BATCH_SIZE = "OTEL_ML_EXPORT_BATCH_SIZE"
 
-# --- sdk additions ----------------------------------------------------------------------------------
+# --- Model-server (client) span and metric attributes, feature summaries --------------------------
 #: Span attributes of ``ml.predict``: which method was called and how many rows it predicted.
 ML_PREDICT_METHOD = "ml.predict.method"
 ML_PREDICT_ROWS = "ml.predict.rows"
@@ -244,11 +249,6 @@ METRIC_CLIENT_INSTRUMENTATION_ERRORS = "ml.client.instrumentation.errors"
 ML_DROP_REASON = "ml.drop.reason"
 DROP_BUFFER_FULL = "buffer_full"
 DROP_QUEUE_FULL = "queue_full"
-ENV_MAX_TEXT_LENGTH = "OTEL_ML_MAX_TEXT_LENGTH"
-ENV_AUDIT_ACTOR = "OTEL_ML_AUDIT_ACTOR"
-ENV_LOGGING_BRIDGE = "OTEL_ML_LOGGING_BRIDGE"
-ENV_MAX_QUEUE_SIZE = "OTEL_ML_MAX_QUEUE_SIZE"
-ENV_EXPORT_BATCH_SIZE = "OTEL_ML_EXPORT_BATCH_SIZE"
 
 # --- Environment variables of the processor ----------------------------------------------------
 #: Ingest worker processes (default: one per core; 0 keeps cleaning on the writer thread).

@@ -28,11 +28,11 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 from opentelemetry import context as otel_context
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
-from otel_ml import pipeline
+from otel_ml import calls, pipeline
 from otel_ml import semconv as sc
 from otel_ml.instrumentation.adapters import Explicit, ExplicitAdapter
-from otel_ml.recorder import Annotations, _annotations, _calls, _tls
 
 _ADAPTER = ExplicitAdapter()
 
@@ -61,8 +61,8 @@ class monitor_predict:  # noqa: N801 - used like a function (decorator / context
             o.classes = classes
 
     def __enter__(self) -> "monitor_predict":
-        self._outer = not _tls.__dict__.get("busy")
-        _tls.busy = True
+        self._outer = not calls.busy.__dict__.get("busy")
+        calls.busy.busy = True
         self._ctx = otel_context.get_current()
         self._t0 = time.perf_counter_ns()
         return self
@@ -71,21 +71,20 @@ class monitor_predict:  # noqa: N801 - used like a function (decorator / context
         dur = time.perf_counter_ns() - self._t0
         if not self._outer:
             return
-        _tls.busy = False
+        calls.busy.busy = False
         pipe = pipeline.active()
-        if pipe is None or self._ctx.get(_suppress_key()):
+        if pipe is None or not is_instrumentation_enabled():
             return
-        annot = _annotations.get()
-        merged = Annotations(
+        annot = calls.annotations.get()
+        merged = calls.Annotations(
             ids=annot.ids if annot else None, segments=annot.segments if annot else None,
             model_name=(annot.model_name if annot and annot.model_name else None) or self.model_name,
             model_version=(annot.model_version if annot and annot.model_version else None) or self.model_version,
             attributes=annot.attributes if annot else None)
-        ids = merged.ids
-        start = time.time_ns() - dur
-        call = (_ADAPTER, None, "predict", (), {}, self._outputs if exc is None else None, start, dur,
-                self._ctx, next(_calls), ids if exc is None else (), merged, exc)
-        pipe.recorder.submit(call)
+        failed = exc is not None
+        pipe.recorder.submit(calls.Call(
+            _ADAPTER, None, "predict", (), {}, None if failed else self._outputs, time.time_ns() - dur, dur,
+            self._ctx, () if failed else merged.ids, merged, exc))
 
     def __call__(self, fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -109,8 +108,3 @@ def _guess_outputs(out: Any, task: Optional[str], classes: Any) -> dict:
         return {"values": out}
     return {"labels": out}
 
-
-def _suppress_key():
-    from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY  # noqa: PLC0415
-
-    return _SUPPRESS_INSTRUMENTATION_KEY

@@ -34,10 +34,13 @@ or in code::
     ...
     MLInstrumentor().uninstrument()                   # every original method restored
 
-Options of ``instrument()``: ``tracer_provider``, ``meter_provider``, ``logger_provider`` (for
-the ML events; default: otel-ml's own, with the disk buffer), ``log_exporter`` (what the
-buffer ships to; default OTLP from the ``OTEL_EXPORTER_OTLP_*`` variables), ``model_hook``,
-``id_hook``, ``config`` (an ``MLConfig``), and any ``MLConfig`` field (``sample_ratio=...``).
+Options of ``instrument()``: ``tracer_provider``, ``meter_provider``, ``model_hook``,
+``id_hook``, ``config`` (an ``MLConfig``), any ``MLConfig`` field (``sample_ratio=...``), and
+where the ML events go: by default otel-ml encodes them into OTLP itself and ships them from
+its disk buffer to the ``OTEL_EXPORTER_OTLP_*`` endpoint; ``sender`` (an object with
+``send(body, timeout) -> bool`` taking a serialized ``ExportLogsServiceRequest``) or
+``log_exporter`` (an SDK ``LogRecordExporter``) replaces the OTLP transport after the buffer;
+``logger_provider`` sends them through that SDK LoggerProvider instead (no disk buffer).
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ class MLInstrumentor(BaseInstrumentor):
         pipe = _pipeline.MLPipeline(
             config, tracer_provider=kwargs.get("tracer_provider"), meter_provider=kwargs.get("meter_provider"),
             logger_provider=kwargs.get("logger_provider"), log_exporter=kwargs.get("log_exporter"),
-            model_hook=kwargs.get("model_hook"), id_hook=kwargs.get("id_hook"))
+            sender=kwargs.get("sender"), model_hook=kwargs.get("model_hook"), id_hook=kwargs.get("id_hook"))
         self.pipeline = pipe
         _pipeline._set_active(pipe)
         generation = self._generation

@@ -2,15 +2,16 @@
 
 An adapter answers two questions about one recorded call: which model made it (a default
 name and version, before the user's hook, registration or environment override them) and
-what it predicted, row by row (:class:`Interpretation`). Nothing here runs on the request
-path, and nothing here imports a framework at module level.
+what it predicted, row by row (:class:`Interpretation`, columns of plain Python values).
+Nothing here runs on the request path, and nothing here imports a framework at module level;
+numpy is used only on outputs that already are numpy arrays.
 
 Example::
 
-    from otel_ml.instrumentation.adapters import SKLEARN
+    from otel_ml.instrumentation.adapters import SklearnAdapter
 
-    result = SKLEARN.interpret(model, "predict_proba", (X,), {}, model.predict_proba(X), max_text=256)
-    result.labels, result.scores, result.features[0]
+    result = SklearnAdapter().interpret(model, "predict_proba", (X,), {}, model.predict_proba(X))
+    result.labels, result.scores, result.classes, result.probabilities[0]
 """
 
 from __future__ import annotations
@@ -21,39 +22,97 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence, Tuple
 
 from otel_ml import semconv as sc
-from otel_ml.convert import clean_score, feature_rows, n_rows, to_list
+from otel_ml.convert import EMPTY, Features, clean_score, feature_table, merge_columns, n_rows, to_list
 
 
 @dataclass
 class Interpretation:
-    """Per-row outputs of one call (lists of length ``n``; None where the model gives nothing)."""
+    """Per-row outputs of one call (lists of length ``n``; None where the model gives nothing).
+
+    ``probabilities[i][j]`` is the probability of class ``classes[j]`` for row ``i``.
+    """
 
     n: int
     task: str
-    features: List[dict]
+    features: Features
     labels: Optional[List[str]] = None
     values: Optional[List[float]] = None
     scores: Optional[List[Optional[float]]] = None
-    probabilities: Optional[List[dict]] = None
+    classes: Optional[Sequence[str]] = None
+    probabilities: Optional[List[List[Optional[float]]]] = None
 
 
 def _argmax_rows(rows: Sequence[Sequence[float]]) -> List[int]:
     return [max(range(len(r)), key=r.__getitem__) if len(r) else 0 for r in rows]
 
 
-def _from_probabilities(P: Any, classes: Optional[Sequence[Any]]) -> Tuple[List[str], List[Optional[float]], List[dict]]:
+_CLASS_NAMES: dict = {}         # id(classes) -> (classes, width, names): a model's classes_ read once
+
+
+def _class_names(classes: Any, width: int) -> Tuple[str, ...]:
+    """The class names of the probability columns, as one shared tuple per model's classes."""
+    if classes is not None:
+        hit = _CLASS_NAMES.get(id(classes))
+        if hit is not None and hit[0] is classes and hit[1] == width:
+            return hit[2]
+    names = tuple(str(c) for c in to_list(classes)) if classes is not None else ()
+    if len(names) != width:
+        names = tuple(str(i) for i in range(width))
+    if classes is not None:
+        if len(_CLASS_NAMES) >= 256:
+            _CLASS_NAMES.clear()
+        _CLASS_NAMES[id(classes)] = (classes, width, names)
+    return names
+
+
+_VECTOR_ROWS = 8                # from this many rows on, numpy finds the best class of each row
+
+
+def _from_probabilities(P: Any, classes: Optional[Sequence[Any]]
+                        ) -> Tuple[List[str], List[Optional[float]], Sequence[str], List[List[float]]]:
+    """Labels, scores, class names and probability rows of a probability output."""
+    if (getattr(P, "ndim", None) == 2 and hasattr(P, "argmax") and P.shape[0] >= _VECTOR_ROWS and P.shape[1]
+            and P.dtype.kind == "f"):
+        # A numpy array (numpy is loaded: the model returned one): argmax and max per row at once.
+        cls = _class_names(classes, P.shape[1])
+        idx = P.argmax(axis=1)
+        best = P.max(axis=1)
+        # min() is NaN when any score is: then each is checked on its own.
+        finite = float("-inf") < float(best.min()) and float(best.max()) < float("inf")
+        scores = best.tolist() if finite else [clean_score(v) for v in best.tolist()]
+        return [cls[i] for i in idx.tolist()], scores, cls, P.tolist()
     rows = to_list(P)
     if rows and not isinstance(rows[0], list):          # binary models giving P(positive) only
         rows = [[1.0 - p, p] for p in rows]
     width = len(rows[0]) if rows else 0
-    cls = [str(c) for c in to_list(classes)] if classes is not None else [str(i) for i in range(width)]
-    if len(cls) != width:
-        cls = [str(i) for i in range(width)]
+    cls = _class_names(classes, width)
     idx = _argmax_rows(rows)
-    labels = [cls[i] for i in idx]
-    scores = [clean_score(r[i]) for r, i in zip(rows, idx)]
-    probs = [dict(zip(cls, (float(p) for p in r))) for r in rows]
-    return labels, scores, probs
+    if getattr(P, "dtype", None) is None or P.dtype.kind != "f":
+        rows = [[float(p) for p in r] for r in rows]
+    return [cls[i] for i in idx], [clean_score(r[i]) if r else None for r, i in zip(rows, idx)], cls, rows
+
+
+def _from_probability_dicts(maps: Sequence[dict]) -> Tuple[List[str], List[List[Optional[float]]]]:
+    """Class names (in order of first appearance) and rows of ``{class: probability}`` maps."""
+    classes: dict = {}
+    for m in maps:
+        for k in m:
+            classes.setdefault(str(k), None)
+    names = list(classes)
+    rows = []
+    for m in maps:
+        by_name = {str(k): v for k, v in m.items()}
+        rows.append([float(by_name[c]) if c in by_name else None for c in names])
+    return names, rows
+
+
+def _best(classes: List[str], rows: List[List[Optional[float]]]) -> Tuple[List[str], List[Optional[float]]]:
+    labels, scores = [], []
+    for r in rows:
+        j = max((k for k in range(len(r)) if r[k] is not None), key=r.__getitem__, default=None)
+        labels.append(classes[j] if j is not None else "")
+        scores.append(clean_score(r[j]) if j is not None else None)
+    return labels, scores
 
 
 class Adapter:
@@ -68,8 +127,7 @@ class Adapter:
         """Rows predicted, from the output alone (cheap: used to make prediction ids)."""
         return n_rows(output)
 
-    def interpret(self, instance: Any, method: str, args: tuple, kwargs: dict, output: Any,
-                  max_text: int) -> Interpretation:
+    def interpret(self, instance: Any, method: str, args: tuple, kwargs: dict, output: Any) -> Interpretation:
         raise NotImplementedError
 
 
@@ -87,6 +145,10 @@ class _Cache:
             return d
         except TypeError:          # not weak-referenceable or not hashable: no caching
             return {}
+
+
+def _values(output: Any) -> List[float]:
+    return [float(v[0]) if isinstance(v, list) else float(v) for v in to_list(output)]
 
 
 class SklearnAdapter(Adapter):
@@ -125,20 +187,24 @@ class SklearnAdapter(Adapter):
             facts["task"] = task
         return task
 
-    @staticmethod
-    def _names(instance: Any) -> Optional[List[str]]:
+    def _names(self, instance: Any) -> Optional[List[str]]:
         names = getattr(instance, "feature_names_in_", None)
-        return [str(n) for n in names] if names is not None else None
+        if names is None:
+            return None
+        facts = self._cache.get(instance)
+        if facts.get("names_of") is not names:     # a refit makes a new array: read it again
+            facts["names"], facts["names_of"] = [str(n) for n in names], names
+        return facts["names"]
 
-    def interpret(self, instance, method, args, kwargs, output, max_text):
+    def interpret(self, instance, method, args, kwargs, output):
         X = args[0] if args else kwargs.get("X", kwargs.get("data"))
-        features = feature_rows(X, self._names(instance), max_text)
+        features = feature_table(X, self._names(instance))
         n = n_rows(output) or len(features)
         classes = getattr(instance, "classes_", None)
         if method == "predict_proba":
-            labels, scores, probs = _from_probabilities(output, classes)
+            labels, scores, cls, probs = _from_probabilities(output, classes)
             return Interpretation(n, sc.TASK_CLASSIFICATION, features, labels=labels, scores=scores,
-                                  probabilities=probs)
+                                  classes=cls, probabilities=probs)
         if method == "decision_function":
             rows = to_list(output)
             cls = [str(c) for c in to_list(classes)] if classes is not None else None
@@ -149,11 +215,9 @@ class SklearnAdapter(Adapter):
                 labels = [(cls[1] if d > 0 else cls[0]) if cls and len(cls) == 2 else str(int(d > 0)) for d in rows]
             return Interpretation(n, sc.TASK_CLASSIFICATION, features, labels=labels)
         task = self._task(instance, output)
-        vals = to_list(output)
         if task == sc.TASK_REGRESSION:
-            values = [float(v[0]) if isinstance(v, list) else float(v) for v in vals]
-            return Interpretation(n, task, features, values=values)
-        return Interpretation(n, task, features, labels=[str(v) for v in vals])
+            return Interpretation(n, task, features, values=_values(output))
+        return Interpretation(n, task, features, labels=[str(v) for v in to_list(output)])
 
 
 def _xgb_objective(booster: Any) -> str:
@@ -174,29 +238,27 @@ class XGBoostBoosterAdapter(Adapter):
     def default_model(self, instance):
         return "xgboost.Booster", None
 
-    def interpret(self, instance, method, args, kwargs, output, max_text):
+    def interpret(self, instance, method, args, kwargs, output):
         data = args[0] if args else kwargs.get("data")
         facts = self._cache.get(instance)
         if "objective" not in facts:
             facts["objective"] = _xgb_objective(instance)
         names = getattr(data, "feature_names", None) or getattr(instance, "feature_names", None)
         X = data.get_data() if hasattr(data, "get_data") and hasattr(data, "num_row") else data
-        features = feature_rows(X, names, max_text)
-        return _booster_outputs(facts["objective"], output, features, kwargs)
+        return _booster_outputs(facts["objective"], output, feature_table(X, names), kwargs)
 
 
-def _booster_outputs(objective: str, output: Any, features: List[dict], kwargs: dict) -> Interpretation:
+def _booster_outputs(objective: str, output: Any, features: Features, kwargs: dict) -> Interpretation:
     n = n_rows(output) or len(features)
     margin = kwargs.get("output_margin") or kwargs.get("raw_score") or kwargs.get("pred_leaf") or kwargs.get("pred_contrib")
     obj = objective.split(" ")[0]
     if not margin and (obj.startswith("binary") or obj in ("multi:softprob", "multiclass", "softmax", "multiclassova")):
-        labels, scores, probs = _from_probabilities(output, None)
-        return Interpretation(n, sc.TASK_CLASSIFICATION, features, labels=labels, scores=scores, probabilities=probs)
+        labels, scores, cls, probs = _from_probabilities(output, None)
+        return Interpretation(n, sc.TASK_CLASSIFICATION, features, labels=labels, scores=scores, classes=cls,
+                              probabilities=probs)
     if obj == "multi:softmax":
         return Interpretation(n, sc.TASK_CLASSIFICATION, features, labels=[str(int(v)) for v in to_list(output)])
-    vals = to_list(output)
-    return Interpretation(n, sc.TASK_REGRESSION, features,
-                          values=[float(v[0]) if isinstance(v, list) else float(v) for v in vals])
+    return Interpretation(n, sc.TASK_REGRESSION, features, values=_values(output))
 
 
 class LightGBMBoosterAdapter(Adapter):
@@ -210,7 +272,7 @@ class LightGBMBoosterAdapter(Adapter):
     def default_model(self, instance):
         return "lightgbm.Booster", None
 
-    def interpret(self, instance, method, args, kwargs, output, max_text):
+    def interpret(self, instance, method, args, kwargs, output):
         data = args[0] if args else kwargs.get("data")
         facts = self._cache.get(instance)
         if "objective" not in facts:
@@ -225,8 +287,7 @@ class LightGBMBoosterAdapter(Adapter):
                 facts["names"] = list(instance.feature_name())
             except Exception:  # noqa: BLE001
                 facts["names"] = None
-        features = feature_rows(data, facts["names"], max_text)
-        return _booster_outputs(facts["objective"], output, features, kwargs)
+        return _booster_outputs(facts["objective"], output, feature_table(data, facts["names"]), kwargs)
 
 
 class OnnxAdapter(Adapter):
@@ -268,11 +329,11 @@ class OnnxAdapter(Adapter):
         except Exception:  # noqa: BLE001
             return None
 
-    def interpret(self, instance, method, args, kwargs, output, max_text):
+    def interpret(self, instance, method, args, kwargs, output):
         facts = self._facts(instance)
         output_names = args[0] if args else kwargs.get("output_names")
         feed = args[1] if len(args) > 1 else kwargs.get("input_feed", {})
-        features = self._features(feed, facts, max_text)
+        features = self._features(feed, facts)
         names = list(output_names) if output_names else [name for name, _ in facts["outputs"]]
         types = dict(facts["outputs"])
         label_out = prob_out = float_out = None
@@ -286,38 +347,36 @@ class OnnxAdapter(Adapter):
                 float_out = value if float_out is None else float_out
         n = n_rows(output[0]) or len(features)
         if label_out is None and prob_out is None:
-            vals = to_list(float_out if float_out is not None else output[0])
             return Interpretation(n, sc.TASK_REGRESSION, features,
-                                  values=[float(v[0]) if isinstance(v, list) else float(v) for v in vals])
+                                  values=_values(float_out if float_out is not None else output[0]))
         labels = [str(v[0]) if isinstance(v, list) else str(v) for v in to_list(label_out)] if label_out is not None else None
-        scores = probs = None
+        scores = cls = probs = None
         if prob_out is not None:
             if isinstance(prob_out, list) and prob_out and isinstance(prob_out[0], dict):     # ZipMap output
-                probs = [{str(k): float(p) for k, p in m.items()} for m in prob_out]
+                cls, probs = _from_probability_dicts(prob_out)
+                best_labels, best_scores = _best(cls, probs)
             else:
-                _, _, probs = _from_probabilities(prob_out, None)
+                best_labels, best_scores, cls, probs = _from_probabilities(prob_out, None)
             if labels is None:
-                labels = [max(p, key=p.get) for p in probs]
-            scores = [clean_score(p.get(lbl)) for p, lbl in zip(probs, labels)]
-        return Interpretation(n, sc.TASK_CLASSIFICATION, features, labels=labels, scores=scores, probabilities=probs)
+                labels, scores = best_labels, best_scores
+            else:
+                col = {c: j for j, c in enumerate(cls)}
+                scores = [clean_score(r[col[lbl]]) if lbl in col and r[col[lbl]] is not None else None
+                          for r, lbl in zip(probs, labels)]
+        return Interpretation(n, sc.TASK_CLASSIFICATION, features, labels=labels, scores=scores, classes=cls,
+                              probabilities=probs)
 
     @staticmethod
-    def _features(feed: dict, facts: dict, max_text: int) -> List[dict]:
+    def _features(feed: dict, facts: dict) -> Features:
         if len(feed) == 1:
             (name, value), = feed.items()
-            return feature_rows(value, facts["feature_names"], max_text)
+            return feature_table(value, facts["feature_names"])
         per_input = []
         for name, value in feed.items():
             width = value.shape[1] if getattr(value, "ndim", 1) == 2 else 1
             cols = [name] if width == 1 else [f"{name}_{j}" for j in range(width)]
-            per_input.append(feature_rows(value, cols, max_text))
-        rows = []
-        for parts in zip(*per_input):
-            merged: dict = {}
-            for p in parts:
-                merged.update(p)
-            rows.append(merged)
-        return rows
+            per_input.append(feature_table(value, cols))
+        return merge_columns(per_input)
 
 
 @dataclass
@@ -346,27 +405,22 @@ class ExplicitAdapter(Adapter):
                 return n_rows(v)
         return None
 
-    def interpret(self, instance, method, args, kwargs, output: Explicit, max_text):
-        features = feature_rows(output.features, output.feature_names, max_text) if output.features is not None else []
+    def interpret(self, instance, method, args, kwargs, output: Explicit):
+        features = feature_table(output.features, output.feature_names) if output.features is not None else EMPTY
         labels = [str(v) for v in to_list(output.labels)] if output.labels is not None else None
         values = [float(v) for v in to_list(output.values)] if output.values is not None else None
         scores = [clean_score(v) for v in to_list(output.scores)] if output.scores is not None else None
-        probs = None
+        cls = probs = None
         if output.probabilities is not None:
             P = output.probabilities
             if isinstance(P, (list, tuple)) and P and isinstance(P[0], dict):
-                probs = [{str(k): float(v) for k, v in m.items()} for m in P]
-                if labels is None:
-                    labels = [max(m, key=m.get) for m in probs]
+                cls, probs = _from_probability_dicts(P)
+                lab, sco = _best(cls, probs)
             else:
-                lab, sco, probs = _from_probabilities(P, output.classes)
-                labels = labels if labels is not None else lab
-                scores = scores if scores is not None else sco
+                lab, sco, cls, probs = _from_probabilities(P, output.classes)
+            labels = labels if labels is not None else lab
+            scores = scores if scores is not None else sco
         task = output.task or (sc.TASK_REGRESSION if values is not None and labels is None else sc.TASK_CLASSIFICATION)
         n = self.rows(method, output) or 0
-        if not features and n:
-            features = [{} for _ in range(n)]
-        return Interpretation(n, task, features, labels=labels, values=values, scores=scores, probabilities=probs)
-
-
-SKLEARN = SklearnAdapter()
+        return Interpretation(n, task, features, labels=labels, values=values, scores=scores, classes=cls,
+                              probabilities=probs)

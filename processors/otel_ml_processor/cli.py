@@ -10,7 +10,8 @@ Usage::
     otel-ml --version
 
 A configuration error (unknown key, wrong type, unreadable file) exits with status 2 and a
-message naming the key and the file.
+message naming the key and the file. Without the processor's dependencies (``pip install
+otel-ml`` installs only the SDK) a command exits with status 3 and names the extra to install.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from typing import Optional, Sequence
 from otel_ml.version import __version__
 
 EXIT_CONFIG = 2
+EXIT_MISSING_EXTRA = 3
+# Top-level modules of the `processor` extra's packages: a command missing one needs the extra.
+PROCESSOR_MODULES = frozenset({"numpy", "scipy", "sqlalchemy", "aiohttp", "prometheus_client", "yaml", "orjson",
+                               "grpc", "google", "opentelemetry", "bcrypt"})
 
 
 def _config(path: Optional[str]):
@@ -156,7 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in PROCESSOR_MODULES and not (args.command == "demo" and missing == "sklearn"):
+            raise
+        extra = "demo" if args.command == "demo" else "processor"
+        print(f"otel-ml: `otel-ml {args.command}` needs the {extra!r} extra ({exc.name} is not installed): "
+              f"pip install 'otel-ml[{extra}]'", file=sys.stderr)
+        return EXIT_MISSING_EXTRA
 
 
 if __name__ == "__main__":

@@ -1,12 +1,18 @@
-"""Fixtures: the MLInstrumentor with in-memory OTel exporters (spans, metrics, ML events)."""
+"""Fixtures: the MLInstrumentor with in-memory span and metric exporters, and its ML events
+captured as the OTLP requests it ships (from a real SQLite buffer), parsed with
+opentelemetry-proto: what a receiver would read."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
 
 import pytest
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -17,13 +23,91 @@ from otel_ml import semconv as sc
 from otel_ml.instrumentation import MLInstrumentor
 
 
+def py_value(v: Any) -> Any:
+    """An OTLP AnyValue as Python (written here, not taken from otel_ml: an independent reading)."""
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [py_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: py_value(kv.value) for kv in v.kvlist_value.values}
+    return getattr(v, kind) if kind else None
+
+
+@dataclass
+class Event:
+    """One received LogRecord."""
+
+    event_name: str
+    attributes: Dict[str, Any]
+    timestamp: int
+    observed_timestamp: int
+    trace_id: int
+    span_id: int
+    flags: int
+    resource: Dict[str, Any] = field(default_factory=dict)
+    scope: tuple = ()
+
+
+def parse_request(body: bytes) -> List[Event]:
+    out = []
+    for rl in ExportLogsServiceRequest.FromString(body).resource_logs:
+        resource = {kv.key: py_value(kv.value) for kv in rl.resource.attributes}
+        for sl in rl.scope_logs:
+            for lr in sl.log_records:
+                out.append(Event(lr.event_name, {kv.key: py_value(kv.value) for kv in lr.attributes},
+                                 lr.time_unix_nano, lr.observed_time_unix_nano, int.from_bytes(lr.trace_id, "big"),
+                                 int.from_bytes(lr.span_id, "big"), lr.flags, resource,
+                                 (sl.scope.name, sl.scope.version)))
+    return out
+
+
+def buffered_events(path: Any) -> List[Event]:
+    """The events held in an otel-ml buffer file (runs of framed LogRecords), parsed."""
+    import sqlite3
+
+    from otel_ml import wire
+
+    if not os.path.exists(path):
+        return []
+    with sqlite3.connect(path) as conn:
+        runs = [p for (p,) in conn.execute("SELECT payload FROM records ORDER BY id")]
+    return parse_request(wire.logs_request(b"", b"", runs)) if runs else []
+
+
+class CaptureSender:
+    """Accepts every request, like a receiver that answers OK, and keeps its bytes."""
+
+    def __init__(self, down: bool = False) -> None:
+        self.down = down
+        self.requests: List[bytes] = []
+        self.attempts = 0
+        self._lock = threading.Lock()
+
+    def send(self, body: bytes, timeout: Any = None) -> bool:
+        with self._lock:
+            self.attempts += 1
+            if self.down:
+                return False
+            self.requests.append(body)
+            return True
+
+    def shutdown(self) -> None:
+        pass
+
+    def events(self) -> List[Event]:
+        with self._lock:
+            bodies = list(self.requests)
+        return [e for body in bodies for e in parse_request(body)]
+
+
 @dataclass
 class Captured:
     instrumentor: MLInstrumentor
     tracer_provider: TracerProvider
     spans: InMemorySpanExporter
     metrics: InMemoryMetricReader
-    logs: InMemoryLogRecordExporter
+    sender: CaptureSender
+    folder: str = ""                  # the temporary folder of the buffer, removed at the end
 
     def flush(self) -> None:
         assert self.instrumentor.force_flush(30000)
@@ -32,9 +116,9 @@ class Captured:
         self.flush()
         return [s for s in self.spans.get_finished_spans() if s.name == name]
 
-    def events(self, name: str = sc.EVENT_PREDICTION) -> list:
+    def events(self, name: str = sc.EVENT_PREDICTION) -> List[Event]:
         self.flush()
-        return [r.log_record for r in self.logs.get_finished_logs() if r.log_record.event_name == name]
+        return [e for e in self.sender.events() if e.event_name == name]
 
     def metric_points(self, name: str) -> list:
         self.flush()
@@ -49,23 +133,32 @@ class Captured:
 
 
 def start(**options) -> Captured:
-    spans, logs, reader = InMemorySpanExporter(), InMemoryLogRecordExporter(), InMemoryMetricReader()
+    spans, reader, sender = InMemorySpanExporter(), InMemoryMetricReader(), CaptureSender()
     tp = TracerProvider()
     tp.add_span_processor(SimpleSpanProcessor(spans))
     mp = MeterProvider(metric_readers=[reader])
-    lp = LoggerProvider()
-    lp.add_log_record_processor(SimpleLogRecordProcessor(logs))
     inst = MLInstrumentor()
     options.setdefault("logging_bridge", False)
-    inst.instrument(tracer_provider=tp, meter_provider=mp, logger_provider=lp, **options)
-    return Captured(inst, tp, spans, reader, logs)
+    folder = ""
+    if "buffer_path" not in options:
+        folder = tempfile.mkdtemp(prefix="otel-ml-test-")
+        options["buffer_path"] = f"{folder}/buffer.db"
+    inst.instrument(tracer_provider=tp, meter_provider=mp, sender=sender, **options)
+    return Captured(inst, tp, spans, reader, sender, folder)
+
+
+def stop(cap: Captured) -> None:
+    if cap.instrumentor.is_instrumented_by_opentelemetry:
+        cap.instrumentor.uninstrument()
+    if cap.folder:
+        shutil.rmtree(cap.folder, ignore_errors=True)
 
 
 @pytest.fixture
 def captured():
     cap = start(model_name="churn", model_version="3")
     yield cap
-    cap.instrumentor.uninstrument()
+    stop(cap)
 
 
 @pytest.fixture
@@ -79,5 +172,4 @@ def make_captured():
 
     yield _make
     for cap in made:
-        if cap.instrumentor.is_instrumented_by_opentelemetry:
-            cap.instrumentor.uninstrument()
+        stop(cap)

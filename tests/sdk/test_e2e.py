@@ -25,6 +25,8 @@ import requests
 from otel_ml import semconv as sc
 from tests.support import ProcessorProcess, free_port, wait_for
 
+from .conftest import buffered_events
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,11 +156,7 @@ def test_instrumented_server_predictions_reach_the_processor(tmp_path, protocol)
 
 
 def _buffered_predictions(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT count(*) FROM records WHERE CAST(payload AS TEXT) LIKE ?",
-                            (f'%"e":"{sc.EVENT_PREDICTION}"%',)).fetchone()[0]
+    return sum(e.event_name == sc.EVENT_PREDICTION for e in buffered_events(path))
 
 
 def test_sigkill_and_restart_with_the_hub_down_loses_nothing_and_duplicates_nothing(tmp_path):

@@ -286,3 +286,20 @@ def test_image_like_inputs_are_summarized(captured):
     assert a[key + sc.FEATURE_SUMMARY_MEAN] == pytest.approx(images[0].mean(), rel=1e-12)
     assert (a[key + sc.FEATURE_SUMMARY_MIN], a[key + sc.FEATURE_SUMMARY_MAX]) == (images[0].min(), images[0].max())
     assert not any(isinstance(v, (list, tuple)) for v in a.values())
+
+
+def test_the_last_call_keeps_no_model_input_alive(captured, pipe):
+    """last_prediction_ids keeps the ids' makings, not the call: the app's input can be freed."""
+    import gc
+    import weakref
+
+    X = XDF.iloc[:3].to_numpy().copy()
+    model = LogisticRegression().fit(XDF.to_numpy(), Y)
+    model.predict(X)
+    captured.flush()
+    ref = weakref.ref(X)
+    del X
+    gc.collect()
+    assert ref() is None
+    assert len(otel_ml.last_prediction_ids()) == 3
+    assert [e.attributes[sc.ML_PREDICTION_ID] for e in captured.events()] == otel_ml.last_prediction_ids()

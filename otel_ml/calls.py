@@ -1,0 +1,145 @@
+"""A recorded predict call, and what the app attaches to it (ids, segments, a model name).
+
+The request path builds one :class:`Call` per instrumented call and hands it to the
+background thread; ``prediction_context`` and ``last_prediction_ids`` are the app's side of
+it. Prediction ids are ``<process prefix>-<call number>-<row>`` unless the app supplies its
+own (``prediction_context(ids=...)`` or an ``id_hook``), so making them costs one counter step.
+
+Example::
+
+    from otel_ml.calls import last_prediction_ids, prediction_context
+
+    with prediction_context(ids=["req-1"], segments={"gender": "f"}):
+        model.predict(X)                       # instrumented
+    last_prediction_ids()                      # ["req-1"]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import itertools
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Union
+
+Scalar = Union[str, bool, int, float]
+
+# Thread-local "inside an instrumented call" flag: a Pipeline calling its final estimator,
+# or LogisticRegression.predict_proba calling decision_function, records once (outermost).
+busy = threading.local()
+
+_PREFIX = os.urandom(6).hex()       # new per process: ids never collide across restarts
+_numbers = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """What the app attaches to the predictions made inside ``prediction_context``."""
+
+    ids: Optional[Sequence[str]] = None
+    segments: Optional[Union[Mapping[str, Scalar], Sequence[Mapping[str, Scalar]]]] = None
+    model_name: Optional[str] = None
+    model_version: Optional[str] = None
+    attributes: Optional[Mapping[str, Scalar]] = None
+
+
+annotations: contextvars.ContextVar[Optional[Annotations]] = contextvars.ContextVar("otel_ml_annotations", default=None)
+# What the last call's ids are made of: (ids, call number, adapter, method, output). Not the
+# Call itself: that would keep the model and its input alive after the call was recorded.
+_last_call: contextvars.ContextVar[Optional[tuple]] = contextvars.ContextVar("otel_ml_last_call", default=None)
+
+
+@contextlib.contextmanager
+def prediction_context(
+    ids: Optional[Sequence[str]] = None,
+    segments: Optional[Union[Mapping[str, Scalar], Sequence[Mapping[str, Scalar]]]] = None,
+    model_name: Optional[str] = None,
+    model_version: Optional[str] = None,
+    attributes: Optional[Mapping[str, Scalar]] = None,
+) -> Iterator[None]:
+    """Attach ids, segments (``ml.segment.*``), a model name/version or extra attributes
+    (e.g. ``enduser.id``) to the predictions made inside the block.
+
+    ``ids`` gives one id per row of each call in the block; ``segments`` is one mapping for
+    every row, or one mapping per row.
+
+    Example::
+
+        with otel_ml.prediction_context(ids=[request_id], segments={"gender": user.gender}):
+            model.predict_proba(X)
+    """
+    token = annotations.set(Annotations(ids, segments, model_name, model_version, attributes))
+    try:
+        yield
+    finally:
+        annotations.reset(token)
+
+
+class Call:
+    """One recorded call: the model's inputs and output, its timing, the request's context.
+
+    ``ids`` are the app's prediction ids (None: generated from the call's number), ``error``
+    the exception the call raised (then ``output`` is None and no row is recorded).
+    """
+
+    __slots__ = ("adapter", "instance", "method", "args", "kwargs", "output", "start_ns", "duration_ns",
+                 "context", "number", "ids", "annotations", "error")
+
+    def __init__(self, adapter: Any, instance: Any, method: str, args: tuple, kwargs: dict, output: Any,
+                 start_ns: int, duration_ns: int, context: Any, ids: Optional[Sequence[str]],
+                 annotations: Optional[Annotations], error: Optional[BaseException] = None) -> None:
+        self.adapter = adapter
+        self.instance = instance
+        self.method = method
+        self.args = args
+        self.kwargs = kwargs
+        self.output = output
+        self.start_ns = start_ns
+        self.duration_ns = duration_ns
+        self.context = context
+        self.number = next(_numbers)
+        self.ids = ids
+        self.annotations = annotations
+        self.error = error
+
+    def id_base(self) -> str:
+        """The generated ids' common part: row ``i``'s id is this plus ``i``."""
+        return _id_base(self.number)
+
+    def prediction_ids(self) -> List[str]:
+        """The prediction ids of this call's rows."""
+        return _ids(self.ids, self.number, self.adapter, self.method, self.output)
+
+
+def _id_base(number: int) -> str:
+    return f"{_PREFIX}-{number:x}-"
+
+
+def _ids(ids: Optional[Sequence[str]], number: int, adapter: Any, method: str, output: Any) -> List[str]:
+    if ids is not None:
+        return list(ids)
+    n = adapter.rows(method, output) or 0
+    base = _id_base(number)
+    return [base + str(i) for i in range(n)]
+
+
+def remember(call: Optional[Call]) -> None:
+    """Make ``call`` what ``last_prediction_ids`` answers in this thread / task."""
+    _last_call.set((call.ids, call.number, call.adapter, call.method, call.output) if call is not None else None)
+
+
+def last_prediction_ids() -> List[str]:
+    """Ids of the predictions made by the last instrumented call in this thread / task.
+
+    Send them with ``otel_ml.record_label`` once the truth is known. Empty when nothing was
+    recorded (not instrumented, suppressed, or the call failed).
+
+    Example::
+
+        proba = model.predict_proba(X)
+        ids = otel_ml.last_prediction_ids()    # one per row of X
+    """
+    last = _last_call.get()
+    return _ids(*last) if last is not None else []
