@@ -4,6 +4,8 @@ and the stale mark of the pages."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from otel_ml_processor.clean.records import PredictionRecord
@@ -13,7 +15,7 @@ from otel_ml_processor.compute.persist import dump
 from otel_ml_processor.compute.reference import ReferenceData, prepare_reference
 from otel_ml_processor.compute.window import WindowData
 from otel_ml_processor.export.http import page_source
-from otel_ml_processor.export.pages.database_source import DatabaseSource
+from otel_ml_processor.export.pages.database_source import INDEX_FIELDS, DatabaseSource
 from otel_ml_processor.export.pages.render import PageOptions, render_index, render_model
 from otel_ml_processor.export.pages.source import ComputerSource
 from otel_ml_processor.store.database import Database, SnapshotRow
@@ -59,24 +61,35 @@ def test_every_replicas_versions_from_the_database_and_its_own_from_its_snapshot
     listed = source.models()
     assert [(s.model, s.version, s.owner, s.computed_at, s.compute_seconds) for s in listed] == [
         ("alpha", "2", "a", T0 + 2, 0.2), ("alpha", "1", "a", T0 + 1, 0.1), ("beta", "1", "b", T0 + 4, 0.4)]
-    assert listed[0].metrics == m2 and listed[1].metrics == m1 and m1 != m2
     assert listed[2].metrics is mb                     # the local snapshot, not the database's older copy
+    # for /, what it shows only: window counts, OOD and drift, exactly as the owner computed them
+    for snap, m in ((listed[0], m2), (listed[1], m1)):
+        assert {f: getattr(snap.metrics, f) for f in INDEX_FIELDS} == {f: getattr(m, f) for f in INDEX_FIELDS}
+        assert snap.metrics.feature_histograms == {} != m.feature_histograms
+    assert m1.drift != m2.drift
+    opts = PageOptions(now=T0 + 10, stale_after=45.0)     # / of the partial ones is / of the whole ones
+    assert render_index(listed, opts) == render_index(
+        [replace(listed[0], metrics=m2), replace(listed[1], metrics=m1), listed[2]], opts)
     assert source.keys() == [("alpha", "2"), ("alpha", "1"), ("beta", "1")]
     assert source.decoded == 2
 
-    # Repeated loads decode nothing again while the owner stored nothing newer.
+    # A page decodes the whole snapshot, once: repeated loads decode nothing while the owner
+    # stored nothing newer, and / then shows the whole one.
     again = source.models()
-    assert again[0] is listed[0] and again[1] is listed[1] and again[2].metrics is mb
-    assert source.latest("alpha") is listed[0] and source.latest("alpha", "1") is listed[1]
+    assert again[0] is listed[0] and again[1] is listed[1] and again[2].metrics is mb and source.decoded == 2
+    whole = source.latest("alpha")
+    assert (whole.version, whole.owner, whole.computed_at, whole.metrics == m2, source.decoded) == ("2", "a", T0 + 2, True, 3)
+    assert source.latest("alpha", "1").metrics == m1 and source.decoded == 4
+    assert source.latest("alpha") is whole and source.latest("alpha", "2") is whole and source.models()[0] is whole
     assert source.latest("beta").metrics is mb and source.latest("beta", "1").metrics is mb
     assert source.latest("nope") is None and source.latest("alpha", "7") is None and source.latest("nope", "1") is None
-    assert source.decoded == 2
+    assert source.decoded == 4
 
     # The owner's next cycle: decoded once more, then cached again.
     assert a.save_snapshots([SnapshotRow("alpha", "2", "a", T0 + 5, 0.5, dump(m3))]) == 1
     newer = source.latest("alpha")
-    assert (newer.computed_at, newer.metrics == m3, source.decoded) == (T0 + 5, True, 3)
-    assert source.latest("alpha", "2") is newer and source.decoded == 3
+    assert (newer.computed_at, newer.metrics == m3, source.decoded) == (T0 + 5, True, 5)
+    assert source.latest("alpha", "2") is newer and source.models()[0] is newer and source.decoded == 5
 
     # A newer version stored by another replica is the model's latest, wherever the older one is computed.
     a.insert_predictions([_pred("beta", "2", "p4")], now=T0 + 6)

@@ -49,7 +49,8 @@ class ModelSnapshot:
 class SnapshotSource(Protocol):
     def models(self) -> list:
         """Every (model, version) with a computed snapshot: a list of :class:`ModelSnapshot`,
-        sorted by model, then version (latest first)."""
+        sorted by model, then version (latest first). For ``/``: a source may leave out of
+        ``metrics`` what ``/`` does not show (it keeps the window counts, OOD ratio and drift)."""
 
     def keys(self) -> list:
         """The (model, version) pairs of :meth:`models`, in its order, without reading any metrics."""
