@@ -7,9 +7,15 @@ a tenth of the features categorical with 12 categories) and times:
 - ``render_model`` (what ``/models/<name>`` and ``otel-ml report`` do once the snapshot exists;
   target < 200 ms) and ``render_index`` over 100 such model versions;
 - the compute cycle's added cost, the per-feature histograms (``feature_histograms``), alone and
-  as ``compute_model_metrics`` with and without them in the same run (A/B).
+  as ``compute_model_metrics`` with and without them in the same run (A/B);
+- the pages of several replicas (``DatabaseSource``): the snapshot's size, its read from the
+  database (``latest_snapshot``) and its decoding (``persist.load``); a page of another replica's
+  version the first time after its owner's compute cycle (stamps + read + decode + render) and
+  again (stamps + render, decoded snapshot cached), a page of this replica's own version, and
+  ``/`` over 100 other replicas' versions, cold and cached. On SQLite (a file in a temp folder),
+  and with ``--postgres`` also on a throwaway PostgreSQL (tests/postgres.py, loopback).
 
-Run: ``PYTHONPATH=.:processors python benchmarks/bench_pages.py [--rows 100000] [--features 100] [--repeat 5]``
+Run: ``PYTHONPATH=.:processors python benchmarks/bench_pages.py [--rows 100000] [--features 100] [--repeat 5] [--postgres]``
 """
 
 from __future__ import annotations
@@ -18,22 +24,28 @@ import argparse
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # tests.postgres for --postgres
 
 from bench_compute import make_data  # noqa: E402
 
-from otel_ml_processor.compute import engine  # noqa: E402
+from otel_ml_processor.clean.records import PredictionRecord  # noqa: E402
+from otel_ml_processor.compute import engine, persist  # noqa: E402
 from otel_ml_processor.compute.engine import ModelSpec, compute_model_metrics  # noqa: E402
 from otel_ml_processor.compute.histograms import feature_histograms  # noqa: E402
 from otel_ml_processor.compute.reference import ReferenceData, prepare_reference  # noqa: E402
+from otel_ml_processor.compute.manager import Snapshot  # noqa: E402
 from otel_ml_processor.compute.window import WindowData  # noqa: E402
+from otel_ml_processor.export.pages.database_source import DatabaseSource  # noqa: E402
 from otel_ml_processor.export.pages.render import PageOptions, render_index, render_model  # noqa: E402
-from otel_ml_processor.export.pages.source import ModelSnapshot  # noqa: E402
+from otel_ml_processor.export.pages.source import ComputerSource, ModelSnapshot  # noqa: E402
+from otel_ml_processor.store.database import Database, SnapshotRow  # noqa: E402
 
 
 def with_categories(feats: dict, every: int, seed: int, shift: bool) -> dict:
@@ -59,11 +71,51 @@ def ms(times: list) -> str:
     return f"median {statistics.median(times) * 1000:.1f} ms, min {min(times) * 1000:.1f} ms"
 
 
+def bench_database(url: str, what: str, metrics, repeat: int, versions: int = 100) -> None:
+    """The pages of a replica ("b") for versions another replica ("a") computed and stored."""
+    owner, reader = Database(url, replica="a"), Database(url, replica="b")
+    now = time.time()
+    names = [f"model-{i:03d}" for i in range(versions)]
+    owner.insert_predictions([PredictionRecord(model=n, model_version="1", prediction_id="p", task="classification",
+                                               time=now, features={"x": 1.0}, output_label="1") for n in names], now)
+    text = persist.dump(metrics)
+    owner.save_snapshots([SnapshotRow(n, "1", "a", now, 0.5, text) for n in names])
+    local = Snapshot(models={("local", "1"): metrics}, computed_at={("local", "1"): now}, durations={("local", "1"): 0.5})
+    mine = ComputerSource(lambda: local, owner="b")
+    opts = PageOptions(stale_after=45.0)
+
+    def page(source: DatabaseSource, model: str) -> str:   # what Pages.model does
+        snap = source.latest(model)
+        return render_model(snap, [v for m, v in source.keys() if m == model], opts)
+
+    _, t_read = timed(lambda: reader.latest_snapshot(names[0], "1"), repeat * 4)
+    _, t_decode = timed(lambda: persist.load(text), repeat * 4)
+    _, t_stamps = timed(reader.snapshot_stamps, repeat * 4)
+    cold = [timed(lambda: page(DatabaseSource(reader, mine), names[i % versions]), 1)[1][0] for i in range(repeat * 4)]
+    warm_source = DatabaseSource(reader, mine)
+    page(warm_source, names[0])
+    _, warm = timed(lambda: page(warm_source, names[0]), repeat * 4)
+    _, own = timed(lambda: page(warm_source, "local"), repeat * 4)
+    index_cold = [timed(lambda: render_index(DatabaseSource(reader, mine).models(), opts), 1)[1][0]
+                  for _ in range(max(2, repeat // 2))]
+    warm_source.models()
+    _, index_warm = timed(lambda: render_index(warm_source.models(), opts), repeat)
+    print(f"{what}: snapshot {len(text) / 1024:.0f} KiB of JSON; latest_snapshot (read) {ms(t_read)}; "
+          f"persist.load (decode) {ms(t_decode)}; snapshot_stamps of {versions + 1} versions {ms(t_stamps)}")
+    print(f"{what}: /models/<name> of another replica's version: first after its compute cycle {ms(cold)}, "
+          f"cached {ms(warm)}; of this replica's own {ms(own)}")
+    print(f"{what}: / over {versions} other replicas' versions + 1 own: first after their cycle {ms(index_cold)}, "
+          f"cached {ms(index_warm)}")
+    owner.close()
+    reader.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--features", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--postgres", action="store_true", help="also on a throwaway PostgreSQL (Debian's postgresql)")
     a = ap.parse_args()
     n = a.rows
     rf, rpred, rscore, rlabel, _ = make_data(n, a.features, 1, 0.0)
@@ -112,6 +164,14 @@ def main() -> None:
     print(f"render_model ({len(metrics.drift)} drift rows, {charts} charts, {len(page) / 1024:.0f} KiB): "
           f"{ms(t_page)} (target < 200 ms)")
     print(f"render_index (100 model versions, {len(index) / 1024:.0f} KiB): {ms(t_index)}")
+
+    with tempfile.TemporaryDirectory(prefix="otel-ml-bench-pages-") as tmp:
+        bench_database(f"sqlite:///{tmp}/otel-ml.db", "SQLite", metrics, a.repeat)
+    if a.postgres:
+        from tests.postgres import PostgresCluster  # noqa: PLC0415
+
+        with PostgresCluster(fsync=True) as pg:
+            bench_database(pg.create_database("bench"), "PostgreSQL", metrics, a.repeat)
 
 
 if __name__ == "__main__":

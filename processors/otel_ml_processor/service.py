@@ -149,8 +149,9 @@ class ProcessorService:
         self.computer = Computer(config, self.db, self.windows, self.counters)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(MLCollector(self.counters, lambda: self.computer.snapshot))
-        # /metrics, probes and model pages; TLS and basic auth from prometheus.web_config_file
-        self.web = web_endpoint(config, self.registry, lambda: self.ready, lambda: self.computer.snapshot)
+        # /metrics, probes and model pages (every replica's models, from the database on PostgreSQL);
+        # TLS and basic auth from prometheus.web_config_file
+        self.web = web_endpoint(config, self.registry, lambda: self.ready, lambda: self.computer.snapshot, self.db)
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otel-ml-writer")
         self.pool = None
         self.handlers = Handlers(self.chain, self.counters, self.writer, None, config.receiver.max_request_bytes,

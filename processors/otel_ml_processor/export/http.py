@@ -6,8 +6,10 @@ and while shutting down.
 
 With ``prometheus.pages`` (the default) it also serves ``/`` (the models) and
 ``/models/<name>`` (``?version=V``; the latest version without it), rendered from the last
-computed snapshots (:mod:`.pages`); they are rendered on a worker thread, off the event loop
-that also runs the receivers.
+computed snapshots (:mod:`.pages`): on PostgreSQL every replica's, from the shared database
+(:class:`~.pages.database_source.DatabaseSource`: one base URL behind a load balancer serves
+every model), on SQLite the processor's own. They are read and rendered on a worker thread,
+off the event loop that also runs the receivers.
 
 With ``prometheus.web_config_file`` (:mod:`.webconfig`) every path but the two probes needs
 basic auth; a missing or wrong password gets 401 with ``WWW-Authenticate: Basic``, which a
@@ -18,6 +20,7 @@ Example::
     app = metrics_app(registry, is_ready=lambda: service.ready)
     app = metrics_app(registry, is_ready, pages=Pages(ComputerSource(lambda: computer.snapshot)),
                       web_state=WebConfigState(WebConfig.load("web.yml")))
+    endpoint = web_endpoint(config, registry, is_ready, lambda: computer.snapshot, db)
 """
 
 from __future__ import annotations
@@ -32,14 +35,16 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from otel_ml_processor.config import Config
+from otel_ml_processor.export.pages.database_source import DatabaseSource
 from otel_ml_processor.export.pages.render import (
     PageOptions, page_options, render_index, render_model, render_not_found,
 )
 from otel_ml_processor.export.pages.source import ComputerSource, SnapshotSource
 from otel_ml_processor.export.pages.theme import CSP
 from otel_ml_processor.export.webconfig import WebConfig, WebConfigState
+from otel_ml_processor.store.database import Database
 
-__all__ = ["metrics_app", "web_endpoint", "WebEndpoint", "Pages", "PROBE_PATHS"]
+__all__ = ["metrics_app", "web_endpoint", "page_source", "WebEndpoint", "Pages", "PROBE_PATHS"]
 
 #: Paths that never need a password (they only say whether the process serves).
 PROBE_PATHS = frozenset({"/-/healthy", "/-/ready"})
@@ -72,13 +77,12 @@ class Pages:
         name = request.match_info["name"]
         version = request.query.get("version") or None
 
-        def render() -> tuple:
+        def render() -> tuple:   # reads the source (maybe the database): on a worker thread
             snap = self.source.latest(name, version)
-            versions = [s.version for s in self.source.models() if s.model == name]
+            keys = self.source.keys()
             if snap is None:
-                known = list(dict.fromkeys(s.model for s in self.source.models()))
-                return render_not_found(name, version, known), 404
-            return render_model(snap, versions, self.options), 200
+                return render_not_found(name, version, list(dict.fromkeys(m for m, _v in keys))), 404
+            return render_model(snap, [v for m, v in keys if m == name], self.options), 200
 
         text, status = await asyncio.get_running_loop().run_in_executor(None, render)
         return self._html(text, status)
@@ -135,13 +139,23 @@ class WebEndpoint:
         return "https" if self.ssl_context is not None else "http"
 
 
+def page_source(snapshot: Callable[[], object], db: Optional[Database] = None) -> SnapshotSource:
+    """Where the pages read: on PostgreSQL (replicas may share it) every version in the database,
+    this replica's own from ``snapshot``; on SQLite (one processor), or without a database, only
+    ``snapshot``, the compute thread's last one."""
+    if db is None or db.dialect == "sqlite":
+        return ComputerSource(snapshot)
+    return DatabaseSource(db, ComputerSource(snapshot, owner=db.replica))
+
+
 def web_endpoint(config: Config, registry: CollectorRegistry, is_ready: Callable[[], bool],
-                 snapshot: Callable[[], object]) -> WebEndpoint:
-    """The web port as the config has it: pages on ``prometheus.pages``, TLS and basic auth from
-    ``prometheus.web_config_file`` (a bad file raises ConfigError: the processor does not start)."""
+                 snapshot: Callable[[], object], db: Optional[Database] = None) -> WebEndpoint:
+    """The web port as the config has it: pages on ``prometheus.pages`` (from :func:`page_source`),
+    TLS and basic auth from ``prometheus.web_config_file`` (a bad file raises ConfigError: the
+    processor does not start)."""
     state, ssl_ctx = None, None
     if config.prometheus.web_config_file:
         state = WebConfigState(WebConfig.load(config.resolve_path(config.prometheus.web_config_file)))
         ssl_ctx = state.server_ssl_context()
-    pages = Pages(ComputerSource(snapshot), page_options(config)) if config.prometheus.pages else None
+    pages = Pages(page_source(snapshot, db), page_options(config)) if config.prometheus.pages else None
     return WebEndpoint(metrics_app(registry, is_ready, pages, state), ssl_ctx)

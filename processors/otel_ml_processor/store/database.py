@@ -26,6 +26,7 @@ Example::
     result.inserted, result.duplicates, result.joined, result.ids
     [(v.model, v.model_version, v.owner) for v in db.model_owners()]
     db.latest_snapshot("churn", "3")        # SnapshotRow(owner, computed_at, metrics JSON, ...)
+    db.snapshot_stamps()                    # {(model, version): (owner, computed_at, duration)}
 """
 
 from __future__ import annotations
@@ -521,6 +522,14 @@ class Database:
             r = conn.execute(select(_MS).where(_MS.c.model == model, _MS.c.model_version == version)).first()
         return None if r is None else SnapshotRow(r.model, r.model_version, r.owner, r.computed_at, r.duration,
                                                   r.metrics)
+
+    def snapshot_stamps(self) -> dict:
+        """When each stored snapshot was computed and by whom, without its metrics (cheap: what a
+        reader caching decoded snapshots by ``computed_at`` checks first):
+        ``{(model, model_version): (owner, computed_at, duration)}``."""
+        with self.engine.connect() as conn:
+            return {(m, v): (o, c, d) for m, v, o, c, d in conn.execute(select(
+                _MS.c.model, _MS.c.model_version, _MS.c.owner, _MS.c.computed_at, _MS.c.duration))}
 
     def _rows(self, stmt) -> list:
         """Every column of the predictions ``stmt`` selects, with their joined label, as dicts."""

@@ -33,7 +33,10 @@ from otel_ml_processor.export.pages.svg import histogram_svg, interval_svg, numb
 from otel_ml_processor.export.pages.theme import CSP, CSS
 
 __all__ = ["PageOptions", "page_options", "hidden_features", "render_index", "render_model", "render_not_found", "drift_order", "ANCHORS",
-           "DEFAULT_DOCS_URL", "docs_url_from_env"]
+           "DEFAULT_DOCS_URL", "docs_url_from_env", "STALE_INTERVALS", "is_stale"]
+
+#: A snapshot older than this many compute intervals is marked stale (its computing replica may be down).
+STALE_INTERVALS = 3
 
 #: Where the docs live unless ``$OTEL_ML_DOCS_URL`` says otherwise (ends with a slash).
 DEFAULT_DOCS_URL = "https://github.com/otel-ml/otel-ml/blob/main/docs/"
@@ -59,7 +62,7 @@ def hidden_features(rules: Iterable) -> frozenset:
 def page_options(config, offline: bool = False) -> "PageOptions":
     """The pages' options for a processor :class:`~otel_ml_processor.config.Config`."""
     return PageOptions(docs_url=docs_url_from_env(), hidden_features=hidden_features(config.anonymization.rules),
-                       offline=offline)
+                       offline=offline, stale_after=None if offline else STALE_INTERVALS * config.compute.interval)
 
 
 def docs_url_from_env() -> str:
@@ -76,6 +79,8 @@ class PageOptions:
     offline: bool = False
     #: "now" for "computed N s ago" (None: the clock)
     now: Optional[float] = None
+    #: seconds after which a snapshot is marked stale (None: never, as in an offline report)
+    stale_after: Optional[float] = None
 
 
 # --- small pieces ---------------------------------------------------------------------------------
@@ -94,13 +99,22 @@ def _pct(v: Optional[float]) -> str:
     return "—" if v is None or not math.isfinite(v) else f"{100 * v:.2f} %"
 
 
+def _duration(seconds: float) -> str:
+    return (f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200
+            else f"{seconds / 3600:.1f} h")
+
+
 def _when(ts: Optional[float], now: float) -> str:
     if ts is None:
         return "—"
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
-    ago = max(0.0, now - ts)
-    rel = f"{ago:.0f} s ago" if ago < 120 else f"{ago / 60:.0f} min ago" if ago < 7200 else f"{ago / 3600:.1f} h ago"
-    return f'{stamp} <span class="muted">({rel})</span>'
+    return f'{stamp} <span class="muted">({_duration(max(0.0, now - ts))} ago)</span>'
+
+
+def is_stale(s: ModelSnapshot, now: float, options: "PageOptions") -> bool:
+    """Older than ``options.stale_after``: its figures are the last its replica computed, and
+    that replica may be down."""
+    return options.stale_after is not None and s.computed_at is not None and now - s.computed_at > options.stale_after
 
 
 def _page(title: str, body: str) -> str:
@@ -178,22 +192,29 @@ def render_index(snapshots: list, options: PageOptions = PageOptions()) -> str:
     now = time.time() if options.now is None else options.now
     rows = []
     latest_seen: set = set()
+    owners = any(s.owner for s in snapshots)   # several replicas: who computed each version
     for s in snapshots:
         m = s.metrics
         first = s.model not in latest_seen
         latest_seen.add(s.model)
         link = _model_href(s.model) if first else _model_href(s.model, s.version)
         name = f'<a href="{_e(link)}">{_e(s.model)}</a>' if not options.offline else _e(s.model)
+        stale = is_stale(s, now, options)
         rows.append(
-            f"<tr><td>{name}</td><td>{_e(s.version)}{'' if first else ' <span class=muted>(older)</span>'}</td>"
+            f'<tr data-model="{_e(s.model)}" data-version="{_e(s.version)}" data-owner="{_e(s.owner or "")}" '
+            f'data-stale="{int(stale)}"><td>{name}</td>'
+            f"<td>{_e(s.version)}{'' if first else ' <span class=muted>(older)</span>'}</td>"
             f'<td class="num">{number(m.window_predictions)}</td><td class="num">{number(m.window_labeled)}</td>'
-            f'<td class="num">{_pct(m.ood_ratio)}</td><td>{_when(s.computed_at, now)}</td><td>{_flag_text(m)}</td></tr>')
+            f'<td class="num">{_pct(m.ood_ratio)}</td><td>{_when(s.computed_at, now)}'
+            + (' <span class="flag">stale</span>' if stale else "") + "</td>"
+            + (f"<td>{_e(s.owner or '—')}</td>" if owners else "") + f"<td>{_flag_text(m)}</td></tr>")
     table = ("<p class=muted>No model has been computed yet: the first predictions create a model's window; its metrics "
              "appear after the next compute cycle.</p>" if not rows else
              '<div class="scroll"><table><thead><tr><th>model</th><th>version</th>'
              f'<th class="num">window{_def(options, "window")}</th><th class="num">labeled{_def(options, "window")}</th>'
              f'<th class="num">OOD{_def(options, "ood")}</th><th>last compute</th>'
-             f'<th>flagged now{_def(options, "drift_detected")}</th></tr></thead><tbody>'
+             + ("<th>computed by</th>" if owners else "")
+             + f'<th>flagged now{_def(options, "drift_detected")}</th></tr></thead><tbody>'
              + "".join(rows) + "</tbody></table></div>")
     return _page("otel-ml models", f"<h1>otel-ml: models</h1>{table}")
 
@@ -326,6 +347,15 @@ def _quality_section(s: ModelSnapshot, o: PageOptions) -> str:
             f"<tbody>{rows}</tbody></table></div>")
 
 
+def _stale_note(s: ModelSnapshot, now: float, o: PageOptions) -> str:
+    if not is_stale(s, now, o):
+        return ""
+    who = (f"the replica that computed it, {_e(s.owner)}, may be down or no longer own this version"
+           if s.owner else "the processor's compute cycle may be stuck or failing (see its log)")
+    return (f'<p class="flag" id="stale" data-stale="1">Stale: computed {_duration(now - s.computed_at)} ago, '
+            f"more than {_duration(o.stale_after)} ({STALE_INTERVALS} compute intervals): {who}. These are its last figures.</p>")
+
+
 def render_model(s: ModelSnapshot, versions: Iterable[str] = (), options: PageOptions = PageOptions()) -> str:
     """One model version's page (``/models/<name>``; the same page is the offline report)."""
     now = time.time() if options.now is None else options.now
@@ -335,11 +365,11 @@ def render_model(s: ModelSnapshot, versions: Iterable[str] = (), options: PageOp
     if not o.offline:
         links = " ".join(f'<a href="{_e(_model_href(s.model, v, "../"))}">{_e(v)}</a>' for v in others)
         nav = ('<nav><a href="../">all models</a>' + (f' · other versions: {links}' if links else "") + "</nav>")
-    owner = f" · computed by {_e(s.owner)}" if s.owner else ""
+    owner = f' · computed by <span data-owner="{_e(s.owner)}">{_e(s.owner)}</span>' if s.owner else ""
     took = f" in {s.compute_seconds:.3f} s" if s.compute_seconds is not None else ""
     head = (f"{nav}<h1>{_e(s.model)} <span class=\"muted\">version {_e(s.version)}</span></h1>"
             f'<p class="muted">last compute: {_when(s.computed_at, now)}{took}{owner}'
-            + (" · offline report" if o.offline else "") + "</p>")
+            + (" · offline report" if o.offline else "") + "</p>" + _stale_note(s, now, o))
     body = (head + _cards(s, now, o) + _drift_section(s, o) + _performance_section(s, o) + _fairness_section(s, o)
             + _quality_section(s, o))
     return _page(f"{s.model} {s.version} · otel-ml", body)

@@ -1,12 +1,13 @@
 """Where the pages read computed metrics from: a small typed interface, :class:`SnapshotSource`.
 
 The pages never compute. They read the last computed :class:`ModelSnapshot` of a (model,
-version) from a source. Two sources exist or are planned:
+version) from a source. Two sources exist:
 
-- :class:`ComputerSource`: the local compute thread's last snapshot (one replica, or the
-  models this replica owns);
-- a database-backed source, once snapshots are persisted (several replicas: any replica serves
-  any model's page from the owner's last snapshot). It only has to implement the two methods.
+- :class:`ComputerSource`: the local compute thread's last snapshot (one processor on SQLite,
+  or the models this replica owns);
+- :class:`~.database_source.DatabaseSource`: every model version in the shared database, from
+  its owner's last snapshot (several replicas on PostgreSQL: any replica serves any model's
+  page), and this replica's own versions from its local snapshot.
 
 "Latest version" of a model: the greatest version string in natural order (``"10"`` after
 ``"9"``, ``"v2"`` after ``"v1"``, digits compared as numbers).
@@ -16,6 +17,7 @@ Example::
     source = ComputerSource(lambda: computer.snapshot)
     for snap in source.models():
         print(snap.model, snap.version, snap.metrics.window_predictions)
+    source.keys()                     # [("churn", "3"), ("churn", "2"), ...]: nothing decoded
     source.latest("churn")            # its latest version, or None
     source.latest("churn", "3")       # version 3
 """
@@ -28,7 +30,7 @@ from typing import Callable, Optional, Protocol, runtime_checkable
 
 from otel_ml_processor.compute.engine import ModelMetrics
 
-__all__ = ["ModelSnapshot", "SnapshotSource", "ComputerSource", "version_key", "latest_version"]
+__all__ = ["ModelSnapshot", "SnapshotSource", "ComputerSource", "version_key", "latest_version", "sorted_keys"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,11 @@ class ModelSnapshot:
 class SnapshotSource(Protocol):
     def models(self) -> list:
         """Every (model, version) with a computed snapshot: a list of :class:`ModelSnapshot`,
-        sorted by model, then version (latest first)."""
+        sorted by model, then version (latest first). For ``/``: a source may leave out of
+        ``metrics`` what ``/`` does not show (it keeps the window counts, OOD ratio and drift)."""
+
+    def keys(self) -> list:
+        """The (model, version) pairs of :meth:`models`, in its order, without reading any metrics."""
 
     def latest(self, model: str, version: Optional[str] = None) -> Optional[ModelSnapshot]:
         """The snapshot of ``model`` at ``version`` (None: its latest version); None when there is none."""
@@ -66,6 +72,13 @@ def latest_version(versions) -> Optional[str]:
     return max(versions, key=version_key) if versions else None
 
 
+def sorted_keys(keys) -> list:
+    """(model, version) pairs by model, each model's latest version first."""
+    out = sorted(keys, key=lambda k: version_key(k[1]), reverse=True)
+    out.sort(key=lambda k: k[0])   # stable
+    return out
+
+
 class ComputerSource:
     """A :class:`SnapshotSource` over the compute thread's last snapshot
     (``compute.manager.Snapshot``: ``models``, ``computed_at``, ``durations`` keyed by (model, version))."""
@@ -80,9 +93,10 @@ class ComputerSource:
 
     def models(self) -> list:
         snap = self._snapshot()
-        keys = sorted(snap.models, key=lambda k: version_key(k[1]), reverse=True)
-        keys.sort(key=lambda k: k[0])   # stable: by model, each model's latest version first
-        return [self._view(snap, key) for key in keys]
+        return [self._view(snap, key) for key in sorted_keys(snap.models)]
+
+    def keys(self) -> list:
+        return sorted_keys(self._snapshot().models)
 
     def latest(self, model: str, version: Optional[str] = None) -> Optional[ModelSnapshot]:
         snap = self._snapshot()
