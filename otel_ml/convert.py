@@ -127,7 +127,7 @@ def summarize(key: str, value: Any) -> Dict[str, Any]:
     """Summary attributes of an array-like value: ``.size`` and, for numbers, ``.mean/.min/.max``."""
     out: Dict[str, Any] = {}
     try:
-        import numpy as np  # noqa: PLC0415 - only when a non-scalar feature shows up
+        import numpy as np  # only when a non-scalar feature shows up
 
         arr = np.asarray(value)
         out[key + sc.FEATURE_SUMMARY_SIZE] = int(arr.size)

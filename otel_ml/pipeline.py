@@ -52,7 +52,7 @@ def active() -> Optional["MLPipeline"]:
 
 
 def _set_active(pipe: Optional["MLPipeline"]) -> None:
-    global _active  # noqa: PLW0603 - one process-wide pipeline, set by instrument()/uninstrument()
+    global _active  # one process-wide pipeline, set by instrument()/uninstrument()
     _active = pipe
 
 
@@ -69,7 +69,7 @@ class LoggerSink:
         self._logger = logger_provider.get_logger(sc.INSTRUMENTATION_NAME, __version__)
 
     def put(self, records: list) -> None:
-        from otel_ml.decode import emit_records  # noqa: PLC0415 - only this option needs the proto parser
+        from otel_ml.decode import emit_records  # only this option needs the proto parser
 
         emit_records(self._logger, records)
 
@@ -110,7 +110,7 @@ class MLPipeline:
         else:
             resource = _resource_of(tracer_provider or trace.get_tracer_provider())
             if sender is None:
-                from otel_ml import senders  # noqa: PLC0415
+                from otel_ml import senders
 
                 sender = senders.ExporterSender(log_exporter) if log_exporter is not None else senders.sender_from_env()
             if config.buffer_path == "":
@@ -156,20 +156,20 @@ class MLPipeline:
         if not isinstance(get_logger_provider(), LoggerProvider):
             return                   # no SDK configured: nowhere to send them
         try:
-            from opentelemetry.instrumentation.logging import LoggingInstrumentor  # noqa: PLC0415
+            from opentelemetry.instrumentation.logging import LoggingInstrumentor
         except ImportError:
-            LoggingInstrumentor = None  # noqa: N806
+            LoggingInstrumentor = None
         if LoggingInstrumentor is not None:
             instrumentor = LoggingInstrumentor()
             if not instrumentor.is_instrumented_by_opentelemetry:
                 instrumentor.instrument()
                 self._logging_instrumentor = instrumentor
             return
-        import warnings  # noqa: PLC0415
+        import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            from opentelemetry.sdk._logs import LoggingHandler  # noqa: PLC0415
+            from opentelemetry.sdk._logs import LoggingHandler
 
             self._handler = LoggingHandler(level=logging.NOTSET, logger_provider=get_logger_provider())
         root.addHandler(self._handler)   # the app's own logger levels decide what is bridged

@@ -37,7 +37,7 @@ from otel_ml.instrumentation.adapters import Explicit, ExplicitAdapter
 _ADAPTER = ExplicitAdapter()
 
 
-class monitor_predict:  # noqa: N801 - used like a function (decorator / context manager)
+class monitor_predict:  # used like a function (decorator / context manager)
     """Record one predict call of model ``model_name`` / ``model_version`` (see module docs)."""
 
     def __init__(self, model_name: Optional[str] = None, model_version: Optional[str] = None, *,

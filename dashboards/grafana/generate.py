@@ -55,8 +55,8 @@ from grafana_foundation_sdk.models import prometheus as pm
 if __package__ in (None, ""):  # run as a script: import this checkout's packages, not an installed copy
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dashboards.prometheus.generate import FAIRNESS_PVALUE_ADJUSTED, load_thresholds  # noqa: E402
-from dashboards.promql import (  # noqa: E402
+from dashboards.prometheus.generate import FAIRNESS_PVALUE_ADJUSTED, load_thresholds
+from dashboards.promql import (
     INSTANCE,
     JOB,
     LE,
@@ -71,7 +71,7 @@ from dashboards.promql import (  # noqa: E402
     not_match,
     sel,
 )
-from otel_ml import semconv as sc  # noqa: E402
+from otel_ml import semconv as sc
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parents[1] / "docs" / "dashboards.md"

@@ -130,14 +130,14 @@ class MLInstrumentor(BaseInstrumentor):
                 self._wrap(owner, name, wrappers[name] if name in wrappers else silencer)
 
     def _patch_sklearn(self, recorder: Recorder) -> None:
-        from sklearn.pipeline import Pipeline  # noqa: PLC0415
-        from sklearn.utils import all_estimators  # noqa: PLC0415
+        from sklearn.pipeline import Pipeline
+        from sklearn.utils import all_estimators
 
         classes = [cls for _, cls in all_estimators()] + [Pipeline]
         self._patch_estimators(recorder, classes, SklearnAdapter("sklearn"))
 
     def _patch_xgboost(self, recorder: Recorder) -> None:
-        from xgboost import core, sklearn  # noqa: PLC0415
+        from xgboost import core, sklearn
 
         classes = [getattr(sklearn, n) for n in ("XGBModel", "XGBClassifier", "XGBRegressor", "XGBRanker",
                                                   "XGBRFClassifier", "XGBRFRegressor") if hasattr(sklearn, n)]
@@ -147,7 +147,7 @@ class MLInstrumentor(BaseInstrumentor):
             self._wrap(core.Booster, method, recorder.wrapper(booster, method))
 
     def _patch_lightgbm(self, recorder: Recorder) -> None:
-        from lightgbm import basic, sklearn  # noqa: PLC0415
+        from lightgbm import basic, sklearn
 
         classes = [getattr(sklearn, n) for n in ("LGBMModel", "LGBMClassifier", "LGBMRegressor", "LGBMRanker")
                    if hasattr(sklearn, n)]
@@ -155,7 +155,7 @@ class MLInstrumentor(BaseInstrumentor):
         self._wrap(basic.Booster, "predict", recorder.wrapper(LightGBMBoosterAdapter(), "predict"))
 
     def _patch_onnxruntime(self, recorder: Recorder) -> None:
-        from onnxruntime.capi.onnxruntime_inference_collection import InferenceSession, Session  # noqa: PLC0415
+        from onnxruntime.capi.onnxruntime_inference_collection import InferenceSession, Session
 
         owner = _defining_class(InferenceSession, "run") or Session
         self._wrap(owner, "run", recorder.wrapper(OnnxAdapter(), "run"))

@@ -173,7 +173,7 @@ class SklearnAdapter(Adapter):
         if task is None:
             task = None
             try:
-                from sklearn.base import is_classifier, is_regressor  # noqa: PLC0415
+                from sklearn.base import is_classifier, is_regressor
 
                 if is_classifier(instance):
                     task = sc.TASK_CLASSIFICATION

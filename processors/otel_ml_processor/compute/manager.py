@@ -64,7 +64,7 @@ def model_spec(m: ModelConfig, config: Config) -> ModelSpec:
 
 def check_drift_methods(config: Config) -> None:
     """Every configured drift method must exist: a typo is an error at start, naming the known ones."""
-    from otel_ml_processor.stats.registry import builtin_tests  # noqa: PLC0415
+    from otel_ml_processor.stats.registry import builtin_tests
 
     known = {sc.METHOD_AUTO, *builtin_tests()}
     for i, m in enumerate(config.models):

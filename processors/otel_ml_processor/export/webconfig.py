@@ -330,7 +330,7 @@ class WebConfigState:
     # --- basic auth ------------------------------------------------------------------------------
 
     def _check(self, cfg: WebConfig, user: str, password: str) -> bool:
-        import bcrypt  # noqa: PLC0415
+        import bcrypt
 
         hashed = cfg.users.get(user)
         known = hashed is not None

@@ -256,7 +256,7 @@ class DriftTest:
 
 def builtin_tests() -> dict[str, DriftTest]:
     """The registry of every built-in test, by name (a fresh dict: callers may extend it)."""
-    from otel_ml_processor.stats import chi2, jensenshannon, ks, psi, wasserstein  # noqa: PLC0415
+    from otel_ml_processor.stats import chi2, jensenshannon, ks, psi, wasserstein
 
     return {t.name: t for t in (ks.TEST, psi.TEST, jensenshannon.TEST, wasserstein.TEST, chi2.TEST)}
 

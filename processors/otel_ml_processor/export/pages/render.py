@@ -135,8 +135,8 @@ def _model_href(model: str, version: Optional[str] = None, prefix: str = "") -> 
 # --- drift ordering -------------------------------------------------------------------------------
 
 def _default_threshold(method: str) -> float:
-    from otel_ml_processor.stats.multivariate import DEFAULT_THRESHOLD  # noqa: PLC0415
-    from otel_ml_processor.stats.registry import builtin_tests  # noqa: PLC0415
+    from otel_ml_processor.stats.multivariate import DEFAULT_THRESHOLD
+    from otel_ml_processor.stats.registry import builtin_tests
 
     if method == sc.METHOD_PCA_RECONSTRUCTION:
         return DEFAULT_THRESHOLD
