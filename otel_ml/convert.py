@@ -207,12 +207,13 @@ def merge_columns(parts: Sequence[Features]) -> Features:
     """Side-by-side tables of the same rows (one per model input) as one table."""
     if len(parts) == 1:
         return parts[0]
-    if any(p.columns is None for p in parts):
+    tables = [p.columns for p in parts if p.columns is not None]
+    if len(tables) < len(parts):
         dict_rows = [p.as_dicts() for p in parts]
         return Features(None, [{k: v for d in row for k, v in d.items()} for row in zip(*dict_rows)])
-    names = [n for p in parts for n in p.columns.names]
+    names = [n for c in tables for n in c.names]
     rows = [[v for r in row for v in r] for row in zip(*(p.rows for p in parts))]
-    return Features(columns(names, [f for p in parts for f in p.columns.float_columns]), rows)
+    return Features(columns(names, [f for c in tables for f in c.float_columns]), rows)
 
 
 def to_list(values: Any) -> list:

@@ -104,7 +104,6 @@ class MLPipeline:
         self.config = config
         self.encoder = EventEncoder()
         self.outbox: Optional[Outbox] = None
-        self.recorder: Optional[Recorder] = None
         if logger_provider is not None:
             sink: Any = LoggerSink(logger_provider)
         else:
@@ -125,7 +124,7 @@ class MLPipeline:
                 export_interval_ms=config.export_interval_ms, batch_size=config.export_batch_size,
                 shutdown_timeout_ms=config.shutdown_timeout_ms, on_dropped=self._on_dropped)
         self.sink = sink
-        self.recorder = Recorder(config, sink=sink, encoder=self.encoder, tracer_provider=tracer_provider,
+        self.recorder: Recorder = Recorder(config, sink=sink, encoder=self.encoder, tracer_provider=tracer_provider,
                                  meter_provider=meter_provider, model_hook=model_hook, id_hook=id_hook)
         self._handler: Optional[logging.Handler] = None
         self._logging_instrumentor: Any = None
@@ -140,8 +139,9 @@ class MLPipeline:
         self.sink.put([self.encoder.event(event_name, attributes, time_ns=time_ns, trace=trace_ids)])
 
     def _on_dropped(self, n: int) -> None:
-        if self.recorder is not None:
-            self.recorder.dropped.add(n, {sc.ML_DROP_REASON: sc.DROP_BUFFER_FULL})
+        recorder: Optional[Recorder] = getattr(self, "recorder", None)   # None while __init__ builds the outbox
+        if recorder is not None:
+            recorder.dropped.add(n, {sc.ML_DROP_REASON: sc.DROP_BUFFER_FULL})
 
     def _bridge_logging(self) -> None:
         """Send Python ``logging`` records to the service's OTel LoggerProvider (once).
@@ -158,8 +158,8 @@ class MLPipeline:
         try:
             from opentelemetry.instrumentation.logging import LoggingInstrumentor
         except ImportError:
-            LoggingInstrumentor = None
-        if LoggingInstrumentor is not None:
+            pass                     # not installed: the SDK's own handler below
+        else:
             instrumentor = LoggingInstrumentor()
             if not instrumentor.is_instrumented_by_opentelemetry:
                 instrumentor.instrument()

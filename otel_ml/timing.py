@@ -75,7 +75,7 @@ class monitor_predict:  # used like a function (decorator / context manager)
         pipe = pipeline.active()
         if pipe is None or not is_instrumentation_enabled():
             return
-        annot = calls.annotations.get()
+        annot = calls.current_annotations.get()
         merged = calls.Annotations(
             ids=annot.ids if annot else None, segments=annot.segments if annot else None,
             model_name=(annot.model_name if annot and annot.model_name else None) or self.model_name,

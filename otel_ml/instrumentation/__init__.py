@@ -47,10 +47,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable, Collection, List, Tuple
+from typing import Any, Callable, Collection, List, Optional, Tuple
 
 import wrapt
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+# mypy 2.4 sees none of this module's names when it is imported from site-packages (checked on
+# its own it is clean), so BaseInstrumentor is Any to it
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
 
 from otel_ml import pipeline as _pipeline
@@ -92,21 +94,21 @@ class MLInstrumentor(BaseInstrumentor):
             config, tracer_provider=kwargs.get("tracer_provider"), meter_provider=kwargs.get("meter_provider"),
             logger_provider=kwargs.get("logger_provider"), log_exporter=kwargs.get("log_exporter"),
             sender=kwargs.get("sender"), model_hook=kwargs.get("model_hook"), id_hook=kwargs.get("id_hook"))
-        self.pipeline = pipe
+        self.pipeline: Optional[_pipeline.MLPipeline] = pipe
         _pipeline._set_active(pipe)
         generation = self._generation
         for module, patcher in (("sklearn", self._patch_sklearn), ("xgboost", self._patch_xgboost),
                                 ("lightgbm", self._patch_lightgbm), ("onnxruntime", self._patch_onnxruntime)):
             # Lazy: patch now if the app already imported it, else when it does (wrapt's hook).
-            wrapt.register_post_import_hook(self._hook(module, patcher, generation), module)
+            wrapt.register_post_import_hook(self._hook(module, patcher, generation, pipe.recorder), module)
 
-    def _hook(self, module: str, patcher: Callable, generation: int) -> Callable:
+    def _hook(self, module: str, patcher: Callable, generation: int, recorder: Recorder) -> Callable:
         def on_import(mod: Any) -> None:
             if generation != self._generation or module in self._done:
                 return          # a hook left from an earlier instrument(): do nothing
             self._done.add(module)
             try:
-                patcher(self.pipeline.recorder)
+                patcher(recorder)
             except Exception:  # noqa: BLE001 - a framework we cannot patch must not break the app
                 _log.exception("otel-ml: could not instrument %s", module)
 
@@ -169,7 +171,8 @@ class MLInstrumentor(BaseInstrumentor):
         pipe = self.pipeline
         _pipeline._set_active(None)
         self.pipeline = None
-        pipe.shutdown()
+        if pipe is not None:
+            pipe.shutdown()
 
     # Convenience for apps and tests ----------------------------------------------------------------
     def force_flush(self, timeout_millis: int = 30000) -> bool:
