@@ -111,8 +111,9 @@ def build_report(config: Config, model: str, version: Optional[str] = None, prog
             models = sorted({m for m, _, _ in stored})
             raise ReportError(f"model {model!r} has no predictions in {config.storage.url}"
                               + (f" (models: {', '.join(models)})" if models else " (the database is empty)"))
-        version = latest_version(versions) if version is None else version
-        if version not in versions:
+        if version is None:
+            version = latest_version(versions)
+        if version is None or version not in versions:
             raise ReportError(f"model {model!r} has no version {version!r} (versions: {', '.join(versions)})")
         step(STAGES[1])
         now = time.time() if now is None else now

@@ -348,7 +348,7 @@ def _quality_section(s: ModelSnapshot, o: PageOptions) -> str:
 
 
 def _stale_note(s: ModelSnapshot, now: float, o: PageOptions) -> str:
-    if not is_stale(s, now, o):
+    if s.computed_at is None or o.stale_after is None or not is_stale(s, now, o):
         return ""
     who = (f"the replica that computed it, {_e(s.owner)}, may be down or no longer own this version"
            if s.owner else "the processor's compute cycle may be stuck or failing (see its log)")
