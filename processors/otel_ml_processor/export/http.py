@@ -152,7 +152,7 @@ def page_source(snapshot: Callable[[], Snapshot], db: Optional[Database] = None)
 
 
 def web_endpoint(config: Config, registry: CollectorRegistry, is_ready: Callable[[], bool],
-                 snapshot: Callable[[], object], db: Optional[Database] = None) -> WebEndpoint:
+                 snapshot: Callable[[], Snapshot], db: Optional[Database] = None) -> WebEndpoint:
     """The web port as the config has it: pages on ``prometheus.pages`` (from :func:`page_source`),
     TLS and basic auth from ``prometheus.web_config_file`` (a bad file raises ConfigError: the
     processor does not start)."""
