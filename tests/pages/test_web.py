@@ -132,7 +132,7 @@ async def _serve(app: web.Application, fn, ssl_ctx=None):
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_ctx)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     try:
         async with ClientSession() as http:
             return await fn(http, port)
