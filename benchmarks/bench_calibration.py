@@ -27,7 +27,7 @@ from otel_ml_processor.compute.engine import ModelSpec, compute_model_metrics
 from otel_ml_processor.compute.reference import ReferenceData, prepare_reference
 from otel_ml_processor.compute.window import WindowData
 
-from calibration_data import columns  # noqa: E402  (benchmarks/ is on the path when run as a script)
+from calibration_data import columns  # benchmarks/ is on the path when run as a script
 
 
 def window(features: dict) -> WindowData:

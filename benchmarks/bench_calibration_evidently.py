@@ -28,8 +28,8 @@ P_VALUE_METHODS = ("p_value", "K-S", "chi-square", "Z-test")
 
 def verdicts(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[set, bool]:
     """(columns Evidently calls drifted, its dataset-level verdict)."""
-    from evidently import Report  # noqa: PLC0415
-    from evidently.presets import DataDriftPreset  # noqa: PLC0415
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
 
     result = Report([DataDriftPreset()]).run(current, reference)
     drifted, share = set(), 0.0
@@ -49,7 +49,7 @@ def verdicts(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[set, bool]
 
 
 def main() -> None:
-    import evidently  # noqa: PLC0415
+    import evidently
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--stable", type=int, default=20)

@@ -33,11 +33,11 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "processors"))
-from benchmarks.bench_ingest import RECORDS, build_request  # noqa: E402
-from otel_ml_processor.store.database import engine_url  # noqa: E402
-from tests.collector.chain import MODELS, Chain, model_config  # noqa: E402
-from tests.postgres import PostgresCluster  # noqa: E402
-from tests.support import ProcessorProcess, grpc_export  # noqa: E402
+from benchmarks.bench_ingest import RECORDS, build_request
+from otel_ml_processor.store.database import engine_url
+from tests.collector.chain import MODELS, Chain, model_config
+from tests.postgres import PostgresCluster
+from tests.support import ProcessorProcess, grpc_export
 
 
 def send(endpoint: str, bodies: list, clients: int) -> None:

@@ -111,7 +111,7 @@ def main() -> None:
     if a.no_extras:
         return
     # the path the engine avoids: scipy per feature each cycle
-    from scipy import stats  # noqa: PLC0415
+    from scipy import stats
     k = 5
     names = list(rf)[:k]
     _, t_ks = timed(lambda: [stats.ks_2samp(rf[f], wf[f]) for f in names], 1)

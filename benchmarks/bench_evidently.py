@@ -28,9 +28,9 @@ def make_features(rows: int, features: int, seed: int, shift: float) -> pd.DataF
 
 
 def main() -> None:
-    import evidently  # noqa: PLC0415
-    from evidently import Report  # noqa: PLC0415
-    from evidently.presets import DataDriftPreset  # noqa: PLC0415
+    import evidently
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)

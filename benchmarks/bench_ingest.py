@@ -30,8 +30,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from otel_ml import semconv as sc  # noqa: E402
-from tests.support import ProcessorProcess, wait_for  # noqa: E402
+from otel_ml import semconv as sc
+from tests.support import ProcessorProcess, wait_for
 
 RECORDS, FEATURES = 512, 20
 

@@ -33,19 +33,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # tests.postgres for --postgres
 
-from bench_compute import make_data  # noqa: E402
+from bench_compute import make_data
 
-from otel_ml_processor.clean.records import PredictionRecord  # noqa: E402
-from otel_ml_processor.compute import engine, persist  # noqa: E402
-from otel_ml_processor.compute.engine import ModelSpec, compute_model_metrics  # noqa: E402
-from otel_ml_processor.compute.histograms import feature_histograms  # noqa: E402
-from otel_ml_processor.compute.reference import ReferenceData, prepare_reference  # noqa: E402
-from otel_ml_processor.compute.manager import Snapshot  # noqa: E402
-from otel_ml_processor.compute.window import WindowData  # noqa: E402
-from otel_ml_processor.export.pages.database_source import DatabaseSource  # noqa: E402
-from otel_ml_processor.export.pages.render import PageOptions, render_index, render_model  # noqa: E402
-from otel_ml_processor.export.pages.source import ComputerSource, ModelSnapshot  # noqa: E402
-from otel_ml_processor.store.database import Database, SnapshotRow  # noqa: E402
+from otel_ml_processor.clean.records import PredictionRecord
+from otel_ml_processor.compute import engine, persist
+from otel_ml_processor.compute.engine import ModelSpec, compute_model_metrics
+from otel_ml_processor.compute.histograms import feature_histograms
+from otel_ml_processor.compute.reference import ReferenceData, prepare_reference
+from otel_ml_processor.compute.manager import Snapshot
+from otel_ml_processor.compute.window import WindowData
+from otel_ml_processor.export.pages.database_source import DatabaseSource
+from otel_ml_processor.export.pages.render import PageOptions, render_index, render_model
+from otel_ml_processor.export.pages.source import ComputerSource, ModelSnapshot
+from otel_ml_processor.store.database import Database, SnapshotRow
 
 
 def with_categories(feats: dict, every: int, seed: int, shift: bool) -> dict:
@@ -168,7 +168,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="otel-ml-bench-pages-") as tmp:
         bench_database(f"sqlite:///{tmp}/otel-ml.db", "SQLite", metrics, a.repeat)
     if a.postgres:
-        from tests.postgres import PostgresCluster  # noqa: PLC0415
+        from tests.postgres import PostgresCluster
 
         with PostgresCluster(fsync=True) as pg:
             bench_database(pg.create_database("bench"), "PostgreSQL", metrics, a.repeat)

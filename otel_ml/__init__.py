@@ -23,7 +23,7 @@ def shutdown() -> None:
     """Stop otel-ml now: record what is queued, ship within ``OTEL_ML_SHUTDOWN_TIMEOUT``, keep
     the rest on disk, and restore the instrumented methods. For servers whose exit skips
     ``atexit`` (uvicorn re-raises SIGTERM): call it from the app's shutdown hook."""
-    from otel_ml.instrumentation import MLInstrumentor  # noqa: PLC0415
+    from otel_ml.instrumentation import MLInstrumentor
 
     instrumentor = MLInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
@@ -35,7 +35,7 @@ def update_config(actor=None, **changes):
     ``ml.audit`` ``config_change`` event (who: ``actor`` or this process) and returns
     ``{setting: (old, new)}``. Settings read at start (buffer path, export interval) do not
     change a running buffer."""
-    from otel_ml import pipeline  # noqa: PLC0415
+    from otel_ml import pipeline
 
     active = pipeline.active()
     if active is None:
@@ -46,19 +46,19 @@ def update_config(actor=None, **changes):
 def __getattr__(name: str):
     # Lazy: ``import otel_ml`` stays light (no SDK threads, no wrapt) until these are used.
     if name == "configure":
-        from otel_ml.bootstrap import configure  # noqa: PLC0415
+        from otel_ml.bootstrap import configure
 
         return configure
     if name == "monitor_predict":
-        from otel_ml.timing import monitor_predict  # noqa: PLC0415
+        from otel_ml.timing import monitor_predict
 
         return monitor_predict
     if name in ("prediction_context", "last_prediction_ids"):
-        from otel_ml import calls  # noqa: PLC0415
+        from otel_ml import calls
 
         return getattr(calls, name)
     if name == "MLInstrumentor":
-        from otel_ml.instrumentation import MLInstrumentor  # noqa: PLC0415
+        from otel_ml.instrumentation import MLInstrumentor
 
         return MLInstrumentor
     raise AttributeError(f"module 'otel_ml' has no attribute {name!r}")

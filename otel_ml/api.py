@@ -38,7 +38,7 @@ Scalar = Union[str, bool, int, float]
 
 
 def _active():
-    from otel_ml import pipeline  # noqa: PLC0415 - keep ``import otel_ml`` light
+    from otel_ml import pipeline  # keep ``import otel_ml`` light
 
     return pipeline.active()
 
@@ -48,9 +48,9 @@ def _emit(event_name: str, attrs: dict, logger_provider: Optional[LoggerProvider
     active = _active() if logger_provider is None else None
     if active is not None:
         # otel-ml's own path: encoded now, committed to the disk buffer within 100 ms.
-        from opentelemetry import trace  # noqa: PLC0415
+        from opentelemetry import trace
 
-        from otel_ml.events import TraceIds  # noqa: PLC0415
+        from otel_ml.events import TraceIds
 
         active.record(event_name, attrs, now, TraceIds.of(trace.get_current_span().get_span_context()))
         return
@@ -157,7 +157,7 @@ def record_audit(
     if action not in sc.AUDIT_ACTIONS:
         raise ValueError(f"unknown audit action {action!r}; use one of {sc.AUDIT_ACTIONS}")
     if actor is None:
-        from otel_ml.recorder import default_actor  # noqa: PLC0415
+        from otel_ml.recorder import default_actor
 
         actor = os.environ.get(sc.ENV_AUDIT_ACTOR) or default_actor()
     attrs = {sc.ML_AUDIT_ACTION: action, sc.ML_AUDIT_ACTOR: actor, sc.ML_MODEL_NAME: model_name,

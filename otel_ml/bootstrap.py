@@ -28,12 +28,12 @@ def configure(service_name: Optional[str] = None, *, system_metrics: bool = True
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         # What opentelemetry-instrument does: the distro's defaults (OTLP for every signal),
         # then its configurator builds the SDK providers from the OTEL_* variables.
-        from opentelemetry.distro import OpenTelemetryConfigurator, OpenTelemetryDistro  # noqa: PLC0415
+        from opentelemetry.distro import OpenTelemetryConfigurator, OpenTelemetryDistro
 
         OpenTelemetryDistro().configure()
         OpenTelemetryConfigurator().configure()
     if system_metrics:
-        from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor  # noqa: PLC0415
+        from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
 
         sm = SystemMetricsInstrumentor()
         if not sm.is_instrumented_by_opentelemetry:

@@ -45,7 +45,8 @@ class Annotations:
     attributes: Optional[Mapping[str, Scalar]] = None
 
 
-annotations: contextvars.ContextVar[Optional[Annotations]] = contextvars.ContextVar("otel_ml_annotations", default=None)
+current_annotations: contextvars.ContextVar[Optional[Annotations]] = contextvars.ContextVar(
+    "otel_ml_annotations", default=None)
 # What the last call's ids are made of: (ids, call number, adapter, method, output). Not the
 # Call itself: that would keep the model and its input alive after the call was recorded.
 _last_call: contextvars.ContextVar[Optional[tuple]] = contextvars.ContextVar("otel_ml_last_call", default=None)
@@ -70,11 +71,11 @@ def prediction_context(
         with otel_ml.prediction_context(ids=[request_id], segments={"gender": user.gender}):
             model.predict_proba(X)
     """
-    token = annotations.set(Annotations(ids, segments, model_name, model_version, attributes))
+    token = current_annotations.set(Annotations(ids, segments, model_name, model_version, attributes))
     try:
         yield
     finally:
-        annotations.reset(token)
+        current_annotations.reset(token)
 
 
 class Call:

@@ -104,7 +104,7 @@ def feature_entries(attrs: Any, key: str, value: Any, max_text: int) -> bytes:
     if t is str:
         if len(value) <= max_text:
             return attrs.entry(key, value)
-        return attrs.entry(key + sc.FEATURE_SUMMARY_LENGTH, len(value))
+        return attrs.entry(sc.summary_key(key, sc.FEATURE_SUMMARY_LENGTH), len(value))
     if value is None:
         return b""
     if isinstance(value, bool):                  # subclasses (numpy.bool_ is not, numpy.float64 is a float)
@@ -119,7 +119,7 @@ def feature_entries(attrs: Any, key: str, value: Any, max_text: int) -> bytes:
     if item is not None and getattr(value, "ndim", None) == 0:   # numpy scalar
         return feature_entries(attrs, key, item(), max_text)
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return attrs.entry(key + sc.FEATURE_SUMMARY_LENGTH, len(value))
+        return attrs.entry(sc.summary_key(key, sc.FEATURE_SUMMARY_LENGTH), len(value))
     return attrs.entries(summarize(key, value))
 
 
@@ -127,19 +127,19 @@ def summarize(key: str, value: Any) -> Dict[str, Any]:
     """Summary attributes of an array-like value: ``.size`` and, for numbers, ``.mean/.min/.max``."""
     out: Dict[str, Any] = {}
     try:
-        import numpy as np  # noqa: PLC0415 - only when a non-scalar feature shows up
+        import numpy as np  # only when a non-scalar feature shows up
 
         arr = np.asarray(value)
-        out[key + sc.FEATURE_SUMMARY_SIZE] = int(arr.size)
+        out[sc.summary_key(key, sc.FEATURE_SUMMARY_SIZE)] = int(arr.size)
         if arr.size and arr.dtype.kind in "biuf":
             flat = arr.astype(float, copy=False).ravel()
             finite = flat[np.isfinite(flat)]
             if finite.size:
-                out[key + sc.FEATURE_SUMMARY_MEAN] = float(finite.mean())
-                out[key + sc.FEATURE_SUMMARY_MIN] = float(finite.min())
-                out[key + sc.FEATURE_SUMMARY_MAX] = float(finite.max())
+                out[sc.summary_key(key, sc.FEATURE_SUMMARY_MEAN)] = float(finite.mean())
+                out[sc.summary_key(key, sc.FEATURE_SUMMARY_MIN)] = float(finite.min())
+                out[sc.summary_key(key, sc.FEATURE_SUMMARY_MAX)] = float(finite.max())
     except Exception:  # noqa: BLE001 - an object we cannot read: record only that it was there
-        out[key + sc.FEATURE_SUMMARY_SIZE] = 1
+        out[sc.summary_key(key, sc.FEATURE_SUMMARY_SIZE)] = 1
     return out
 
 
@@ -181,7 +181,7 @@ def feature_table(X: Any, names: Optional[Sequence[str]] = None) -> Features:
         if X.shape[1] <= _SPARSE_DENSE_MAX_COLUMNS:
             X = X.toarray()
         else:
-            return Features(columns(["input" + sc.FEATURE_SUMMARY_SIZE], [False]), [[int(r.nnz)] for r in X.tocsr()])
+            return Features(columns([sc.summary_key("input", sc.FEATURE_SUMMARY_SIZE)], [False]), [[int(r.nnz)] for r in X.tocsr()])
     ndim = getattr(X, "ndim", None)
     if ndim is not None and hasattr(X, "tolist"):                          # numpy array
         if ndim == 2:
@@ -207,12 +207,13 @@ def merge_columns(parts: Sequence[Features]) -> Features:
     """Side-by-side tables of the same rows (one per model input) as one table."""
     if len(parts) == 1:
         return parts[0]
-    if any(p.columns is None for p in parts):
+    tables = [p.columns for p in parts if p.columns is not None]
+    if len(tables) < len(parts):
         dict_rows = [p.as_dicts() for p in parts]
         return Features(None, [{k: v for d in row for k, v in d.items()} for row in zip(*dict_rows)])
-    names = [n for p in parts for n in p.columns.names]
+    names = [n for c in tables for n in c.names]
     rows = [[v for r in row for v in r] for row in zip(*(p.rows for p in parts))]
-    return Features(columns(names, [f for p in parts for f in p.columns.float_columns]), rows)
+    return Features(columns(names, [f for c in tables for f in c.float_columns]), rows)
 
 
 def to_list(values: Any) -> list:

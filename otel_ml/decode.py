@@ -53,7 +53,7 @@ def _records(records: Sequence[bytes]) -> List[PBLogRecord]:
 
 def emit_records(logger: Any, records: Sequence[bytes]) -> None:
     """Emit framed records (``otel_ml.wire.frame``) through an OpenTelemetry ``Logger``."""
-    from opentelemetry.context import Context  # noqa: PLC0415
+    from opentelemetry.context import Context
 
     empty = Context()
     for lr in _records(records):
@@ -64,11 +64,11 @@ def emit_records(logger: Any, records: Sequence[bytes]) -> None:
 
 def readable_log_records(request: bytes) -> list:
     """The SDK ``ReadableLogRecord`` objects of an ``ExportLogsServiceRequest``."""
-    from opentelemetry.context import Context  # noqa: PLC0415
-    from opentelemetry.sdk._logs import ReadableLogRecord  # noqa: PLC0415
-    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
-    from opentelemetry.sdk.util.instrumentation import InstrumentationScope  # noqa: PLC0415
-    from opentelemetry._logs import LogRecord  # noqa: PLC0415
+    from opentelemetry.context import Context
+    from opentelemetry.sdk._logs import ReadableLogRecord
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry._logs import LogRecord
 
     out = []
     for rl in ExportLogsServiceRequest.FromString(request).resource_logs:

@@ -228,7 +228,7 @@ class _Plan:
             self.pick = lambda r: (r[j0],)
         else:
             self.pick = operator.itemgetter(*float_idx)
-        packed = [self.keys[j] for j in float_idx]
+        packed = [columns.keys[j] for j in float_idx]   # none when columns is None
         if classes is not None:
             packed += [sc.probability_key(c) for c in classes]
         if scores:

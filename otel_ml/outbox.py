@@ -244,7 +244,7 @@ class Outbox:
 
 def legacy_record(encoder: Any) -> Callable[[bytes], bytes]:
     """Converter of a record stored by otel-ml before runs (JSON) into a framed LogRecord."""
-    from otel_ml.events import TraceIds  # noqa: PLC0415
+    from otel_ml.events import TraceIds
 
     def convert(payload: bytes) -> bytes:
         d = json.loads(payload)

@@ -52,7 +52,7 @@ def active() -> Optional["MLPipeline"]:
 
 
 def _set_active(pipe: Optional["MLPipeline"]) -> None:
-    global _active  # noqa: PLW0603 - one process-wide pipeline, set by instrument()/uninstrument()
+    global _active  # one process-wide pipeline, set by instrument()/uninstrument()
     _active = pipe
 
 
@@ -69,7 +69,7 @@ class LoggerSink:
         self._logger = logger_provider.get_logger(sc.INSTRUMENTATION_NAME, __version__)
 
     def put(self, records: list) -> None:
-        from otel_ml.decode import emit_records  # noqa: PLC0415 - only this option needs the proto parser
+        from otel_ml.decode import emit_records  # only this option needs the proto parser
 
         emit_records(self._logger, records)
 
@@ -104,13 +104,12 @@ class MLPipeline:
         self.config = config
         self.encoder = EventEncoder()
         self.outbox: Optional[Outbox] = None
-        self.recorder: Optional[Recorder] = None
         if logger_provider is not None:
             sink: Any = LoggerSink(logger_provider)
         else:
             resource = _resource_of(tracer_provider or trace.get_tracer_provider())
             if sender is None:
-                from otel_ml import senders  # noqa: PLC0415
+                from otel_ml import senders
 
                 sender = senders.ExporterSender(log_exporter) if log_exporter is not None else senders.sender_from_env()
             if config.buffer_path == "":
@@ -125,7 +124,7 @@ class MLPipeline:
                 export_interval_ms=config.export_interval_ms, batch_size=config.export_batch_size,
                 shutdown_timeout_ms=config.shutdown_timeout_ms, on_dropped=self._on_dropped)
         self.sink = sink
-        self.recorder = Recorder(config, sink=sink, encoder=self.encoder, tracer_provider=tracer_provider,
+        self.recorder: Recorder = Recorder(config, sink=sink, encoder=self.encoder, tracer_provider=tracer_provider,
                                  meter_provider=meter_provider, model_hook=model_hook, id_hook=id_hook)
         self._handler: Optional[logging.Handler] = None
         self._logging_instrumentor: Any = None
@@ -140,8 +139,9 @@ class MLPipeline:
         self.sink.put([self.encoder.event(event_name, attributes, time_ns=time_ns, trace=trace_ids)])
 
     def _on_dropped(self, n: int) -> None:
-        if self.recorder is not None:
-            self.recorder.dropped.add(n, {sc.ML_DROP_REASON: sc.DROP_BUFFER_FULL})
+        recorder: Optional[Recorder] = getattr(self, "recorder", None)   # None while __init__ builds the outbox
+        if recorder is not None:
+            recorder.dropped.add(n, {sc.ML_DROP_REASON: sc.DROP_BUFFER_FULL})
 
     def _bridge_logging(self) -> None:
         """Send Python ``logging`` records to the service's OTel LoggerProvider (once).
@@ -156,20 +156,20 @@ class MLPipeline:
         if not isinstance(get_logger_provider(), LoggerProvider):
             return                   # no SDK configured: nowhere to send them
         try:
-            from opentelemetry.instrumentation.logging import LoggingInstrumentor  # noqa: PLC0415
+            from opentelemetry.instrumentation.logging import LoggingInstrumentor
         except ImportError:
-            LoggingInstrumentor = None  # noqa: N806
-        if LoggingInstrumentor is not None:
+            pass                     # not installed: the SDK's own handler below
+        else:
             instrumentor = LoggingInstrumentor()
             if not instrumentor.is_instrumented_by_opentelemetry:
                 instrumentor.instrument()
                 self._logging_instrumentor = instrumentor
             return
-        import warnings  # noqa: PLC0415
+        import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            from opentelemetry.sdk._logs import LoggingHandler  # noqa: PLC0415
+            from opentelemetry.sdk._logs import LoggingHandler
 
             self._handler = LoggingHandler(level=logging.NOTSET, logger_provider=get_logger_provider())
         root.addHandler(self._handler)   # the app's own logger levels decide what is bridged

@@ -37,12 +37,14 @@ def otlp_log_exporter(protocol: Optional[str] = None):
     """An OTLP log exporter for ``protocol`` (default: from the environment)."""
     protocol = protocol or otlp_protocol("LOGS")
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-    elif protocol.startswith("http"):
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-    else:
-        raise ValueError(f"unsupported OTLP protocol {protocol!r}: use grpc or http/protobuf")
-    return OTLPLogExporter()
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
+
+        return GrpcLogExporter()
+    if protocol.startswith("http"):
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
+
+        return HttpLogExporter()
+    raise ValueError(f"unsupported OTLP protocol {protocol!r}: use grpc or http/protobuf")
 
 
 def build_logger_provider(

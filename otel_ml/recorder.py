@@ -156,7 +156,7 @@ class Recorder:
         get_current = otel_context.get_current
         enabled = is_instrumentation_enabled
         busy = calls.busy
-        annotations = calls.annotations
+        annotations = calls.current_annotations
         remember = calls.remember
         Call = calls.Call
         recorder = self
@@ -220,7 +220,7 @@ class Recorder:
     def _submit_error(self, adapter, instance, method, args, kwargs, start, dur, ctx, exc) -> None:
         try:
             call = calls.Call(adapter, instance, method, args, kwargs, None, start, dur, ctx, (),
-                              calls.annotations.get(), exc)
+                              calls.current_annotations.get(), exc)
             if len(self._queue) < self._max_queue:
                 self._queue.append(call)
             calls.remember(None)

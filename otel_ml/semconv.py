@@ -1,8 +1,13 @@
-"""The otel-ml wire contract: every attribute key, event name, metric name and label name.
+"""The otel-ml wire contract: every attribute key, event name, metric name, label name and
+environment variable.
 
 This module is a leaf: it imports nothing, and everyone else takes names from here instead
 of spelling string literals. It mirrors ``docs/semantic-conventions.md``; a change here is a
 change to a public contract (users' dashboards, alerts and scripts depend on these names).
+
+Sections, in the order data flows: the ML events and their attributes; the model server's
+own spans and metrics (and their Prometheus names); the processor's ``ml_*`` metrics, their
+label names and label values; reserved names; environment variables.
 
 Example::
 
@@ -12,14 +17,14 @@ Example::
     assert sc.ML_FEATURE_PREFIX + "age" in attributes
 """
 
-# --- Events (OTel LogRecord ``event_name``) -------------------------------------------------
+# --- ML events: OTel LogRecord ``event_name`` ---------------------------------------------------
 EVENT_PREDICTION = "ml.prediction"
 EVENT_LABEL = "ml.label"
 EVENT_AUDIT = "ml.audit"
 #: Older SDKs carry the event name as this attribute instead of the LogRecord field.
 LEGACY_EVENT_NAME_ATTRIBUTE = "event.name"
 
-# --- Attributes --------------------------------------------------------------------------------
+# --- ML event attributes ------------------------------------------------------------------------
 ML_MODEL_NAME = "ml.model.name"
 ML_MODEL_VERSION = "ml.model.version"
 ML_MODEL_TASK = "ml.model.task"
@@ -34,17 +39,15 @@ ML_LABEL_VALUE = "ml.label.value"
 ML_AUDIT_ACTION = "ml.audit.action"
 ML_AUDIT_ACTOR = "ml.audit.actor"
 ML_AUDIT_DETAIL = "ml.audit.detail"
+#: Standard OTel attributes an event may carry (sensitive: anonymized by the processor's rules).
 ENDUSER_ID = "enduser.id"
 CLIENT_ADDRESS = "client.address"
-
-TASK_CLASSIFICATION = "classification"
-TASK_REGRESSION = "regression"
-TASKS = (TASK_CLASSIFICATION, TASK_REGRESSION)
-
-AUDIT_MODEL_LOAD = "model_load"
-AUDIT_VERSION_CHANGE = "version_change"
-AUDIT_CONFIG_CHANGE = "config_change"
-AUDIT_ACTIONS = (AUDIT_MODEL_LOAD, AUDIT_VERSION_CHANGE, AUDIT_CONFIG_CHANGE)
+#: Suffixes of the summary attributes that replace a non-scalar feature ``ml.feature.<name>``.
+FEATURE_SUMMARY_LENGTH = ".length"
+FEATURE_SUMMARY_SIZE = ".size"
+FEATURE_SUMMARY_MEAN = ".mean"
+FEATURE_SUMMARY_MIN = ".min"
+FEATURE_SUMMARY_MAX = ".max"
 
 
 def feature_key(name: str) -> str:
@@ -62,22 +65,46 @@ def probability_key(cls: str) -> str:
     return ML_OUTPUT_PROBABILITY_PREFIX + cls
 
 
-# --- Reserved reference-file columns and pseudo-feature names -----------------------------------
-REFERENCE_PREDICTION_COLUMN = "__prediction__"
-REFERENCE_SCORE_COLUMN = "__score__"
-REFERENCE_LABEL_COLUMN = "__label__"
-FEATURE_PREDICTION = "__prediction__"
-FEATURE_MULTIVARIATE = "__multivariate__"
-OVERFLOW_LABEL_VALUE = "__other__"
+def summary_key(key: str, summary: str) -> str:
+    """Attribute key of one summary (a ``FEATURE_SUMMARY_*`` suffix) of the feature ``key``
+    (e.g. ``ml.feature.embedding.mean``)."""
+    return key + summary
 
-# --- Model-server (client) OTel instruments -------------------------------------------------------
+
+# Values of ``ml.model.task``.
+TASK_CLASSIFICATION = "classification"
+TASK_REGRESSION = "regression"
+TASKS = (TASK_CLASSIFICATION, TASK_REGRESSION)
+
+# Values of ``ml.audit.action``.
+AUDIT_MODEL_LOAD = "model_load"
+AUDIT_VERSION_CHANGE = "version_change"
+AUDIT_CONFIG_CHANGE = "config_change"
+AUDIT_ACTIONS = (AUDIT_MODEL_LOAD, AUDIT_VERSION_CHANGE, AUDIT_CONFIG_CHANGE)
+
+# --- Model server (SDK): instrumentation scope, span and span attributes ------------------------
 INSTRUMENTATION_NAME = "otel_ml"
+SPAN_PREDICT = "ml.predict"
+#: Span attributes of ``ml.predict``: which method was called and how many rows it predicted.
+ML_PREDICT_METHOD = "ml.predict.method"
+ML_PREDICT_ROWS = "ml.predict.rows"
+#: The framework that served the call (``sklearn``, ``xgboost``, ``lightgbm``, ``onnxruntime``, ``custom``).
+ML_FRAMEWORK = "ml.framework"
+#: Standard OTel attribute naming the class of an error (on spans and on ``ml.client.errors``).
+ERROR_TYPE = "error.type"
+
+# --- Model server (SDK): OTel metric instruments, their attributes and buckets ------------------
 METRIC_CLIENT_PREDICTIONS = "ml.client.predictions"
 METRIC_CLIENT_ERRORS = "ml.client.errors"
 METRIC_CLIENT_PREDICT_DURATION = "ml.client.predict.duration"
 METRIC_CLIENT_PREDICTION_SCORE = "ml.client.prediction.score"
 METRIC_CLIENT_BUFFER_DROPPED = "ml.client.buffer.dropped"
-SPAN_PREDICT = "ml.predict"
+#: Internal failures of the instrumentation (predict itself never fails because of them).
+METRIC_CLIENT_INSTRUMENTATION_ERRORS = "ml.client.instrumentation.errors"
+#: Attribute of ``ml.client.buffer.dropped``: why records were dropped (``buffer_full``, ``queue_full``).
+ML_DROP_REASON = "ml.drop.reason"
+DROP_BUFFER_FULL = "buffer_full"
+DROP_QUEUE_FULL = "queue_full"
 #: Explicit bucket boundaries (seconds) for ``ml.client.predict.duration``: 0.1 ms to 10 s.
 PREDICT_DURATION_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -86,7 +113,8 @@ PREDICT_DURATION_BUCKETS = (
 #: Explicit bucket boundaries for ``ml.client.prediction.score`` (a confidence in [0, 1]).
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
-# Prometheus names of the client instruments after the standard OTel -> Prometheus translation.
+# --- Model server (SDK) metrics in Prometheus: names after the standard OTel -> Prometheus
+# translation (dots to underscores, unit and _total suffixes) --------------------------------------
 PROM_CLIENT_PREDICTIONS = "ml_client_predictions_total"
 PROM_CLIENT_ERRORS = "ml_client_errors_total"
 PROM_CLIENT_PREDICT_DURATION = "ml_client_predict_duration_seconds"
@@ -95,8 +123,8 @@ PROM_CLIENT_BUFFER_DROPPED = "ml_client_buffer_dropped_total"
 PROM_LABEL_MODEL_NAME = "ml_model_name"
 PROM_LABEL_MODEL_VERSION = "ml_model_version"
 
-# --- Processor output: Prometheus metric names (without the _total suffix that
-# prometheus_client adds to counters) ---------------------------------------------------------------
+# --- Processor: Prometheus metric names (counters without the _total suffix that
+# prometheus_client adds) -----------------------------------------------------------------------------
 M_RECORDS_RECEIVED = "ml_records_received"
 M_RECORDS_REJECTED = "ml_records_rejected"
 M_DATA_QUALITY_ISSUES = "ml_data_quality_issues"
@@ -125,7 +153,7 @@ M_LAST_COMPUTED = "ml_last_computed_timestamp_seconds"
 M_COMPUTE_DURATION = "ml_compute_duration_seconds"
 M_CARDINALITY_LIMITED = "ml_cardinality_limited"
 
-# Processor label names.
+# --- Processor: Prometheus label names ------------------------------------------------------------
 L_MODEL = "model"
 L_MODEL_VERSION = "model_version"
 L_FEATURE = "feature"
@@ -139,16 +167,16 @@ L_ISSUE = "issue"
 L_KIND = "kind"
 L_BOUND = "bound"
 
-# Values of the ``signal`` label of ml_records_received_total.
+# --- Processor: label values ------------------------------------------------------------------------
+# ``signal`` of ml_records_received_total.
 SIGNAL_PREDICTION = "prediction"
 SIGNAL_LABEL = "label"
 SIGNAL_AUDIT = "audit"
 SIGNAL_LOG = "log"
 SIGNAL_METRIC = "metric"
 SIGNAL_SPAN = "span"
-SIGNALS = (SIGNAL_PREDICTION, SIGNAL_LABEL, SIGNAL_AUDIT, SIGNAL_LOG, SIGNAL_METRIC, SIGNAL_SPAN)
 
-# Values of the ``reason`` label of ml_records_rejected_total (a fixed, documented set).
+# ``reason`` of ml_records_rejected_total (a fixed, documented set).
 REASON_UNAUTHENTICATED = "unauthenticated"
 REASON_MALFORMED = "malformed"
 REASON_TOO_LARGE = "too_large"
@@ -161,7 +189,7 @@ REJECT_REASONS = (
     REASON_INVALID_ATTRIBUTE, REASON_MISSING_ATTRIBUTE, REASON_BUSY,
 )
 
-# Values of the ``issue`` label of ml_data_quality_issues_total.
+# ``issue`` of ml_data_quality_issues_total.
 ISSUE_MISSING = "missing"
 ISSUE_NAN = "nan"
 ISSUE_TYPE_CHANGED = "type_changed"
@@ -169,19 +197,15 @@ ISSUE_UNSUPPORTED_TYPE = "unsupported_type"
 ISSUE_OUT_OF_RANGE = "out_of_range"
 #: A value that cannot be read as its feature's type (the reference's): e.g. text for a number.
 ISSUE_TYPE_MISMATCH = "type_mismatch"
-DATA_QUALITY_ISSUES = (
-    ISSUE_MISSING, ISSUE_NAN, ISSUE_TYPE_CHANGED, ISSUE_UNSUPPORTED_TYPE, ISSUE_OUT_OF_RANGE,
-    ISSUE_TYPE_MISMATCH,
-)
-#: ``feature`` label value of data-quality issues found in the output score.
+#: ``feature`` of data-quality issues found in the output score.
 FEATURE_SCORE = "__score__"
 
-# Values of the ``kind`` label of ml_cardinality_limited_total.
+# ``kind`` of ml_cardinality_limited_total.
 KIND_MODEL = "model"
 KIND_FEATURE = "feature"
 KIND_GROUP = "group"
 
-# Values of the ``metric`` label of ml_performance / ml_estimated_performance.
+# ``metric`` of ml_performance / ml_estimated_performance.
 PERF_ACCURACY = "accuracy"
 PERF_PRECISION = "precision"
 PERF_RECALL = "recall"
@@ -193,11 +217,11 @@ PERF_MAE = "mae"
 PERF_RMSE = "rmse"
 PERF_R2 = "r2"
 
-# Values of the ``bound`` label of ml_performance_interval.
+# ``bound`` of ml_performance_interval.
 BOUND_LOWER = "lower"
 BOUND_UPPER = "upper"
 
-# Values of the ``metric`` label of ml_fairness and ml_group_performance.
+# ``metric`` of ml_fairness and ml_group_performance.
 FAIR_DEMOGRAPHIC_PARITY_DIFFERENCE = "demographic_parity_difference"
 FAIR_DISPARATE_IMPACT_RATIO = "disparate_impact_ratio"
 FAIR_EQUALIZED_ODDS_DIFFERENCE = "equalized_odds_difference"
@@ -206,7 +230,7 @@ GROUP_ACCURACY = "accuracy"
 GROUP_TPR = "tpr"
 GROUP_FPR = "fpr"
 
-# Values of the ``method`` label of the drift metrics.
+# ``method`` of the drift metrics (and the drift method names in the processor's config).
 METHOD_KS = "ks"
 METHOD_PSI = "psi"
 METHOD_JENSENSHANNON = "jensenshannon"
@@ -215,7 +239,17 @@ METHOD_CHI2 = "chi2"
 METHOD_AUTO = "auto"
 METHOD_PCA_RECONSTRUCTION = "pca_reconstruction"
 
-# --- Environment variables of the SDK (durations in milliseconds, as OTel's own) --------------------
+# --- Reserved names: reference-file columns, pseudo-features (``feature`` label values) and the
+# overflow value that capped label values fold into ------------------------------------------------
+REFERENCE_PREDICTION_COLUMN = "__prediction__"
+REFERENCE_SCORE_COLUMN = "__score__"
+REFERENCE_LABEL_COLUMN = "__label__"
+FEATURE_PREDICTION = "__prediction__"
+FEATURE_MULTIVARIATE = "__multivariate__"
+OVERFLOW_LABEL_VALUE = "__other__"
+
+# --- Environment variables ------------------------------------------------------------------------
+# The SDK's (durations in milliseconds, as OTel's own).
 ENV_MODEL_NAME = "OTEL_ML_MODEL_NAME"
 ENV_MODEL_VERSION = "OTEL_ML_MODEL_VERSION"
 ENV_BUFFER_PATH = "OTEL_ML_BUFFER_PATH"
@@ -228,29 +262,7 @@ ENV_AUDIT_ACTOR = "OTEL_ML_AUDIT_ACTOR"
 ENV_LOGGING_BRIDGE = "OTEL_ML_LOGGING_BRIDGE"
 ENV_MAX_QUEUE_SIZE = "OTEL_ML_MAX_QUEUE_SIZE"
 ENV_EXPORT_BATCH_SIZE = "OTEL_ML_EXPORT_BATCH_SIZE"
-
-# --- Model-server (client) span and metric attributes, feature summaries --------------------------
-#: Span attributes of ``ml.predict``: which method was called and how many rows it predicted.
-ML_PREDICT_METHOD = "ml.predict.method"
-ML_PREDICT_ROWS = "ml.predict.rows"
-#: The framework that served the call (``sklearn``, ``xgboost``, ``lightgbm``, ``onnxruntime``, ``custom``).
-ML_FRAMEWORK = "ml.framework"
-#: Standard OTel attribute naming the class of an error (on spans and on ``ml.client.errors``).
-ERROR_TYPE = "error.type"
-#: Suffixes of the summary attributes that replace a non-scalar feature ``ml.feature.<name>``.
-FEATURE_SUMMARY_LENGTH = ".length"
-FEATURE_SUMMARY_SIZE = ".size"
-FEATURE_SUMMARY_MEAN = ".mean"
-FEATURE_SUMMARY_MIN = ".min"
-FEATURE_SUMMARY_MAX = ".max"
-#: Internal failures of the instrumentation (predict itself never fails because of them).
-METRIC_CLIENT_INSTRUMENTATION_ERRORS = "ml.client.instrumentation.errors"
-#: Attribute of ``ml.client.buffer.dropped``: why records were dropped (``buffer_full``, ``queue_full``).
-ML_DROP_REASON = "ml.drop.reason"
-DROP_BUFFER_FULL = "buffer_full"
-DROP_QUEUE_FULL = "queue_full"
-
-# --- Environment variables of the processor ----------------------------------------------------
+# The processor's.
 #: Ingest worker processes (default: one per core; 0 keeps cleaning on the writer thread).
 ENV_INGEST_WORKERS = "OTEL_ML_INGEST_WORKERS"
 #: This processor replica's identity in the shared database (default: hostname and gRPC endpoint).

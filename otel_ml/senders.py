@@ -62,7 +62,7 @@ def _env(name: str, default: Optional[str] = None) -> Optional[str]:
 def _headers(raw: Optional[str]) -> Tuple[Tuple[str, str], ...]:
     if not raw:
         return ()
-    from opentelemetry.util.re import parse_env_headers  # noqa: PLC0415 - the exporters' own parser
+    from opentelemetry.util.re import parse_env_headers  # the exporters' own parser
 
     return tuple(parse_env_headers(raw, liberal=True).items())
 
@@ -101,7 +101,7 @@ class GrpcSender:
         self._lock = threading.Lock()
 
     def _connect(self) -> Any:
-        import grpc  # noqa: PLC0415
+        import grpc
 
         with self._lock:
             if self._export is None:
@@ -117,7 +117,7 @@ class GrpcSender:
             return self._export
 
     def send(self, body: bytes, timeout: Optional[float] = None) -> bool:
-        import grpc  # noqa: PLC0415
+        import grpc
 
         export = self._export or self._connect()
         try:
@@ -249,9 +249,9 @@ class ExporterSender:
         self.exporter = exporter
 
     def send(self, body: bytes, timeout: Optional[float] = None) -> bool:
-        from opentelemetry.sdk._logs.export import LogRecordExportResult  # noqa: PLC0415
+        from opentelemetry.sdk._logs.export import LogRecordExportResult
 
-        from otel_ml.decode import readable_log_records  # noqa: PLC0415
+        from otel_ml.decode import readable_log_records
 
         return self.exporter.export(readable_log_records(body)) == LogRecordExportResult.SUCCESS
 

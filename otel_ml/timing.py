@@ -37,7 +37,7 @@ from otel_ml.instrumentation.adapters import Explicit, ExplicitAdapter
 _ADAPTER = ExplicitAdapter()
 
 
-class monitor_predict:  # noqa: N801 - used like a function (decorator / context manager)
+class monitor_predict:  # used like a function (decorator / context manager)
     """Record one predict call of model ``model_name`` / ``model_version`` (see module docs)."""
 
     def __init__(self, model_name: Optional[str] = None, model_version: Optional[str] = None, *,
@@ -75,7 +75,7 @@ class monitor_predict:  # noqa: N801 - used like a function (decorator / context
         pipe = pipeline.active()
         if pipe is None or not is_instrumentation_enabled():
             return
-        annot = calls.annotations.get()
+        annot = calls.current_annotations.get()
         merged = calls.Annotations(
             ids=annot.ids if annot else None, segments=annot.segments if annot else None,
             model_name=(annot.model_name if annot and annot.model_name else None) or self.model_name,

@@ -70,7 +70,7 @@ class PostgresCluster:
         options = (f"-c listen_addresses=127.0.0.1 -c unix_socket_directories={self.sockets} "
                    f"-c fsync={'on' if self.fsync else 'off'} -c full_page_writes={'on' if self.fsync else 'off'} "
                    "-c max_connections=50 -c shared_buffers=32MB")
-        for attempt in range(5):   # the free port may be taken by another test run in between
+        for _attempt in range(5):   # the free port may be taken by another test run in between
             self.port = free_port()
             result = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-w", "-t", "60",
                                "-o", f"{options} -p {self.port}", "start", check=False)
@@ -89,7 +89,7 @@ class PostgresCluster:
 
     def create_database(self, name: str) -> str:
         """A new empty database; returns its SQLAlchemy URL."""
-        import psycopg  # noqa: PLC0415
+        import psycopg
 
         with psycopg.connect(self.url("postgres", "postgresql"), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')

@@ -122,7 +122,7 @@ class ProcessorProcess:
 
     def sample(self, name: str, labels: Optional[dict] = None) -> Optional[float]:
         """One sample's value from /metrics (None when absent)."""
-        from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+        from prometheus_client.parser import text_string_to_metric_families
 
         for fam in text_string_to_metric_families(self.metrics_text()):
             for s in fam.samples:
@@ -205,15 +205,15 @@ class PrometheusProcess:
 
 def sdk_logger_provider(endpoint: str, protocol: str, headers: Optional[dict] = None):
     """An OTel SDK LoggerProvider exporting over real OTLP to ``endpoint`` (host:port)."""
-    from opentelemetry.sdk._logs import LoggerProvider  # noqa: PLC0415
-    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor  # noqa: PLC0415
-    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.resources import Resource
 
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter  # noqa: PLC0415
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
         exporter = OTLPLogExporter(endpoint=f"http://{endpoint}", insecure=True, headers=headers)
     else:
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter  # noqa: PLC0415
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
         exporter = OTLPLogExporter(endpoint=f"http://{endpoint}/v1/logs", headers=headers)
     provider = LoggerProvider(resource=Resource.create({"service.name": "otel-ml-test"}))
     provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
@@ -222,9 +222,9 @@ def sdk_logger_provider(endpoint: str, protocol: str, headers: Optional[dict] = 
 
 def otlp_logs_request(records: list) -> bytes:
     """A serialized ExportLogsServiceRequest of ``(event_name, attributes)`` records."""
-    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest  # noqa: PLC0415
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue  # noqa: PLC0415
-    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord  # noqa: PLC0415
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
     def kv(key, value):
         if isinstance(value, bool):
@@ -244,7 +244,7 @@ def otlp_logs_request(records: list) -> bytes:
 
 def prediction(model: str, pid: str, features: Optional[dict] = None, label: str = "1", **extra) -> tuple:
     """An ``ml.prediction`` record for :func:`otlp_logs_request`."""
-    from otel_ml import semconv as sc  # noqa: PLC0415
+    from otel_ml import semconv as sc
 
     attrs = {sc.ML_MODEL_NAME: model, sc.ML_MODEL_VERSION: "1", sc.ML_PREDICTION_ID: pid, sc.ML_OUTPUT_LABEL: label}
     attrs.update({sc.feature_key(k): v for k, v in (features or {"x": 1.0}).items()})
@@ -253,15 +253,15 @@ def prediction(model: str, pid: str, features: Optional[dict] = None, label: str
 
 
 def label(model: str, pid: str, value) -> tuple:
-    from otel_ml import semconv as sc  # noqa: PLC0415
+    from otel_ml import semconv as sc
 
     return "ml.label", {sc.ML_MODEL_NAME: model, sc.ML_PREDICTION_ID: pid, sc.ML_LABEL_VALUE: value}
 
 
 def grpc_export(endpoint: str, body: bytes, timeout: float = 30, metadata=None):
     """Send raw OTLP logs bytes over gRPC; returns the ExportLogsServiceResponse."""
-    import grpc  # noqa: PLC0415
-    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse  # noqa: PLC0415
+    import grpc
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
     with grpc.insecure_channel(endpoint) as channel:
         export = channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export",
@@ -293,7 +293,7 @@ COLLECTOR_ENV = {
 
 def otelcol_binary() -> str:
     """The ``otelcol`` that scripts/build-otelcol cached for the committed manifest (or $OTELCOL_BIN)."""
-    import hashlib  # noqa: PLC0415
+    import hashlib
 
     if os.environ.get("OTELCOL_BIN"):
         return os.environ["OTELCOL_BIN"]
@@ -364,7 +364,7 @@ class CollectorProcess:
     def telemetry(self, name: str, labels: Optional[dict] = None) -> float:
         """Sum of the Collector's own metric ``name`` over the samples matching ``labels`` (its counters
         have no ``_total``; prometheus_client's parser adds one)."""
-        from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+        from prometheus_client.parser import text_string_to_metric_families
 
         text = http_get(f"http://127.0.0.1:{self.telemetry_port}/metrics")[1].decode()
         return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples

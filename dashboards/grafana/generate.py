@@ -48,6 +48,9 @@ from grafana_foundation_sdk.builders import (
 )
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+# The models' enums are enum.StrEnum (Python 3.11+, like this SDK). mypy checks for requires-python's
+# 3.10, whose typeshed has no StrEnum, so it takes their members for str: hence the
+# `type: ignore[arg-type]` where one is passed.
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import prometheus as pm
@@ -55,8 +58,8 @@ from grafana_foundation_sdk.models import prometheus as pm
 if __package__ in (None, ""):  # run as a script: import this checkout's packages, not an installed copy
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dashboards.prometheus.generate import FAIRNESS_PVALUE_ADJUSTED, load_thresholds  # noqa: E402
-from dashboards.promql import (  # noqa: E402
+from dashboards.prometheus.generate import FAIRNESS_PVALUE_ADJUSTED, load_thresholds
+from dashboards.promql import (
     INSTANCE,
     JOB,
     LE,
@@ -71,7 +74,7 @@ from dashboards.promql import (  # noqa: E402
     not_match,
     sel,
 )
-from otel_ml import semconv as sc  # noqa: E402
+from otel_ml import semconv as sc
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parents[1] / "docs" / "dashboards.md"
@@ -170,7 +173,7 @@ def series_panel(title: str, description: str, targets: Iterable, unit: str = "s
              .span(width).height(height)
              .legend(common.VizLegendOptions().show_legend(True).display_mode(cm.LegendDisplayMode.LIST)
                      .placement(cm.LegendPlacement.BOTTOM).calcs([]))
-             .tooltip(common.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.DESCENDING)))
+             .tooltip(common.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.DESCENDING)))  # type: ignore[arg-type]
     for target in targets:
         panel = panel.with_target(target)
     if lowest is not None:
@@ -182,9 +185,9 @@ def series_panel(title: str, description: str, targets: Iterable, unit: str = "s
 
 def with_threshold_lines(panel: timeseries.Panel, base_color: str, steps: list[tuple[float, str]]) -> timeseries.Panel:
     """Alert thresholds drawn as dashed horizontal lines (from thresholds.yaml)."""
-    return (panel.thresholds(db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(
+    return (panel.thresholds(db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(  # type: ignore[arg-type]
         [dm.Threshold(value=None, color=base_color), *(dm.Threshold(value=v, color=c) for v, c in steps)]))
-        .thresholds_style(common.GraphThresholdsStyleConfig().mode(cm.GraphTresholdsStyleMode.DASHED)))
+        .thresholds_style(common.GraphThresholdsStyleConfig().mode(cm.GraphTresholdsStyleMode.DASHED)))  # type: ignore[arg-type]
 
 
 def stat_panel(title: str, description: str, target, unit: str = "short", width: int = 6, height: int = 4):
@@ -379,9 +382,9 @@ def model_detail() -> db.Dashboard:
         "dashed line (fairness.pvalue_below) a gap is more than chance. MLFairnessGap needs both that and a gap "
         "past its threshold.",
         [query(sel(FAIRNESS_PVALUE_ADJUSTED, *one_version), "{{attribute}} {{metric}}")], "short", 12
-    ).scale_distribution(common.ScaleDistributionConfig().type(cm.ScaleDistribution.LOG).log(10))
+    ).scale_distribution(common.ScaleDistributionConfig().type(cm.ScaleDistribution.LOG).log(10))  # type: ignore[arg-type]
     fairness_pvalues = with_threshold_lines(fairness_pvalues, "red", [(t["fairness"]["pvalue_below"], "green")])
-    model_page = (db.DashboardLink("Model page").type(dm.DashboardLinkType.LINK).icon("external link")
+    model_page = (db.DashboardLink("Model page").type(dm.DashboardLinkType.LINK).icon("external link")  # type: ignore[arg-type]
                   .tooltip("This model version's page on the otel-ml processor: per-feature charts against the "
                            "reference, performance with intervals, fairness per group")
                   .url(model_page_url(f"${{{VAR_MODEL}:percentencode}}", f"${{{VAR_VERSION}:percentencode}}"))

@@ -32,7 +32,7 @@ import yaml
 if __package__ in (None, ""):  # run as a script: import this checkout's packages, not an installed copy
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dashboards.promql import (  # noqa: E402
+from dashboards.promql import (
     CLIENT_MODEL_VERSION,
     INSTANCE,
     JOB,
@@ -49,7 +49,7 @@ from dashboards.promql import (  # noqa: E402
     rule_name,
     sel,
 )
-from otel_ml import semconv as sc  # noqa: E402
+from otel_ml import semconv as sc
 
 HERE = Path(__file__).resolve().parent
 RULES = HERE / "rules" / "otel-ml.rules.yaml"

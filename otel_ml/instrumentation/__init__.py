@@ -47,10 +47,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable, Collection, List, Tuple
+from typing import Any, Callable, Collection, List, Optional, Tuple
 
 import wrapt
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+# mypy 2.4 sees none of this module's names when it is imported from site-packages (checked on
+# its own it is clean), so BaseInstrumentor is Any to it
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
 
 from otel_ml import pipeline as _pipeline
@@ -92,21 +94,21 @@ class MLInstrumentor(BaseInstrumentor):
             config, tracer_provider=kwargs.get("tracer_provider"), meter_provider=kwargs.get("meter_provider"),
             logger_provider=kwargs.get("logger_provider"), log_exporter=kwargs.get("log_exporter"),
             sender=kwargs.get("sender"), model_hook=kwargs.get("model_hook"), id_hook=kwargs.get("id_hook"))
-        self.pipeline = pipe
+        self.pipeline: Optional[_pipeline.MLPipeline] = pipe
         _pipeline._set_active(pipe)
         generation = self._generation
         for module, patcher in (("sklearn", self._patch_sklearn), ("xgboost", self._patch_xgboost),
                                 ("lightgbm", self._patch_lightgbm), ("onnxruntime", self._patch_onnxruntime)):
             # Lazy: patch now if the app already imported it, else when it does (wrapt's hook).
-            wrapt.register_post_import_hook(self._hook(module, patcher, generation), module)
+            wrapt.register_post_import_hook(self._hook(module, patcher, generation, pipe.recorder), module)
 
-    def _hook(self, module: str, patcher: Callable, generation: int) -> Callable:
+    def _hook(self, module: str, patcher: Callable, generation: int, recorder: Recorder) -> Callable:
         def on_import(mod: Any) -> None:
             if generation != self._generation or module in self._done:
                 return          # a hook left from an earlier instrument(): do nothing
             self._done.add(module)
             try:
-                patcher(self.pipeline.recorder)
+                patcher(recorder)
             except Exception:  # noqa: BLE001 - a framework we cannot patch must not break the app
                 _log.exception("otel-ml: could not instrument %s", module)
 
@@ -130,14 +132,14 @@ class MLInstrumentor(BaseInstrumentor):
                 self._wrap(owner, name, wrappers[name] if name in wrappers else silencer)
 
     def _patch_sklearn(self, recorder: Recorder) -> None:
-        from sklearn.pipeline import Pipeline  # noqa: PLC0415
-        from sklearn.utils import all_estimators  # noqa: PLC0415
+        from sklearn.pipeline import Pipeline
+        from sklearn.utils import all_estimators
 
         classes = [cls for _, cls in all_estimators()] + [Pipeline]
         self._patch_estimators(recorder, classes, SklearnAdapter("sklearn"))
 
     def _patch_xgboost(self, recorder: Recorder) -> None:
-        from xgboost import core, sklearn  # noqa: PLC0415
+        from xgboost import core, sklearn
 
         classes = [getattr(sklearn, n) for n in ("XGBModel", "XGBClassifier", "XGBRegressor", "XGBRanker",
                                                   "XGBRFClassifier", "XGBRFRegressor") if hasattr(sklearn, n)]
@@ -147,7 +149,7 @@ class MLInstrumentor(BaseInstrumentor):
             self._wrap(core.Booster, method, recorder.wrapper(booster, method))
 
     def _patch_lightgbm(self, recorder: Recorder) -> None:
-        from lightgbm import basic, sklearn  # noqa: PLC0415
+        from lightgbm import basic, sklearn
 
         classes = [getattr(sklearn, n) for n in ("LGBMModel", "LGBMClassifier", "LGBMRegressor", "LGBMRanker")
                    if hasattr(sklearn, n)]
@@ -155,7 +157,7 @@ class MLInstrumentor(BaseInstrumentor):
         self._wrap(basic.Booster, "predict", recorder.wrapper(LightGBMBoosterAdapter(), "predict"))
 
     def _patch_onnxruntime(self, recorder: Recorder) -> None:
-        from onnxruntime.capi.onnxruntime_inference_collection import InferenceSession, Session  # noqa: PLC0415
+        from onnxruntime.capi.onnxruntime_inference_collection import InferenceSession, Session
 
         owner = _defining_class(InferenceSession, "run") or Session
         self._wrap(owner, "run", recorder.wrapper(OnnxAdapter(), "run"))
@@ -169,7 +171,8 @@ class MLInstrumentor(BaseInstrumentor):
         pipe = self.pipeline
         _pipeline._set_active(None)
         self.pipeline = None
-        pipe.shutdown()
+        if pipe is not None:
+            pipe.shutdown()
 
     # Convenience for apps and tests ----------------------------------------------------------------
     def force_flush(self, timeout_millis: int = 30000) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import weakref
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, List, Optional, Sequence, Tuple
 
 from otel_ml import semconv as sc
@@ -69,7 +70,7 @@ _VECTOR_ROWS = 8                # from this many rows on, numpy finds the best c
 
 
 def _from_probabilities(P: Any, classes: Optional[Sequence[Any]]
-                        ) -> Tuple[List[str], List[Optional[float]], Sequence[str], List[List[float]]]:
+                        ) -> Tuple[List[str], List[Optional[float]], Sequence[str], List[List[Optional[float]]]]:
     """Labels, scores, class names and probability rows of a probability output."""
     if (getattr(P, "ndim", None) == 2 and hasattr(P, "argmax") and P.shape[0] >= _VECTOR_ROWS and P.shape[1]
             and P.dtype.kind == "f"):
@@ -106,12 +107,14 @@ def _from_probability_dicts(maps: Sequence[dict]) -> Tuple[List[str], List[List[
     return names, rows
 
 
-def _best(classes: List[str], rows: List[List[Optional[float]]]) -> Tuple[List[str], List[Optional[float]]]:
-    labels, scores = [], []
+def _best(classes: Sequence[str], rows: List[List[Optional[float]]]) -> Tuple[List[str], List[Optional[float]]]:
+    labels: List[str] = []
+    scores: List[Optional[float]] = []
     for r in rows:
-        j = max((k for k in range(len(r)) if r[k] is not None), key=r.__getitem__, default=None)
-        labels.append(classes[j] if j is not None else "")
-        scores.append(clean_score(r[j]) if j is not None else None)
+        # (column, probability) of the first highest probability the row has
+        best = max(((k, v) for k, v in enumerate(r) if v is not None), key=itemgetter(1), default=None)
+        labels.append(classes[best[0]] if best is not None else "")
+        scores.append(clean_score(best[1]) if best is not None else None)
     return labels, scores
 
 
@@ -173,7 +176,7 @@ class SklearnAdapter(Adapter):
         if task is None:
             task = None
             try:
-                from sklearn.base import is_classifier, is_regressor  # noqa: PLC0415
+                from sklearn.base import is_classifier, is_regressor
 
                 if is_classifier(instance):
                     task = sc.TASK_CLASSIFICATION
@@ -410,7 +413,8 @@ class ExplicitAdapter(Adapter):
         labels = [str(v) for v in to_list(output.labels)] if output.labels is not None else None
         values = [float(v) for v in to_list(output.values)] if output.values is not None else None
         scores = [clean_score(v) for v in to_list(output.scores)] if output.scores is not None else None
-        cls = probs = None
+        cls: Optional[Sequence[str]] = None
+        probs: Optional[List[List[Optional[float]]]] = None
         if output.probabilities is not None:
             P = output.probabilities
             if isinstance(P, (list, tuple)) and P and isinstance(P[0], dict):

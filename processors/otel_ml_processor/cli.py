@@ -32,7 +32,7 @@ PROCESSOR_MODULES = frozenset({"numpy", "scipy", "sqlalchemy", "aiohttp", "prome
 
 
 def _config(path: Optional[str]):
-    from otel_ml_processor.config import ConfigError, load_config  # noqa: PLC0415
+    from otel_ml_processor.config import ConfigError, load_config
 
     try:
         return load_config(path)
@@ -44,10 +44,10 @@ def _config(path: Optional[str]):
 def cmd_processor(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _config(args.config)
-    from otel_ml_processor.compute.reference import ReferenceError  # noqa: PLC0415
-    from otel_ml_processor.service import run  # noqa: PLC0415
+    from otel_ml_processor.compute.reference import ReferenceError
+    from otel_ml_processor.service import run
 
-    from otel_ml_processor.config import ConfigError  # noqa: PLC0415
+    from otel_ml_processor.config import ConfigError
 
     try:
         run(config)
@@ -64,13 +64,13 @@ def cmd_processor(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from otel_ml_processor.demo import run_demo  # noqa: PLC0415
+    from otel_ml_processor.demo import run_demo
 
     return run_demo(forever=args.forever, duration=args.duration)
 
 
 def cmd_labels_import(args: argparse.Namespace) -> int:
-    from otel_ml_processor.tools import import_labels  # noqa: PLC0415
+    from otel_ml_processor.tools import import_labels
 
     token = os.environ.get(args.token_env) if args.token_env else None
     sent, rejected = import_labels(args.file, args.url, model=args.model, token=token)
@@ -79,8 +79,8 @@ def cmd_labels_import(args: argparse.Namespace) -> int:
 
 
 def cmd_db_export(args: argparse.Namespace) -> int:
-    from otel_ml_processor.config import ConfigError, parse_duration  # noqa: PLC0415
-    from otel_ml_processor.tools import export_rows  # noqa: PLC0415
+    from otel_ml_processor.config import ConfigError, parse_duration
+    from otel_ml_processor.tools import export_rows
 
     config = _config(args.config)
     try:
@@ -96,8 +96,8 @@ def cmd_db_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
     config = _config(args.config)
-    from otel_ml_processor.compute.reference import ReferenceError  # noqa: PLC0415
-    from otel_ml_processor.report import ReportError, write_report  # noqa: PLC0415
+    from otel_ml_processor.compute.reference import ReferenceError
+    from otel_ml_processor.report import ReportError, write_report
 
     try:
         path = write_report(config, args.model, args.version, args.output)

@@ -36,7 +36,7 @@ SHOWN_FEATURES = 8        # features sent with each prediction (the model uses a
 
 
 def _free_port() -> int:
-    import socket  # noqa: PLC0415
+    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -49,7 +49,7 @@ def _get(url: str) -> str:
 
 
 def _samples(text: str) -> list:
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+    from prometheus_client.parser import text_string_to_metric_families
 
     return [s for fam in text_string_to_metric_families(text) for s in fam.samples]
 
@@ -73,15 +73,15 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 def run_demo(forever: bool = False, duration: float = 60.0) -> int:
-    import numpy as np  # noqa: PLC0415
-    from sklearn.datasets import load_breast_cancer  # noqa: PLC0415
-    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
-    from sklearn.model_selection import train_test_split  # noqa: PLC0415
-    from sklearn.pipeline import make_pipeline  # noqa: PLC0415
-    from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    import otel_ml  # noqa: PLC0415
-    from otel_ml.providers import build_logger_provider  # noqa: PLC0415
+    import otel_ml
+    from otel_ml.providers import build_logger_provider
 
     tmp = Path(tempfile.mkdtemp(prefix="otel-ml-demo-"))
     grpc_port, http_port, metrics_port = _free_port(), _free_port(), _free_port()

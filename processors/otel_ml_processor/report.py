@@ -94,12 +94,12 @@ STAGES = ["reading the database", "rebuilding the window", "preparing the refere
 def build_report(config: Config, model: str, version: Optional[str] = None, progress: Optional[Progress] = None,
                  now: Optional[float] = None) -> tuple:
     """(version, html) of ``model``'s page computed from the database (the latest version by default)."""
-    from otel_ml_processor.compute.engine import compute_model_metrics  # noqa: PLC0415
-    from otel_ml_processor.compute.manager import ModelWindows  # noqa: PLC0415
-    from otel_ml_processor.counters import Caps, Counters  # noqa: PLC0415
-    from otel_ml_processor.export.pages.render import page_options, render_model  # noqa: PLC0415
-    from otel_ml_processor.export.pages.source import ModelSnapshot, latest_version, version_key  # noqa: PLC0415
-    from otel_ml_processor.store.database import Database  # noqa: PLC0415
+    from otel_ml_processor.compute.engine import compute_model_metrics
+    from otel_ml_processor.compute.manager import ModelWindows
+    from otel_ml_processor.counters import Caps, Counters
+    from otel_ml_processor.export.pages.render import page_options, render_model
+    from otel_ml_processor.export.pages.source import ModelSnapshot, latest_version, version_key
+    from otel_ml_processor.store.database import Database
 
     step = progress.stage if progress is not None else (lambda _name: None)
     step(STAGES[0])
@@ -111,8 +111,9 @@ def build_report(config: Config, model: str, version: Optional[str] = None, prog
             models = sorted({m for m, _, _ in stored})
             raise ReportError(f"model {model!r} has no predictions in {config.storage.url}"
                               + (f" (models: {', '.join(models)})" if models else " (the database is empty)"))
-        version = latest_version(versions) if version is None else version
-        if version not in versions:
+        if version is None:
+            version = latest_version(versions)
+        if version is None or version not in versions:
             raise ReportError(f"model {model!r} has no version {version!r} (versions: {', '.join(versions)})")
         step(STAGES[1])
         now = time.time() if now is None else now

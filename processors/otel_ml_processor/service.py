@@ -153,7 +153,7 @@ class ProcessorService:
         # TLS and basic auth from prometheus.web_config_file
         self.web = web_endpoint(config, self.registry, lambda: self.ready, lambda: self.computer.snapshot, self.db)
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otel-ml-writer")
-        self.pool = None
+        self.pool: Optional[ProcessPoolExecutor] = None
         self.handlers = Handlers(self.chain, self.counters, self.writer, None, config.receiver.max_request_bytes,
                                  pool_task=clean_in_worker)
         self.gate = InflightGate(config.receiver.max_inflight_bytes)
@@ -190,10 +190,10 @@ class ProcessorService:
                  cfg.grpc_endpoint, cfg.http_endpoint, self.web.scheme, self.config.prometheus.endpoint)
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
-        self.pool = ProcessPoolExecutor(
+        pool = self.pool = ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker,
             initargs=(self.config.anonymization, {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}))
-        return self.pool
+        return pool
 
     async def _site(self, app: web.Application, endpoint: str, ssl_ctx) -> None:
         # auto_decompress off: gzip bodies go through the receiver's bounded decompression

@@ -62,7 +62,7 @@ def import_labels(path: str, url: str, model: Optional[str] = None, token: Optio
 
 
 def export_rows(config, model: str, since: float, fmt: str, output: Optional[str]) -> int:
-    from otel_ml_processor.store.database import Database  # noqa: PLC0415
+    from otel_ml_processor.store.database import Database
 
     db = Database(config.storage.url)
     rows = db.export_rows(model, time.time() - since)
@@ -75,8 +75,8 @@ def export_rows(config, model: str, since: float, fmt: str, output: Optional[str
              **{f"feature.{f}": r["features"].get(f) for f in features},
              **{f"segment.{s}": r["segments"].get(s) for s in segments}} for r in rows]
     if fmt == "parquet":
-        import pyarrow as pa  # noqa: PLC0415
-        import pyarrow.parquet as pq  # noqa: PLC0415
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
         if not output:
             raise SystemExit("otel-ml: --output is required for parquet")

@@ -122,7 +122,7 @@ def report(measurement) -> str:
         shares, evaluations, hits = rates(measurement, alert, severity, models)
         mean = sum(shares) / len(shares)
         cohorts: dict = {}
-        for s, true in enumerate(measurement.hits[(alert, severity)]):
+        for true in measurement.hits[(alert, severity)]:
             for name in true & set(models):
                 cohort = measurement.models[name].name
                 cohorts[cohort] = cohorts.get(cohort, 0) + 1

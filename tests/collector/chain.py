@@ -118,7 +118,7 @@ class Chain:
         self.replicas = [ProcessorProcess(self.tmp / f"replica{k}", models=configs, db_url=pg_url, interval=interval)
                          for k in range(2)]
         endpoints = ", ".join(r.grpc_endpoint for r in self.replicas)
-        from tests.support import COLLECTOR_ENV, free_port  # noqa: PLC0415
+        from tests.support import COLLECTOR_ENV, free_port
 
         self.gateway = CollectorProcess(self.tmp, gateway_config, name="gateway", env={
             COLLECTOR_ENV["replicas"]: f"[{endpoints}]",

@@ -104,7 +104,7 @@ def test_labels_join_in_the_owners_window(run):
 
 def test_each_replica_exports_only_its_own_models(run):
     chain, owners, chosen = run
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+    from prometheus_client.parser import text_string_to_metric_families
 
     for k, replica in enumerate(chain.replicas):
         mine = {m for m, owner in owners.items() if owner == k}

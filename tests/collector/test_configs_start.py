@@ -54,7 +54,7 @@ def test_the_old_names_are_caught(tmp_path):
 
 
 def test_every_component_the_configs_name_is_built_in():
-    import subprocess  # noqa: PLC0415
+    import subprocess
 
     built = yaml.safe_load(subprocess.run([otelcol_binary(), "components"], capture_output=True, text=True,
                                           check=True, timeout=60).stdout)

@@ -106,7 +106,7 @@ def test_restarted_replica_exports_only_its_own_models(replica_killed):
     chain, owners, victim = replica_killed
     replica = chain.replicas[victim]
     mine = {m for m in STREAM if owners[m] == victim}
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+    from prometheus_client.parser import text_string_to_metric_families
 
     def exported() -> set:
         return {s.labels["model"] for fam in text_string_to_metric_families(replica.metrics_text())

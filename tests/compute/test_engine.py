@@ -184,7 +184,8 @@ def test_binary_engine_matches_oracles(seed, n, one_class, label_share, shift):
         assert math.isfinite(v)
 
 
-def test_regression_and_multiclass_and_empty():
+def _regression_window():
+    """150 regression predictions (y + 0.1) into a window of 100, every other one labeled y."""
     rng = np.random.default_rng(4)
     buf = WindowBuffer("r", "1", "regression", size=100)
     y = rng.normal(size=150)
@@ -192,7 +193,11 @@ def test_regression_and_multiclass_and_empty():
         buf.append(dict(prediction_id=str(i), timestamp=float(i), features={"x": float(y[i])}, output_label=None,
                         output_value=float(y[i] + 0.1), score=None, probabilities={}, segments={},
                         label=float(y[i]) if i % 2 else None))
-    w = buf.snapshot()
+    return buf.snapshot(), y
+
+
+def test_regression_performance_and_prediction_drift():
+    w, y = _regression_window()
     spec = ModelSpec()
     ref = prepare_reference(reference_from_window(w, 30), spec)
     m = compute_model_metrics(w, ref, spec)
@@ -204,6 +209,9 @@ def test_regression_and_multiclass_and_empty():
     want = stats.ks_2samp(y[50:80] + 0.1, y[50:] + 0.1)
     assert pred.method == "ks" and math.isclose(pred.score, want.statistic) and math.isclose(pred.pvalue, want.pvalue)
 
+
+def test_multiclass_macro_averages_and_nothing_reference_based_without_a_reference():
+    rng = np.random.default_rng(5)
     mc = WindowBuffer("c", "1", "classification", size=100)
     classes = ["a", "b", "c"]
     truth, guess = rng.integers(0, 3, 80), rng.integers(0, 3, 80)
@@ -217,6 +225,10 @@ def test_regression_and_multiclass_and_empty():
     assert_close(m.performance["precision"], skm.precision_score(yt, yp, average="macro"))
     assert m.drift == [] and m.ood_ratio is None and m.estimated_performance == {}
 
+
+def test_empty_window_has_no_metrics():
+    w, _ = _regression_window()
+    spec = ModelSpec()
     empty = WindowBuffer("e", "1", "classification", size=10).snapshot()
     prepared = prepare_reference(reference_from_window(w, 30), spec)
     m = compute_model_metrics(empty, prepared, ModelSpec(positive_label="1"))

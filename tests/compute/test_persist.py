@@ -98,7 +98,7 @@ def test_snapshots_of_another_version_of_the_code_load():
 
 def test_dataclasses_of_other_compute_modules_load_without_being_named():
     """Results the engine holds may be defined anywhere in the compute stage (the window, here)."""
-    from otel_ml_processor.compute.window import WindowData, rows_to_window  # noqa: PLC0415
+    from otel_ml_processor.compute.window import WindowData, rows_to_window
 
     rows = [dict(prediction_id=f"p{i}", timestamp=float(i), features={"x": float(i), "c": "a" if i else None},
                  output_label="1", output_value=None, score=0.5, probabilities={"1": 0.5}, segments={"g": "f"},

@@ -34,7 +34,7 @@ class WebhookReceiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
+            def do_POST(self):  # http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with outer._lock:
                     outer.notifications.append({"path": self.path, "body": json.loads(body)})
@@ -115,7 +115,7 @@ class AlertmanagerProcess:
 
 def reference_quantiles(n: int) -> list:
     """``n`` evenly spread quantiles of N(0, 1): a deterministic reference sample."""
-    from statistics import NormalDist  # noqa: PLC0415
+    from statistics import NormalDist
 
     return [NormalDist().inv_cdf((i + 0.5) / n) for i in range(n)]
 
@@ -126,7 +126,7 @@ def send_drifted(provider, model: str, version: str, drifted: list, stable: list
     then ``repeats`` copies of them with the ``drifted`` features shifted by +3 and the
     ``stable`` ones unchanged (so their KS statistic is exactly 0 and only the drifted features
     can be detected). Returns the ids."""
-    import otel_ml  # noqa: PLC0415
+    import otel_ml
 
     ref = reference_quantiles(first_n)
     ids = []

@@ -72,7 +72,7 @@ def test_drift_alert_reaches_the_webhook_routed_and_inhibited(tmp_path):
         # Both severities are firing in Prometheus, yet the warning never reached anyone.
         firing = prom.query('ALERTS{alertname="MLFeatureDrift", model="fraud-detector", alertstate="firing"}')
         assert sorted(s["metric"]["severity"] for s in firing) == ["critical", "warning"]
-        import time  # noqa: PLC0415 - give a wrongly un-inhibited warning its group_wait to arrive
+        import time  # give a wrongly un-inhibited warning its group_wait to arrive
 
         time.sleep(5)
         assert not [a for a in hook.alerts() if a["labels"]["alertname"] == "MLFeatureDrift"
@@ -96,9 +96,9 @@ def _send_groups(provider, model: str, selection: dict, correct_every: int, firs
     share ``selection[group]`` of each group's rows (deterministically, so a fair model's groups
     have exactly equal rates), each labeled right once in ``correct_every`` rows. One stable
     numeric input, the same quantiles in the reference and the window."""
-    import otel_ml  # noqa: PLC0415
+    import otel_ml
 
-    from tests.ops.stack import reference_quantiles  # noqa: PLC0415
+    from tests.ops.stack import reference_quantiles
 
     ref = reference_quantiles(first_n)
     groups = sorted(selection)

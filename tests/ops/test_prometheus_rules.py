@@ -164,9 +164,9 @@ def test_metrics_without_an_interval_are_compared_by_value_with_more_labels():
 def test_generators_take_names_from_semconv():
     """No otel-ml metric name is spelled as a literal in the generators, bare or as a selector
     (prose in descriptions may name them): they come from otel_ml.semconv."""
-    import ast  # noqa: PLC0415
+    import ast
 
-    from otel_ml import semconv as sc  # noqa: PLC0415
+    from otel_ml import semconv as sc
 
     metrics = {v for k, v in vars(sc).items() if k.startswith(("M_", "PROM_CLIENT_")) and isinstance(v, str)}
     metrics |= {m + "_total" for m in metrics} | {m + "_bucket" for m in metrics}

@@ -30,10 +30,10 @@ AGENT = Path(rotel.__file__).with_name("rotel-agent")
 
 
 def _provider(endpoint: str, service: str):
-    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter  # noqa: PLC0415
-    from opentelemetry.sdk._logs import LoggerProvider  # noqa: PLC0415
-    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor  # noqa: PLC0415
-    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.resources import Resource
 
     provider = LoggerProvider(resource=Resource.create({"service.name": service, "service.instance.id": service}))
     provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"http://{endpoint}", insecure=True)))
@@ -44,15 +44,15 @@ class RecordingRelay:
     """OTLP/gRPC logs relay: records each request's shape, forwards its bytes to ``target``."""
 
     def __init__(self, target: str) -> None:
-        import grpc  # noqa: PLC0415
-        from concurrent import futures  # noqa: PLC0415
+        import grpc
+        from concurrent import futures
 
-        from tests.support import grpc_export  # noqa: PLC0415
+        from tests.support import grpc_export
 
         self.requests: list = []  # (resources, log records) per request
 
         def export(body: bytes, context) -> bytes:
-            from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest  # noqa: PLC0415
+            from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
             req = ExportLogsServiceRequest.FromString(body)
             self.requests.append((len(req.resource_logs),
@@ -98,7 +98,7 @@ class RotelAgent:
 
         def listening() -> bool:
             assert self.proc.poll() is None, (self.tmp / "rotel.stdout").read_text(errors="replace")
-            import socket  # noqa: PLC0415
+            import socket
 
             with socket.socket() as s:
                 return s.connect_ex(("127.0.0.1", self.grpc_port)) == 0

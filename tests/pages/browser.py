@@ -101,7 +101,7 @@ class Chromium:
         return asyncio.run(asyncio.wait_for(self._visit(url, auth, dark, clip_selector, full_page, evaluate), timeout))
 
     async def _visit(self, url, auth, dark, clip_selector, full_page, evaluate) -> Visit:
-        import aiohttp  # noqa: PLC0415
+        import aiohttp
 
         visit = Visit(url)
         async with aiohttp.ClientSession() as http:

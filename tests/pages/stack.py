@@ -72,7 +72,7 @@ def make_certs(tmp: Path) -> Certs:
 
 
 def bcrypt_hash(password: str, rounds: int = 10) -> str:
-    import bcrypt  # noqa: PLC0415
+    import bcrypt
 
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
 

@@ -51,7 +51,7 @@ def _send(endpoint: str, model: str, shift: float, seed: int) -> None:
 
 def _metric_scores(proc: ProcessorProcess, model: str) -> dict:
     """(feature, method) -> ml_drift_score of ``model`` on ``proc``'s /metrics."""
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+    from prometheus_client.parser import text_string_to_metric_families
 
     return {(s.labels[sc.L_FEATURE], s.labels[sc.L_METHOD]): s.value
             for f in text_string_to_metric_families(proc.metrics_text()) for s in f.samples

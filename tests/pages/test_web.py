@@ -95,7 +95,7 @@ def test_processor_with_a_bad_web_config_does_not_start(tmp_path):
     (tmp_path / "web.yml").write_text("basic_auth_users: {prometheus: not-a-hash}\n")
     (tmp_path / "otel-ml.yaml").write_text(f"prometheus: {{web_config_file: web.yml}}\n"
                                            f"storage: {{url: 'sqlite:///{tmp_path / 'db.sqlite'}'}}\n")
-    from tests.support import otel_ml_command  # noqa: PLC0415
+    from tests.support import otel_ml_command
 
     run = subprocess.run(otel_ml_command() + ["processor", "--config", str(tmp_path / "otel-ml.yaml")],
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
@@ -132,7 +132,7 @@ async def _serve(app: web.Application, fn, ssl_ctx=None):
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_ctx)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     try:
         async with ClientSession() as http:
             return await fn(http, port)
@@ -296,7 +296,7 @@ def test_drift_order_detected_first_then_how_far_relative_to_the_threshold():
 def test_hidden_features_are_the_hashed_and_masked_ones():
     cfg = load_config(None)
     assert hidden_features(cfg.anonymization.rules) == frozenset()   # defaults: email dropped, zip generalized
-    from otel_ml_processor.config import AnonymizationRule  # noqa: PLC0415
+    from otel_ml_processor.config import AnonymizationRule
     rules = [AnonymizationRule("ml.feature.customer", "hash"), AnonymizationRule("ml.feature.card", "mask"),
              AnonymizationRule("ml.feature.zip", "generalize", keep_chars=3), AnonymizationRule("enduser.id", "hash")]
     assert hidden_features(rules) == frozenset({"customer", "card"})
@@ -320,7 +320,7 @@ def test_model_names_in_urls_as_the_alerts_link_them():
     """The shipped alerts link /models/<urlquery name>?version=<v>: spaces, slashes, non-ASCII, '+'."""
     names = ["my model", "a/b", "ünï+x"]
     snap = Snapshot(models={(n, "1"): ModelMetrics() for n in names}, computed_at={}, durations={})
-    from urllib.parse import quote  # noqa: PLC0415
+    from urllib.parse import quote
 
     async def check(http, port):
         out = []

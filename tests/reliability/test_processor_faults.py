@@ -243,11 +243,11 @@ def test_restart_rebuilds_windows_and_exports_the_same_values(tmp_path):
              ("ml_window_predictions", {"model": "rs"}), ("ml_window_labeled", {"model": "rs"})]
     wait_for(lambda: proc.sample("ml_window_labeled", {"model": "rs"}) == 100 and proc.sample(*names[1]) is not None,
              what="labels in the labeled window, and drift")
-    before = {n: proc.sample(n, l) for n, l in names}
+    before = {n: proc.sample(n, lab) for n, lab in names}
     assert before["ml_window_predictions"] == 100
     assert proc.stop() == 0
     proc.start()
-    after = {n: proc.sample(n, l) for n, l in names}
+    after = {n: proc.sample(n, lab) for n, lab in names}
     assert None not in before.values() and after == before
     assert proc.stop() == 0
 

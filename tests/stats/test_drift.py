@@ -169,21 +169,24 @@ def test_missing_values_are_left_out():
     assert_close(cat.score, stat)
 
 
-def test_auto_resolution():
-    rng = np.random.default_rng(0)
-    numeric_small = FeatureReference.build(rng.normal(size=1000))
-    numeric_big = FeatureReference.build(rng.normal(size=1001))
-    few_values = FeatureReference.build(rng.integers(0, 5, 5000).astype(float))  # 5 distinct: categorical
-    six_values = FeatureReference.build(rng.integers(0, 6, 500).astype(float))
-    strings_big = FeatureReference.build(np.array(["a", "b"] * 600, dtype=object))
-    assert resolve_method("auto", numeric_small, TESTS) == "ks"
-    assert resolve_method("auto", numeric_big, TESTS) == "wasserstein"
-    assert resolve_method("auto", few_values, TESTS) == "jensenshannon"
-    assert resolve_method("auto", FeatureReference.build(few_values.values[:1000]), TESTS) == "chi2"
-    assert resolve_method("auto", six_values, TESTS) == "ks"
-    assert resolve_method("auto", strings_big, TESTS) == "jensenshannon"
-    # the reference's row count decides, not its present values
-    assert resolve_method("auto", FeatureReference.build(rng.normal(size=900), rows=1500), TESTS) == "wasserstein"
+@pytest.mark.parametrize("build, expected", [
+    pytest.param(lambda rng: FeatureReference.build(rng.normal(size=1000)), "ks",
+                 id="numeric-up-to-1000-rows-ks"),
+    pytest.param(lambda rng: FeatureReference.build(rng.normal(size=1001)), "wasserstein",
+                 id="numeric-over-1000-rows-wasserstein"),
+    pytest.param(lambda rng: FeatureReference.build(rng.integers(0, 5, 1000).astype(float)), "chi2",
+                 id="5-distinct-numbers-are-categorical-up-to-1000-rows-chi2"),
+    pytest.param(lambda rng: FeatureReference.build(rng.integers(0, 5, 5000).astype(float)), "jensenshannon",
+                 id="5-distinct-numbers-are-categorical-over-1000-rows-jensenshannon"),
+    pytest.param(lambda rng: FeatureReference.build(rng.integers(0, 6, 500).astype(float)), "ks",
+                 id="6-distinct-numbers-are-numeric-ks"),
+    pytest.param(lambda rng: FeatureReference.build(np.array(["a", "b"] * 600, dtype=object)), "jensenshannon",
+                 id="strings-over-1000-rows-jensenshannon"),
+    pytest.param(lambda rng: FeatureReference.build(rng.normal(size=900), rows=1500), "wasserstein",
+                 id="reference-rows-decide-not-present-values"),
+])
+def test_auto_resolution(build, expected):
+    assert resolve_method("auto", build(np.random.default_rng(0)), TESTS) == expected
 
 
 def test_unknown_method_lists_the_known_ones():

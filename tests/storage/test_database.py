@@ -109,7 +109,7 @@ def test_retention_deletes_old_predictions_and_their_labels_in_batches(db):
         if statement.lstrip().upper().startswith("DELETE FROM PREDICTIONS"):
             statements.append(statement)
 
-    from sqlalchemy import event  # noqa: PLC0415
+    from sqlalchemy import event
     event.listen(db.engine, "before_cursor_execute", count_deletes)
     assert db.apply_retention(T0, retention=500, batch=3) == 7
     event.remove(db.engine, "before_cursor_execute", count_deletes)
@@ -193,7 +193,7 @@ def test_plain_postgresql_url_uses_psycopg_3(pg_url):
 
 def test_replicas_migrating_at_once_on_postgresql(pg_url):
     """Two replicas starting together on an empty database: one creates the schema, both start."""
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(4) as pool:
         dbs = list(pool.map(lambda _: Database(pg_url), range(4)))
@@ -220,7 +220,7 @@ def test_regression_rows_odd_strings_and_missing_values_round_trip(db):
 
 def test_housekeeping_runs_in_one_replica_at_a_time_on_postgresql(pg_url):
     """While another replica holds the housekeeping lock, expiry and retention skip the cycle."""
-    from otel_ml_processor.store.database import HOUSEKEEPING_LOCK_KEY  # noqa: PLC0415
+    from otel_ml_processor.store.database import HOUSEKEEPING_LOCK_KEY
 
     db = Database(pg_url)
     db.insert_predictions([pred("old")], now=T0 - 1000)
@@ -294,7 +294,7 @@ def test_label_changes_are_those_other_replicas_made_since_a_time(db_url):
 
 
 def test_snapshots_are_kept_only_by_the_versions_owner(db_url):
-    from otel_ml_processor.store.database import SnapshotRow  # noqa: PLC0415
+    from otel_ml_processor.store.database import SnapshotRow
 
     a, b = Database(db_url, replica="a"), Database(db_url, replica="b")
     a.insert_predictions([pred("p1")], now=T0)
@@ -315,7 +315,7 @@ def test_snapshots_are_kept_only_by_the_versions_owner(db_url):
 
 def test_migration_from_version_1_records_no_owner_and_the_first_replica_claims(db_url):
     """A database made before ownership: its versions get rows without an owner, claimed once."""
-    from otel_ml_processor.store.migrations import MIGRATIONS as steps  # noqa: PLC0415
+    from otel_ml_processor.store.migrations import MIGRATIONS as steps
 
     engine = create_engine(engine_url(db_url))
     with engine.begin() as conn:

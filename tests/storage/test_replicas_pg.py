@@ -66,7 +66,7 @@ def _label_http(proc: ProcessorProcess, model: str, rows: dict) -> None:
 
 
 def _models_computed(proc: ProcessorProcess) -> set:
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+    from prometheus_client.parser import text_string_to_metric_families
 
     return {s.labels["model"] for f in text_string_to_metric_families(proc.metrics_text())
             for s in f.samples if s.name in COMPUTED}

@@ -57,7 +57,9 @@ class Cleaner:
 
     def _issue(self, model: str, feature: str, issue: str) -> None:
         key = (model, feature, issue)
-        self._batch.issues[key] = self._batch.issues.get(key, 0) + 1
+        batch = self._batch
+        assert batch is not None, "the validator reports issues only inside events()"
+        batch.issues[key] = batch.issues.get(key, 0) + 1
 
     def events(self, events: Iterable[LogEvent]) -> CleanBatch:
         batch = self._batch = CleanBatch()
@@ -136,6 +138,7 @@ def init_worker(anonymization: AnonymizationConfig, environ: dict) -> None:
 
 def clean_in_worker(kind: str, body: bytes, content_type: str, encoding: Optional[str],
                     max_bytes: int, received_at: float) -> CleanBatch:
+    assert _worker_cleaner is not None, "init_worker runs first in each worker process"
     return _worker_cleaner.request_encoded(kind, body, content_type, encoding, max_bytes, received_at)
 
 

@@ -33,7 +33,7 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeGuard
 
 import numpy as np
 
@@ -62,7 +62,8 @@ def number_text(v: float) -> str:
     return repr(f)
 
 
-def _is_number(v: object) -> bool:
+def _is_number(v: object) -> TypeGuard[float]:
+    # int, float or a numpy number (not a bool): what float() and number_text() take
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 

@@ -118,7 +118,8 @@ class ModelMetrics:
 
 def _present(arr: np.ndarray) -> np.ndarray:
     """Mask of the values that are not None (object arrays; an elementwise C loop)."""
-    return np.asarray(np.not_equal(arr, None), dtype=bool).reshape(len(arr))
+    # numpy's stubs take no None operand, though object arrays compare with it elementwise
+    return np.asarray(np.not_equal(arr, None), dtype=np.bool_).reshape(len(arr))  # type: ignore[call-overload]
 
 
 def _labels_str(label: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -177,15 +178,20 @@ def _score(pf: PreparedFeature, values: np.ndarray, feature: str) -> Optional[_T
     return _Tested(feature, pf, float(res.score), None if res.pvalue is None else float(res.pvalue), cur.n)
 
 
+def _pvalue(t: _Tested) -> float:
+    assert t.pvalue is not None, f"{t.pf.method} is a p-value test: it gives a p-value"
+    return t.pvalue
+
+
 def _decide(tested: list[_Tested], prediction: Optional[_Tested]) -> list[DriftResult]:
     """BH across the input features' p-values (the prediction on its own); distances against
     their effective thresholds."""
     out: list[DriftResult] = []
     pv = [t for t in tested if t.pf.is_pvalue]
-    qs = dict(zip((t.feature for t in pv), bh_qvalues([t.pvalue for t in pv]).tolist()))
+    qs = dict(zip((t.feature for t in pv), bh_qvalues([_pvalue(t) for t in pv]).tolist()))
     for t in [*tested, *([prediction] if prediction is not None else [])]:
         if t.pf.is_pvalue:
-            q = qs.get(t.feature, t.pvalue) if t is not prediction else t.pvalue
+            q = qs.get(t.feature, _pvalue(t)) if t is not prediction else _pvalue(t)
             out.append(DriftResult(t.feature, t.pf.method, t.score, t.pvalue, q < t.pf.threshold, q, t.pf.threshold))
         else:
             th = t.pf.effective_threshold(t.n_window)
@@ -235,7 +241,7 @@ def _performance(m: ModelMetrics, lab: _Labeled, task: str, binary: bool, pos: O
     use = lab.rows & _present(d.output_label)
     y_true_s = _labels_str(d.label, use)
     y_pred_s = d.output_label[use].astype(str).astype(object)
-    if binary:
+    if binary and pos is not None:            # (binary: the positive label is set)
         pp = positive_probability(pos, d.output_label, d.score, d.probabilities)[use]
         t01 = (y_true_s == pos).astype(int)
         y01 = (y_pred_s == pos).astype(int)
@@ -343,7 +349,7 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
                                            s >= th, None, th))
 
         # -- CBPE ---------------------------------------------------------------------------------
-        if binary and n:
+        if binary and n and pos is not None:
             p_all = positive_probability(pos, window.output_label, window.score, window.probabilities)
             ok = has_pred & np.isfinite(p_all) & (p_all >= 0) & (p_all <= 1)
             p = p_all[ok]

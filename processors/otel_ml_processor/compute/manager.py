@@ -64,7 +64,7 @@ def model_spec(m: ModelConfig, config: Config) -> ModelSpec:
 
 def check_drift_methods(config: Config) -> None:
     """Every configured drift method must exist: a typo is an error at start, naming the known ones."""
-    from otel_ml_processor.stats.registry import builtin_tests  # noqa: PLC0415
+    from otel_ml_processor.stats.registry import builtin_tests
 
     known = {sc.METHOD_AUTO, *builtin_tests()}
     for i, m in enumerate(config.models):
@@ -162,12 +162,13 @@ class ModelWindows:
         self.config, self.db, self.caps = config, db, caps
         self.replica = db.replica
         self._lock = threading.Lock()
-        self._versions: dict = {}        # (model, version) -> _Version
+        self._versions: dict[tuple[str, str], _Version] = {}
         self._catchup: dict = {}         # (model, version) -> rows committed while it is being filled
         self._joins: list = []           # Join: labels joined here, applied at the next sync
         self._watermark: Optional[float] = None   # database clock of the last label poll
         self._seen: dict = {}            # (model, prediction_id) -> changed_at of the label applied
-        self._wanted: dict = {}          # (model, version) -> [_Label] whose rows its labeled window wants
+        # (model, version) -> the labels whose rows its labeled window wants
+        self._wanted: dict[tuple[str, str], list[_Label]] = {}
         self.specs: dict = {}            # model -> ModelSpec
         self.references: dict = {}       # (model, version) -> PreparedReference
         self.file_references: dict = {}  # model -> ReferenceData loaded from the config's file
@@ -374,7 +375,7 @@ class ModelWindows:
             state = self._versions.get((model, version))
             if state is None:
                 continue
-            newest = {}
+            newest: dict[str, _Label] = {}      # prediction id -> its newest label
             for label in sorted(labels, key=lambda x: (x.time, x.seq), reverse=True):
                 newest.setdefault(label.prediction_id, label)
                 if len(newest) == state.labeled.size:

@@ -104,12 +104,12 @@ def _read_columns(path: str) -> dict[str, list]:
         raise ReferenceError(f"reference file {path!r} does not exist")
     if path.lower().endswith((".parquet", ".pq")):
         try:
-            import pyarrow.parquet as pq  # noqa: PLC0415
+            import pyarrow.parquet as pq
         except ImportError as exc:  # pragma: no cover - pyarrow is optional
             raise ReferenceError(f"reading {path!r} needs pyarrow (pip install 'otel-ml[parquet]')") from exc
         try:
             return pq.read_table(path).to_pydict()
-        except Exception as exc:  # noqa: BLE001 - any pyarrow failure is an unreadable file
+        except Exception as exc:  # any pyarrow failure is an unreadable file
             raise ReferenceError(f"cannot read Parquet reference {path!r}: {exc}") from exc
     try:
         with open(path, newline="", encoding="utf-8") as fh:

@@ -142,13 +142,14 @@ class _Column:
         if arr.dtype == object and self.numeric:
             self.data, self.numeric = _to_strings(self.data), False
             self.textual = np.zeros(self.data.size, dtype=bool)
-        if arr.dtype != object and not self.numeric:
-            self.textual[start:end] = False
+        textual = self.textual        # set exactly when the column is not numeric
+        if arr.dtype != object and textual is not None:
+            textual[start:end] = False
             arr = _to_strings(arr)
-        elif not self.numeric:
-            self.textual[start:end] = [v is not None and not _is_number(v) for v in values]
+        elif textual is not None:
+            textual[start:end] = [v is not None and not _is_number(v) for v in values]
         self.data[start:end] = arr
-        if q is not None:
+        if q is not None and self.quality is not None:   # q is made exactly when the column has quality
             self.quality[start:end] = q
 
     def clear(self, start: int, end: int) -> None:
@@ -433,7 +434,8 @@ class WindowBuffer:
             order = keep[np.lexsort((self._seq[keep], self._ts[keep]))]
         else:
             order = keep[np.argsort(self._seq[keep], kind="stable")]
-        quality = {k: c.quality[order].copy() for k, c in self._features.items()}
+        # (feature columns always have their quality)
+        quality = {k: c.quality[order].copy() for k, c in self._features.items() if c.quality is not None}
         return WindowData(
             model=self.model, model_version=self.model_version, task=self.task,
             prediction_ids=self._ids[order].copy(), timestamps=self._ts[order].copy(),

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -43,6 +43,9 @@ from otel_ml_processor.export.pages.source import ComputerSource, SnapshotSource
 from otel_ml_processor.export.pages.theme import CSP
 from otel_ml_processor.export.webconfig import WebConfig, WebConfigState
 from otel_ml_processor.store.database import Database
+
+if TYPE_CHECKING:
+    from otel_ml_processor.compute.manager import Snapshot
 
 __all__ = ["metrics_app", "web_endpoint", "page_source", "WebEndpoint", "Pages", "PROBE_PATHS"]
 
@@ -139,7 +142,7 @@ class WebEndpoint:
         return "https" if self.ssl_context is not None else "http"
 
 
-def page_source(snapshot: Callable[[], object], db: Optional[Database] = None) -> SnapshotSource:
+def page_source(snapshot: Callable[[], Snapshot], db: Optional[Database] = None) -> SnapshotSource:
     """Where the pages read: on PostgreSQL (replicas may share it) every version in the database,
     this replica's own from ``snapshot``; on SQLite (one processor), or without a database, only
     ``snapshot``, the compute thread's last one."""
@@ -149,7 +152,7 @@ def page_source(snapshot: Callable[[], object], db: Optional[Database] = None) -
 
 
 def web_endpoint(config: Config, registry: CollectorRegistry, is_ready: Callable[[], bool],
-                 snapshot: Callable[[], object], db: Optional[Database] = None) -> WebEndpoint:
+                 snapshot: Callable[[], Snapshot], db: Optional[Database] = None) -> WebEndpoint:
     """The web port as the config has it: pages on ``prometheus.pages`` (from :func:`page_source`),
     TLS and basic auth from ``prometheus.web_config_file`` (a bad file raises ConfigError: the
     processor does not start)."""

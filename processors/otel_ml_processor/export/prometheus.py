@@ -17,13 +17,16 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from otel_ml import semconv as sc
 from otel_ml_processor.counters import JOIN_DELAY_BUCKETS, Counters
+
+if TYPE_CHECKING:                 # the exporter reads compute's snapshot; it does not import compute
+    from otel_ml_processor.compute.manager import Snapshot
 
 MV = [sc.L_MODEL, sc.L_MODEL_VERSION]
 
@@ -33,7 +36,7 @@ def _ok(v) -> bool:
 
 
 class MLCollector(Collector):
-    def __init__(self, counters: Counters, snapshot: Callable[[], object]):
+    def __init__(self, counters: Counters, snapshot: Callable[[], Snapshot]):
         self.counters = counters
         self.snapshot = snapshot
 

@@ -82,7 +82,7 @@ class WebConfig:
     min_version: str = "TLS12"
     max_version: str = "TLS13"
     headers: dict = field(default_factory=dict)
-    users: dict = field(default_factory=dict)        # user -> bcrypt hash (bytes)
+    users: dict[str, bytes] = field(default_factory=dict)        # user -> bcrypt hash
 
     @property
     def tls(self) -> bool:
@@ -196,7 +196,7 @@ class WebConfig:
             else:
                 fail(key, "unknown key (known keys: http2, headers)")
 
-        users: dict = {}
+        users: dict[str, bytes] = {}
         for user, hashed in mapping(data.get("basic_auth_users"), "basic_auth_users").items():
             key = f"basic_auth_users.{user}"
             if not isinstance(user, str) or not user or ":" in user:
@@ -208,7 +208,7 @@ class WebConfig:
 
     def ssl_context(self) -> Optional[ssl.SSLContext]:
         """The server's TLS context (None without TLS)."""
-        if not self.tls:
+        if self.cert_file is None:             # = not self.tls
             return None
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = TLS_VERSIONS[self.min_version]
@@ -230,7 +230,7 @@ _BCRYPT = re.compile(r"^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$")
 def _is_bcrypt(h: str) -> bool:
     """A well-formed bcrypt hash (checked without paying its cost)."""
     m = _BCRYPT.match(h)
-    return bool(m) and 4 <= int(m.group(1)) <= 31
+    return m is not None and 4 <= int(m.group(1)) <= 31
 
 
 def _parse_basic(header: Optional[str]) -> Optional[tuple]:
@@ -302,7 +302,7 @@ class WebConfigState:
         return self._ssl
 
     def _reload_tls(self, cfg: WebConfig) -> None:
-        if self._ssl is None or not cfg.tls:
+        if self._ssl is None or cfg.cert_file is None:   # cert_file None = not cfg.tls
             return   # TLS on or off needs a restart (the socket is listening already)
         mtimes = self._file_mtimes(cfg)
         if mtimes == self._ssl_mtimes:
@@ -330,11 +330,11 @@ class WebConfigState:
     # --- basic auth ------------------------------------------------------------------------------
 
     def _check(self, cfg: WebConfig, user: str, password: str) -> bool:
-        import bcrypt  # noqa: PLC0415
+        import bcrypt
 
-        hashed = cfg.users.get(user)
-        known = hashed is not None
-        hashed = hashed if known else _DECOY_HASH
+        stored = cfg.users.get(user)
+        known = stored is not None
+        hashed = stored if stored is not None else _DECOY_HASH
         key = hashlib.sha256(b"\0".join((user.encode(), hashed, password.encode()))).digest()
         with self._lock:
             hit = self._cache.get(key)

@@ -25,7 +25,7 @@ from otel_ml_processor.counters import Caps, Counters
 from otel_ml_processor.store.database import Join
 
 
-def window_label(task: str, value: object) -> object:
+def window_label(task: str, value: str | float) -> str | float | None:
     """A label as the window compares it: classes are strings (1.0 sent as a number is "1")."""
     if task == sc.TASK_CLASSIFICATION:
         if isinstance(value, float) and value.is_integer():

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -32,7 +32,7 @@ from otel_ml import semconv as sc
 
 #: The OTLP signals the receivers take: each names its Export request message.
 KIND_LOGS, KIND_METRICS, KIND_TRACES = "logs", "metrics", "traces"
-MESSAGES = {KIND_LOGS: ExportLogsServiceRequest, KIND_METRICS: ExportMetricsServiceRequest,
+MESSAGES: dict[str, type[Message]] = {KIND_LOGS: ExportLogsServiceRequest, KIND_METRICS: ExportMetricsServiceRequest,
             KIND_TRACES: ExportTraceServiceRequest}
 
 

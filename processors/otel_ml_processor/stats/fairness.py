@@ -193,7 +193,7 @@ def fairness_metrics(y_pred: np.ndarray, groups: np.ndarray, labeled_true: np.nd
         out.metrics[sc.FAIR_EQUALIZED_ODDS_DIFFERENCE] = float(eod)
         if eod_p is not None:
             out.pvalues[sc.FAIR_EQUALIZED_ODDS_DIFFERENCE] = eod_p
-    for g, r in group_rates(labeled_true, labeled_pred, labeled_groups, min_group_size).items():
-        for metric, v in r.items():
+    for g, rates in group_rates(labeled_true, labeled_pred, labeled_groups, min_group_size).items():
+        for metric, v in rates.items():
             out.groups[(g, metric)] = v
     return out

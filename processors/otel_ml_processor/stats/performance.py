@@ -37,6 +37,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 from scipy import stats
@@ -53,7 +54,7 @@ INTERVAL_ALPHA = 0.05
 _Z = float(stats.norm.isf(INTERVAL_ALPHA / 2.0))
 
 
-def _finite(out: dict[str, float]) -> dict[str, float]:
+def _finite(out: Mapping[str, float | None]) -> dict[str, float]:
     return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(v)}
 
 
@@ -114,7 +115,7 @@ def binary_performance(y_true: np.ndarray, y_pred: np.ndarray,
     if t.size == 0:
         return {}
     tp, fp, fn, tn = binary_counts(t, p)
-    out: dict[str, float] = {
+    out: dict[str, float | None] = {   # None: undefined (e.g. roc_auc with one class), left out
         sc.PERF_ACCURACY: (tp + tn) / t.size,
         sc.PERF_PRECISION: _ratio(tp, tp + fp),
         sc.PERF_RECALL: _ratio(tp, tp + fn),

@@ -256,7 +256,7 @@ class DriftTest:
 
 def builtin_tests() -> dict[str, DriftTest]:
     """The registry of every built-in test, by name (a fresh dict: callers may extend it)."""
-    from otel_ml_processor.stats import chi2, jensenshannon, ks, psi, wasserstein  # noqa: PLC0415
+    from otel_ml_processor.stats import chi2, jensenshannon, ks, psi, wasserstein
 
     return {t.name: t for t in (ks.TEST, psi.TEST, jensenshannon.TEST, wasserstein.TEST, chi2.TEST)}
 
@@ -270,8 +270,8 @@ def resolve_method(method: str, ref: FeatureReference, tests: dict[str, DriftTes
     """
     if method == sc.METHOD_AUTO:
         slot = (ref.auto_kind, SMALL if ref.rows <= AUTO_MAX_EXACT_ROWS else LARGE)
-        for name, test in tests.items():
-            if slot in test.auto:
+        for name, candidate in tests.items():
+            if slot in candidate.auto:
                 return name
         raise DriftConfigError(f"no drift test fills auto's slot {slot} for feature {feature!r}")
     test = tests.get(method)

@@ -36,10 +36,11 @@ import time as _time
 
 import orjson
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence, Union
 
-from sqlalchemy import String, and_, any_, bindparam, case, create_engine, delete, event, func, select, text, update
+from sqlalchemy import String, Table, and_, any_, bindparam, case, create_engine, delete, event, func, select, text, update
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.engine import Connection, Engine, make_url
 
@@ -214,11 +215,13 @@ class Database:
         # statement per batch).
         self.engine = engine or create_engine(url_, pool_pre_ping=url_.get_backend_name() != "sqlite")
         self.dialect = self.engine.dialect.name
+        # INSERT .. ON CONFLICT, in the dialect's own construct
+        insert: Callable[[Table], Union[sqlite.Insert, postgresql.Insert]]
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-            from sqlalchemy.dialects.sqlite import insert
+            insert = sqlite.insert
         elif self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
+            insert = postgresql.insert
         else:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite:// or postgresql://")
         self._insert = insert
@@ -377,9 +380,9 @@ class Database:
                 for row in conn.execute(select(_L.c.model, _L.c.prediction_id, _L.c.joined_at).where(where)):
                     previous[(row.model, row.prediction_id)] = row.joined_at
             for where in self.keys_in(_P, keys):
-                for row in conn.execute(select(_P.c.model, _P.c.prediction_id, _P.c.model_version, _P.c.time, _P.c.id,
-                                               _P.c.received_at).where(where)):
-                    preds[(row.model, row.prediction_id)] = row
+                for found in conn.execute(select(_P.c.model, _P.c.prediction_id, _P.c.model_version, _P.c.time,
+                                                 _P.c.id, _P.c.received_at).where(where)):
+                    preds[(found.model, found.prediction_id)] = found
             rows = []
             for key, r in latest.items():
                 if key in previous:

@@ -53,7 +53,9 @@ def load_index_fields(text: str) -> ModelMetrics:
     the others at their defaults; the whole snapshot when it is not shaped as expected."""
     data = orjson.loads(text)
     value = data.get("value") if isinstance(data, dict) else None
-    fields = value.get("fields") if isinstance(value, dict) and value.get("$dataclass") == ModelMetrics.__name__ else None
+    if not isinstance(value, dict) or value.get("$dataclass") != ModelMetrics.__name__:
+        return persist.load(text)
+    fields = value.get("fields")
     if not isinstance(fields, dict):
         return persist.load(text)
     value["fields"] = {k: v for k, v in fields.items() if k in INDEX_FIELDS}

@@ -135,8 +135,8 @@ def _model_href(model: str, version: Optional[str] = None, prefix: str = "") -> 
 # --- drift ordering -------------------------------------------------------------------------------
 
 def _default_threshold(method: str) -> float:
-    from otel_ml_processor.stats.multivariate import DEFAULT_THRESHOLD  # noqa: PLC0415
-    from otel_ml_processor.stats.registry import builtin_tests  # noqa: PLC0415
+    from otel_ml_processor.stats.multivariate import DEFAULT_THRESHOLD
+    from otel_ml_processor.stats.registry import builtin_tests
 
     if method == sc.METHOD_PCA_RECONSTRUCTION:
         return DEFAULT_THRESHOLD
@@ -348,7 +348,7 @@ def _quality_section(s: ModelSnapshot, o: PageOptions) -> str:
 
 
 def _stale_note(s: ModelSnapshot, now: float, o: PageOptions) -> str:
-    if not is_stale(s, now, o):
+    if s.computed_at is None or o.stale_after is None or not is_stale(s, now, o):
         return ""
     who = (f"the replica that computed it, {_e(s.owner)}, may be down or no longer own this version"
            if s.owner else "the processor's compute cycle may be stuck or failing (see its log)")

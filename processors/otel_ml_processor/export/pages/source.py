@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, runtime_checkable
 
 from otel_ml_processor.compute.engine import ModelMetrics
+
+if TYPE_CHECKING:
+    from otel_ml_processor.compute.manager import Snapshot
 
 __all__ = ["ModelSnapshot", "SnapshotSource", "ComputerSource", "version_key", "latest_version", "sorted_keys"]
 
@@ -83,7 +86,7 @@ class ComputerSource:
     """A :class:`SnapshotSource` over the compute thread's last snapshot
     (``compute.manager.Snapshot``: ``models``, ``computed_at``, ``durations`` keyed by (model, version))."""
 
-    def __init__(self, snapshot: Callable[[], object], owner: Optional[str] = None):
+    def __init__(self, snapshot: Callable[[], Snapshot], owner: Optional[str] = None):
         self._snapshot = snapshot
         self._owner = owner
 
