@@ -330,9 +330,10 @@ def ood_alerts(t: dict) -> list[Alert]:
             name="MLOODRatioHigh",
             severity=severity,
             # above the threshold and above the floor: what a stable window of this size can show
-            # because the reference itself misses part of its distribution (docs/metrics.md)
+            # because the reference itself misses part of its distribution (docs/metrics.md). The
+            # comparison with on() keeps only the on() labels: the "and" matches on them too
             expr=with_at_least(f"{sc.M_OOD_RATIO} > {ood[f'{severity}_above']}\n"
-                               f"and {sc.M_OOD_RATIO} > {ON_MODEL_VERSION} {sc.M_OOD_RATIO_FLOOR}",
+                               f"and {ON_MODEL_VERSION} {sc.M_OOD_RATIO} > {ON_MODEL_VERSION} {sc.M_OOD_RATIO_FLOOR}",
                                sc.M_WINDOW_PREDICTIONS, ood["min_window"]),
             for_=ood["for"],
             summary="Many predictions have inputs outside the reference data's range.",
