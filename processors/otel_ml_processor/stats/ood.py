@@ -28,6 +28,8 @@ Example::
     numeric_ood(np.array([0.5, 1.05, 3.0, np.nan]), 0.0, 1.0)    # [False, False, True, False]
     categorical_ood(np.array(["a", "z", None], dtype=object), {"a", "b"})  # [False, True, False]
 
+    from otel_ml_processor.stats.ood import categorical_unseen, numeric_unseen, ood_ratio_floor, stable_ood_bound
+
     p_var = [categorical_unseen(np.array([5, 1, 1, 2])), numeric_unseen(np.arange(100.0), 0.1)]
     ood_ratio_floor(400, stable_ood_bound(p_var, 0.01), 0.01)   # 0.815: 2 singletons among 9 values
 """
