@@ -232,6 +232,22 @@ def drift_against_threshold(title: str, description: str, matchers: list, legend
     return panel
 
 
+def ood_against_floor(matchers: list, width: int) -> timeseries.Panel:
+    """The OOD ratio beside its floor (red dashed) and MLOODRatioHigh's thresholds (dashed):
+    the alert needs the ratio above both a threshold and the floor."""
+    ood = load_thresholds()["ood_ratio"]
+    panel = series_panel(
+        "Out-of-distribution ratio and its floor",
+        "ml_ood_ratio: share of window predictions with an input outside the reference's range widened by "
+        "ood.margin, or a category it never had. Red dashed: ml_ood_ratio_floor, the share a stable window of this "
+        "size stays under (at drift.alpha: the part of its own distribution a finite reference never showed). "
+        "MLOODRatioHigh needs the ratio above its threshold (dashed) and above the floor.",
+        [query(sel(sc.M_OOD_RATIO, *matchers), "OOD ratio", "A"),
+         query(sel(sc.M_OOD_RATIO_FLOOR, *matchers), "stable floor", "B")], "percentunit", width, lowest=0, highest=1)
+    panel = with_threshold_lines(panel, "green", [(ood["warning_above"], "orange"), (ood["critical_above"], "red")])
+    return panel.override_by_query("B", THRESHOLD_LINE + RED)
+
+
 def performance_with_interval(filters: list, legend: str, title: str, description: str, width: int,
                               estimated: bool) -> timeseries.Panel:
     """A performance figure inside its 95 % Wilson interval (shaded between the bounds)."""
@@ -423,14 +439,15 @@ def model_detail() -> db.Dashboard:
             "the label-free estimate (CBPE, binary models). One panel per metric.", 8, estimated=True
         ).repeat(VAR_METRIC).repeat_direction("h"),
         db.Row("Out-of-distribution and windows"),
+        ood_against_floor(one_version, 8),
         series_panel("Out-of-distribution ratio per feature",
                      "ml_feature_ood_ratio: share of the window outside the reference (range widened by ood.margin, "
                      "or an unseen category), per feature.",
-                     [query(sel(sc.M_FEATURE_OOD_RATIO, *one_version), "{{feature}}")], "percentunit", 12,
+                     [query(sel(sc.M_FEATURE_OOD_RATIO, *one_version), "{{feature}}")], "percentunit", 8,
                      lowest=0, highest=1),
         series_panel("Window and labels", "Predictions in the window, and labeled predictions in the labeled window.",
                      [query(sel(sc.M_WINDOW_PREDICTIONS, *one_version), "window"),
-                      query(sel(sc.M_WINDOW_LABELED, *one_version), "labeled", "B")], "short", 12),
+                      query(sel(sc.M_WINDOW_LABELED, *one_version), "labeled", "B")], "short", 8),
         db.Row("Fairness"),
         table_panel("Fairness per attribute (now)",
                     "Each gap, its p-value (is it more than chance between groups treated alike?) and the "

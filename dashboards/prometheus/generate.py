@@ -329,11 +329,17 @@ def ood_alerts(t: dict) -> list[Alert]:
         Alert(
             name="MLOODRatioHigh",
             severity=severity,
-            expr=with_at_least(f"{sc.M_OOD_RATIO} > {ood[f'{severity}_above']}", sc.M_WINDOW_PREDICTIONS, ood["min_window"]),
+            # above the threshold and above the floor: what a stable window of this size can show
+            # because the reference itself misses part of its distribution (docs/metrics.md). The
+            # comparison with on() keeps only the on() labels: the "and" matches on them too
+            expr=with_at_least(f"{sc.M_OOD_RATIO} > {ood[f'{severity}_above']}\n"
+                               f"and {ON_MODEL_VERSION} {sc.M_OOD_RATIO} > {ON_MODEL_VERSION} {sc.M_OOD_RATIO_FLOOR}",
+                               sc.M_WINDOW_PREDICTIONS, ood["min_window"]),
             for_=ood["for"],
             summary="Many predictions have inputs outside the reference data's range.",
             description=(f"{VALUE_PERCENT} of the window of {MODEL_TEXT} is out of distribution "
-                         f"(threshold {ood[f'{severity}_above']:.0%})."),
+                         f"(threshold {ood[f'{severity}_above']:.0%}), more than a stable window of its size "
+                         f"shows ({sc.M_OOD_RATIO_FLOOR})."),
             model_quality=True,
         )
         for severity in ("warning", "critical")

@@ -66,6 +66,7 @@ class Measurement:
     window: dict = field(default_factory=dict)        # (model, step) -> ml_window_predictions
     labeled: dict = field(default_factory=dict)       # (model, step) -> ml_window_labeled
     ood: dict = field(default_factory=dict)           # (model, step) -> ml_ood_ratio
+    ood_floor: dict = field(default_factory=dict)     # (model, step) -> ml_ood_ratio_floor
     hits: dict = field(default_factory=dict)          # (alert, severity) -> [set of models per step]
     detail: dict = field(default_factory=dict)        # (alert, severity) -> [(step, series labels, value)]
     seconds: float = 0.0
@@ -244,10 +245,12 @@ class CalibrationRun:
         windows = self._per_model(sc.M_WINDOW_PREDICTIONS)
         labeled = self._per_model(sc.M_WINDOW_LABELED)
         ood = self._per_model(sc.M_OOD_RATIO)
+        ood_floor = self._per_model(sc.M_OOD_RATIO_FLOOR)
         for name in m.models:
             m.window[(name, step)] = windows[name][0]
             m.labeled[(name, step)] = labeled.get(name, (0.0, 0.0))[0]
             m.ood[(name, step)] = ood.get(name, (None, 0.0))[0]
+            m.ood_floor[(name, step)] = ood_floor.get(name, (None, 0.0))[0]
         # the query's time (an instant query answers at it), after the scrape of those figures: a rule
         # evaluation a whole interval later read that scrape
         seen = max(t for _, t in windows.values())

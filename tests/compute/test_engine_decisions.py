@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from otel_ml import semconv as sc
 from otel_ml_processor.compute.engine import ModelSpec, compute_model_metrics
@@ -85,6 +86,35 @@ def test_out_of_range_inputs_raise_the_ood_ratio_and_stable_ones_do_not():
     broken = compute_model_metrics(window_of(x), prepared, SPEC)
     assert broken.feature_ood_ratio["f07"] == pytest.approx(0.1, abs=0.002)
     assert broken.ood_ratio >= 0.1
+
+
+def test_the_ood_floor_is_computed_from_the_reference_and_the_window_size():
+    # a 300-level Zipf feature: a 1 000-row reference leaves ~8 % of fresh rows unseen
+    rng = np.random.default_rng(12)
+    levels = np.array([f"z{i:03d}" for i in range(300)], dtype=object)
+    zipf = (lambda w: w / w.sum())(1.0 / np.arange(1, 301) ** 0.8)
+    ref = {"merchant": rng.choice(levels, 1000, p=zipf), "income": rng.normal(10, 2, 1000)}
+    prepared = prepare_reference(ReferenceData(features=ref), SPEC)
+    window = window_of({"merchant": rng.choice(levels, 400, p=zipf), "income": rng.normal(10, 2, 400)})
+    m = compute_model_metrics(window, prepared, SPEC)
+    # by hand: Good-Turing on the reference's counts, the numeric leave-one-value-out count
+    counts = np.unique(ref["merchant"], return_counts=True)[1]
+    n1, n2 = int(np.sum(counts == 1)), int(np.sum(counts == 2))
+    x = np.sort(ref["income"])
+    out = int(x[0] < x[1] - 0.1 * (x[-1] - x[1])) + int(x[-1] > x[-2] + 0.1 * (x[-2] - x[0]))
+    p = n1 / 1000 + min(out / 1000, 2 / 1001)
+    var = (n1 + 2 * n2 - n1 * n1 / 1000) / 1000 ** 2 + min(out / 1000, 2 / 1001) / 1000
+    p_up = p + stats.norm.ppf(1 - SPEC.drift_alpha / 2) * np.sqrt(var)
+    assert m.ood_ratio_floor == pytest.approx(stats.binom.ppf(1 - SPEC.drift_alpha / 2, 400, p_up) / 400, rel=1e-12)
+    assert 0.05 < m.ood_ratio < m.ood_ratio_floor < 0.3
+    # a larger window of the same model: a lower floor (less sampling noise), still above p+
+    big = compute_model_metrics(window_of({"merchant": rng.choice(levels, 4000, p=zipf),
+                                           "income": rng.normal(10, 2, 4000)}), prepared, SPEC)
+    assert p_up < big.ood_ratio_floor < m.ood_ratio_floor
+    # no reference, or an empty window: no floor (like the ratio)
+    assert compute_model_metrics(window, None, SPEC).ood_ratio_floor is None
+    assert compute_model_metrics(window_of({"merchant": levels[:0], "income": np.zeros(0)}), prepared,
+                                 SPEC).ood_ratio_floor is None
 
 
 def fairness_window(rng, n: int, low_group_rate: float) -> WindowData:

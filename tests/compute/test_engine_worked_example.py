@@ -36,6 +36,7 @@ def test_worked_example():
     assert m.performance_interval[("precision", "lower")] == a(0.376, abs=5e-4)
     assert m.performance_interval[("recall", "upper")] == a(0.964, abs=5e-4)
     assert m.feature_ood_ratio == {"age": 0.1, "plan": 0.1} and m.ood_ratio == 0.2
+    assert m.ood_ratio_floor == 0.9
     assert m.data_quality == {("age", "missing"): 1}
     d = {x.feature: x for x in m.drift}
     assert (d["age"].method, d["age"].score, d["age"].pvalue) == ("ks", a(16 / 45), a(0.492, abs=5e-4))

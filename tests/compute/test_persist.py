@@ -40,6 +40,7 @@ metrics = st.builds(
     window_predictions=st.integers(0, 10**6), window_labeled=st.integers(0, 10**6),
     performance=st.dictionaries(names, st.floats()),
     ood_ratio=st.one_of(st.none(), st.floats(0, 1)),
+    ood_ratio_floor=st.one_of(st.none(), st.floats(0, 1)),
     drift=st.lists(st.builds(DriftResult, names, names, st.floats(), st.one_of(st.none(), st.floats()), st.booleans()),
                    max_size=4),
     fairness=st.dictionaries(st.tuples(names, names), st.floats(), max_size=4),

@@ -7,8 +7,9 @@ import subprocess
 
 import numpy as np
 import pytest
-from scipy.stats import chi2_contingency, ks_2samp
+from scipy.stats import binom, chi2_contingency, ks_2samp, norm
 
+from otel_ml import semconv as sc
 from tests.support import ProcessorProcess, grpc_export, otel_ml_command, otlp_logs_request, prediction, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -36,6 +37,14 @@ def test_drift_against_a_csv_reference_and_mismatch_is_an_error_at_start(tmp_pat
         assert math.isclose(proc.sample("ml_drift_pvalue", {"model": "ref", "feature": "plan", "method": "chi2"}),
                             chi2.pvalue, rel_tol=1e-9)
         assert proc.sample("ml_ood_ratio", {"model": "ref"}) is not None
+        # the floor beside it (docs/metrics.md "OOD floor"): plan has no category seen once, x's
+        # extremes stand apart (min(L / n, 2 / (n + 1)) with L = 0, 1 or 2), defaults alpha 0.01, margin 0.1
+        xs = np.sort(ref_x)
+        left_out = int(xs[0] < xs[1] - 0.1 * (xs[-1] - xs[1])) + int(xs[-1] > xs[-2] + 0.1 * (xs[-2] - xs[0]))
+        p = min(left_out / 400, 2 / 401)
+        p_up = p + norm.isf(0.005) * math.sqrt(p / 400)
+        assert math.isclose(proc.sample(sc.M_OOD_RATIO_FLOOR, {"model": "ref"}), binom.ppf(0.995, 300, p_up) / 300,
+                            rel_tol=1e-12)
     # The file changes under the stored data: the processor refuses to start, naming the columns.
     (tmp_path / "reference.csv").write_text("x,age\n1.0,30\n2.0,40\n")
     result = subprocess.run(otel_ml_command() + ["processor", "--config", str(proc.config_path)],

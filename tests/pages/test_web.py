@@ -306,6 +306,14 @@ def test_hidden_features_are_the_hashed_and_masked_ones():
     assert "1234" not in page and "category 1 (hidden by anonymization)" in page
 
 
+def test_the_ood_card_shows_the_stable_floor_beside_the_ratio():
+    with_floor = render_model(ModelSnapshot("m", "1", ModelMetrics(ood_ratio=0.0812, ood_ratio_floor=0.1575)))
+    assert re.search(r"<b>8\.12 %</b><span class=\"muted\">of the window; stable up to 15\.75 %</span>", with_floor)
+    # a snapshot written before the floor existed: the ratio alone
+    older = render_model(ModelSnapshot("m", "1", ModelMetrics(ood_ratio=0.0812)))
+    assert '<b>8.12 %</b><span class="muted">of the window</span>' in older and "stable up to" not in older
+
+
 def test_index_lists_versions_latest_first_and_what_is_flagged():
     snap = _snapshot()
     source = ComputerSource(lambda: snap)

@@ -54,7 +54,7 @@ from otel_ml_processor.compute.window import QUALITY_MISSING, QUALITY_NAN, Windo
 from otel_ml_processor.stats import cbpe, fairness, performance
 from otel_ml_processor.stats._codes import value_counts
 from otel_ml_processor.stats.decisions import DEFAULT_ALPHA, bh_qvalues
-from otel_ml_processor.stats.ood import DEFAULT_MARGIN, categorical_ood, numeric_ood
+from otel_ml_processor.stats.ood import DEFAULT_MARGIN, categorical_ood, numeric_ood, ood_ratio_floor, stable_ood_bound
 from otel_ml_processor.stats.registry import FeatureWindow
 
 __all__ = ["ModelSpec", "DriftResult", "ModelMetrics", "compute_model_metrics"]
@@ -105,6 +105,7 @@ class ModelMetrics:
     performance_interval: dict = field(default_factory=dict)   # (metric, "lower" | "upper") -> value
     estimated_performance: dict = field(default_factory=dict)  # metric -> value (CBPE)
     ood_ratio: Optional[float] = None
+    ood_ratio_floor: Optional[float] = None                    # what a stable window's ood_ratio stays under
     feature_ood_ratio: dict = field(default_factory=dict)      # feature -> fraction
     drift: list = field(default_factory=list)                  # [DriftResult]
     fairness: dict = field(default_factory=dict)               # (attribute, metric) -> value
@@ -319,12 +320,13 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
             return name, mask, _score(pf, values, name), int(np.count_nonzero(bad))
 
         results = list(executor.map(one_feature, work)) if executor is not None else [one_feature(w) for w in work]
-        masks, tested = [], []
+        masks, tested, unseen = [], [], []
         for name, mask, t, bad in results:
             if bad:
                 m.data_quality[(name, sc.ISSUE_TYPE_MISMATCH)] = bad
             if mask is not None:
                 masks.append(mask)
+                unseen.append(ref.features[name].unseen)
                 if n:
                     m.feature_ood_ratio[name] = float(np.count_nonzero(mask)) / n
             if t is not None:
@@ -334,6 +336,8 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
             for mask in masks:
                 anyood |= mask
             m.ood_ratio = float(np.count_nonzero(anyood)) / n
+            # the OOD features of this window only (stats/ood.py, docs/metrics.md "OOD floor")
+            m.ood_ratio_floor = ood_ratio_floor(n, stable_ood_bound(unseen, spec.drift_alpha), spec.drift_alpha)
         pred = None
         if ref.prediction is not None:
             pcol = window.output_value if task == sc.TASK_REGRESSION else window.output_label

@@ -48,6 +48,7 @@ from otel_ml_processor.stats.multivariate import DEFAULT_THRESHOLD as MULTIVARIA
 from otel_ml_processor.stats.multivariate import PCAReconstruction
 from otel_ml_processor.stats.decisions import DEFAULT_ALPHA, family_level
 from otel_ml_processor.stats.noise import window_bucket
+from otel_ml_processor.stats.ood import categorical_unseen, numeric_unseen
 from otel_ml_processor.stats.registry import (
     NUMERIC, PVALUE, DriftConfigError, DriftTest, FeatureReference, builtin_tests, resolve_method,
 )
@@ -215,7 +216,9 @@ class PreparedFeature:
     ``threshold``: the configured threshold (the method's default, or ``drift.alpha`` for a
     p-value test). ``level``: the noise-floor level of a distance test (``drift.alpha`` / the
     model's distance-tested input features; ``drift.alpha`` for the prediction).
-    :meth:`effective_threshold` is what a window's score is compared with.
+    :meth:`effective_threshold` is what a window's score is compared with. ``unseen``: (p,
+    variance) of the chance that a fresh value of the reference's own distribution is OOD
+    (:func:`~otel_ml_processor.stats.ood.categorical_unseen` / ``numeric_unseen``; the OOD floor).
     """
 
     name: str
@@ -228,6 +231,7 @@ class PreparedFeature:
     state: Any = None          # the test's prepared state
     level: float = DEFAULT_ALPHA
     floors: dict = field(default_factory=dict, repr=False, compare=False)  # window bucket -> floor
+    unseen: tuple[float, float] = (0.0, 0.0)
 
     @property
     def is_pvalue(self) -> bool:
@@ -306,8 +310,12 @@ def _prepare_feature(name: str, values: np.ndarray, rows: int, spec: "ModelSpec"
     if threshold is None:
         # a p-value test's default threshold is the model's drift.alpha
         threshold = spec.drift_alpha if test.score_kind == PVALUE else test.default_threshold
-    return PreparedFeature(name, ref, actual, test, float(threshold), treatment, column_type(values), state,
-                           spec.drift_alpha)
+    value_type = column_type(values)
+    # the engine's OOD rule: a range for a number, membership for anything else
+    unseen = (numeric_unseen(ref.sorted, spec.ood_margin) if value_type == NUMBER
+              else categorical_unseen(ref.category_counts))
+    return PreparedFeature(name, ref, actual, test, float(threshold), treatment, value_type, state,
+                           spec.drift_alpha, unseen=unseen)
 
 
 def prepare_reference(ref: ReferenceData, spec: "ModelSpec", tests: Optional[dict] = None) -> PreparedReference:

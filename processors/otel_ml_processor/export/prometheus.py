@@ -97,6 +97,8 @@ class MLCollector(Collector):
                     MV + [sc.L_METRIC, sc.L_BOUND])
         est = g(sc.M_ESTIMATED_PERFORMANCE, "Label-free performance estimate (CBPE) on the window.", MV + [sc.L_METRIC])
         ood = g(sc.M_OOD_RATIO, "Fraction of window predictions with any out-of-distribution feature.", MV)
+        ood_floor = g(sc.M_OOD_RATIO_FLOOR, "The OOD fraction a stable window of this size stays under at level "
+                      "drift.alpha (the reference's own unseen share; MLOODRatioHigh needs ml_ood_ratio above it).", MV)
         food = g(sc.M_FEATURE_OOD_RATIO, "Fraction of window predictions with this feature out of distribution.", MV + [sc.L_FEATURE])
         dscore = g(sc.M_DRIFT_SCORE, "Drift statistic of the window against the reference.", MV + [sc.L_FEATURE, sc.L_METHOD])
         dp = g(sc.M_DRIFT_PVALUE, "P-value of the drift test (methods that have one).", MV + [sc.L_FEATURE, sc.L_METHOD])
@@ -127,6 +129,8 @@ class MLCollector(Collector):
                     est.add_metric(mv + [k], v)
             if _ok(m.ood_ratio):
                 ood.add_metric(mv, m.ood_ratio)
+            if _ok(m.ood_ratio_floor):
+                ood_floor.add_metric(mv, m.ood_ratio_floor)
             for k, v in sorted(m.feature_ood_ratio.items()):
                 if _ok(v):
                     food.add_metric(mv + [k], v)
@@ -158,4 +162,4 @@ class MLCollector(Collector):
             if (model, version) in snap.computed_at:
                 last.add_metric(mv, snap.computed_at[(model, version)])
                 dur.add_metric(mv, snap.durations[(model, version)])
-        yield from (perf, perf_ci, est, ood, food, dscore, dp, dq, dt, dd, fair, fair_p, gperf, gpred, wp, wl, last, dur)
+        yield from (perf, perf_ci, est, ood, ood_floor, food, dscore, dp, dq, dt, dd, fair, fair_p, gperf, gpred, wp, wl, last, dur)

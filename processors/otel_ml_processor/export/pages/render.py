@@ -221,13 +221,20 @@ def render_index(snapshots: list, options: PageOptions = PageOptions()) -> str:
 
 # --- one model ------------------------------------------------------------------------------------
 
+def _ood_sub(m: object) -> str:
+    """Under the OOD ratio: the floor a stable window of this size stays under (docs/metrics.md
+    "OOD floor"; absent from snapshots written before it existed)."""
+    floor = getattr(m, "ood_ratio_floor", None)
+    return "of the window" if floor is None else f"of the window; stable up to {_pct(floor)}"
+
+
 def _cards(s: ModelSnapshot, now: float, o: PageOptions) -> str:
     m = s.metrics
     flagged = _flagged(m)
     cards = [
         ("window", number(m.window_predictions), "predictions", "window"),
         ("labeled", number(m.window_labeled), "with a true label", "window"),
-        ("OOD", _pct(m.ood_ratio), "of the window", "ood"),
+        ("OOD", _pct(m.ood_ratio), _ood_sub(m), "ood"),
         ("drift", f"{len(flagged)} flagged" if flagged else "none", f"of {len(m.drift)} tests", "drift_detected"),
     ]
     out = ['<div class="cards">']
