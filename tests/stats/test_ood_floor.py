@@ -139,7 +139,7 @@ def floor_crossings(seed: int, margin: float, evaluations: int = EVALUATIONS,
     for e in range(evaluations):
         n = WINDOWS[e % len(WINDOWS)]
         parts, ood = [], np.zeros(n, dtype=bool)
-        for name, p in CATEGORICAL.items():
+        for p in CATEGORICAL.values():
             counts = np.bincount(_codes(p, rng, REFERENCE), minlength=p.size)
             parts.append(categorical_unseen(counts[counts > 0]))
             ood |= counts[_codes(p, rng, n)] == 0           # a level the reference never had
