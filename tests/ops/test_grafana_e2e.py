@@ -104,15 +104,38 @@ def test_panel_query_returns_data(live, dash, title, ref, expr):
 
 
 def test_variable_queries_find_the_model_and_the_job(live):
-    found = {}
-    for dash in dashboards().values():
-        for var in dash["templating"]["list"]:
-            if var["type"] != "query":
-                continue
-            m = re.fullmatch(r"label_values\((.*), (\w+)\)", var["query"])
-            series = wait_for(lambda: live.query(substitute(m.group(1), VALUES)), what=f"values of ${var['name']}")
-            found.setdefault(var["name"], set()).update(s["metric"][m.group(2)] for s in series)
-    assert "churn" in found["model"] and "1" in found["model_version"] and "model-server" in found["job"]
-    assert found["instance"]
-    assert {"age", "income", "visits", "__multivariate__"} <= found["feature"]
-    assert {"accuracy", "precision", "recall"} <= found["metric"]
+    variables = [
+        (var["name"], re.fullmatch(r"label_values\((.*), (\w+)\)", var["query"]))
+        for dash in dashboards().values()
+        for var in dash["templating"]["list"]
+        if var["type"] == "query"
+    ]
+
+    def values() -> dict:
+        found: dict = {}
+        for name, m in variables:
+            series = live.query(substitute(m.group(1), VALUES))
+            found.setdefault(name, set()).update(s["metric"][m.group(2)] for s in series)
+        return found
+
+    def complete(found: dict) -> bool:
+        # The series appear scrape by scrape (the multivariate score after the first compute cycle):
+        # wait until every value the dashboards need is there, not just any series.
+        return (
+            {"churn"} <= found.get("model", set())
+            and "1" in found.get("model_version", set())
+            and "model-server" in found.get("job", set())
+            and bool(found.get("instance"))
+            and {"age", "income", "visits", "__multivariate__"} <= found.get("feature", set())
+            and {"accuracy", "precision", "recall"} <= found.get("metric", set())
+        )
+
+    last: dict = {}
+
+    def ready() -> bool:
+        last.clear()
+        last.update(values())
+        return complete(last)
+
+    wait_for(ready, timeout=90, what="the dashboards' variable values")
+    assert complete(last), last
