@@ -37,7 +37,7 @@ from typing import Any, Iterable, TypeGuard
 
 import numpy as np
 
-__all__ = ["NUMBER", "BOOLEAN", "TEXT", "TRUE", "FALSE", "UNREADABLE", "number_text", "read_value",
+__all__ = ["NUMBER", "BOOLEAN", "TEXT", "TRUE", "FALSE", "UNREADABLE", "is_number", "number_text", "read_value",
            "column_type", "file_column", "read_column"]
 
 NUMBER, BOOLEAN, TEXT = "number", "boolean", "text"
@@ -62,7 +62,7 @@ def number_text(v: float) -> str:
     return repr(f)
 
 
-def _is_number(v: object) -> TypeGuard[float]:
+def is_number(v: object) -> TypeGuard[float]:
     # int, float or a numpy number (not a bool): what float() and number_text() take
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
@@ -86,7 +86,7 @@ def read_value(kind: str, v: object) -> Any:
     if kind == NUMBER:
         if isinstance(v, (bool, np.bool_)):
             return 1.0 if v else 0.0
-        if _is_number(v):
+        if is_number(v):
             return float(v)
         if isinstance(v, str):
             word = _word(v)
@@ -106,7 +106,7 @@ def read_value(kind: str, v: object) -> Any:
                 return word
             f = _parse_number(v)
         else:
-            f = float(v) if _is_number(v) else None
+            f = float(v) if is_number(v) else None
         if f == 1.0:
             return TRUE
         if f == 0.0:
@@ -117,7 +117,7 @@ def read_value(kind: str, v: object) -> Any:
         return v
     if isinstance(v, (bool, np.bool_)):
         return TRUE if v else FALSE
-    if _is_number(v):
+    if is_number(v):
         return number_text(v)
     return str(v)
 
@@ -144,7 +144,7 @@ def _infer(present: list, from_text: bool) -> str:
         if all(read_value(BOOLEAN, c) is not UNREADABLE for c in present) and any(_word(c) for c in present):
             return BOOLEAN
         return TEXT
-    if all(_is_number(c) for c in present):
+    if all(is_number(c) for c in present):
         return NUMBER
     if all(isinstance(c, (bool, np.bool_)) or (isinstance(c, str) and _word(c)) for c in present):
         return BOOLEAN

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Iterable, Optional
 import numpy as np
 
 from otel_ml import semconv as sc
-from otel_ml_processor.compute.window import number_str
+from otel_ml_processor.clean.values import number_text
 from otel_ml_processor.stats._codes import value_counts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -156,7 +156,7 @@ def _label(v: object) -> str:
     if isinstance(v, str):
         return v
     if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-        return number_str(float(v))
+        return number_text(float(v))
     return str(v)
 
 
@@ -165,7 +165,7 @@ def categorical_histogram(feature: str, reference: np.ndarray, window: np.ndarra
     """Histogram of a categorical feature: top reference categories, ``other``, ``unseen``.
 
     ``reference`` and ``window`` hold values of one type: str, or numbers (a numeric feature
-    with few distinct values, labeled as :func:`number_str` writes them); None / NaN are missing.
+    with few distinct values, labeled as :func:`number_text` writes them); None / NaN are missing.
     """
     if _ref is None:
         cats, counts = value_counts(_present(reference))
@@ -257,7 +257,7 @@ def _window_column(values: np.ndarray, numeric_ref: bool) -> np.ndarray:
                 pass   # a string where the reference has numbers: OOD, left out of the chart
         return out
     if values.dtype != object:
-        return np.array([number_str(v) if math.isfinite(v) else None for v in values.tolist()], dtype=object)
+        return np.array([number_text(v) if math.isfinite(v) else None for v in values.tolist()], dtype=object)
     return values
 
 

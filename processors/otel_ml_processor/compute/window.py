@@ -29,8 +29,10 @@ from typing import Optional
 
 import numpy as np
 
+from otel_ml_processor.clean.values import is_number, number_text
+
 __all__ = [
-    "WindowData", "WindowBuffer", "LabeledWindow", "rows_to_window", "number_str",
+    "WindowData", "WindowBuffer", "LabeledWindow", "rows_to_window",
     "QUALITY_OK", "QUALITY_MISSING", "QUALITY_NAN"]
 
 QUALITY_OK = 0
@@ -61,18 +63,6 @@ class WindowData:
         return int(self.prediction_ids.size)
 
 
-def number_str(v: float) -> str:
-    """How a number is written once its column holds strings."""
-    f = float(v)
-    if math.isfinite(f) and f.is_integer():
-        return str(int(f))
-    return repr(f)
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-
-
 _FAST_TYPES = frozenset({float, int, type(None)})
 
 
@@ -89,7 +79,7 @@ def _block(values: list, with_quality: bool) -> tuple[np.ndarray, Optional[np.nd
             if None in values:
                 q[np.fromiter((v is None for v in values), dtype=bool, count=n)] = QUALITY_MISSING
         return arr, q
-    numeric = all(v is None or _is_number(v) for v in values)
+    numeric = all(v is None or is_number(v) for v in values)
     q = np.zeros(n, dtype=np.uint8) if with_quality else None
     if numeric:
         arr = np.full(n, np.nan)
@@ -99,7 +89,7 @@ def _block(values: list, with_quality: bool) -> tuple[np.ndarray, Optional[np.nd
         if v is None:
             if q is not None:
                 q[i] = QUALITY_MISSING
-        elif _is_number(v):
+        elif is_number(v):
             f = float(v)
             if not math.isfinite(f):
                 if q is not None:
@@ -107,7 +97,7 @@ def _block(values: list, with_quality: bool) -> tuple[np.ndarray, Optional[np.nd
                 if numeric:
                     arr[i] = f
             else:
-                arr[i] = f if numeric else number_str(f)
+                arr[i] = f if numeric else number_text(f)
         else:
             arr[i] = v if isinstance(v, str) else str(v)
     return arr, q
@@ -116,7 +106,7 @@ def _block(values: list, with_quality: bool) -> tuple[np.ndarray, Optional[np.nd
 def _to_strings(arr: np.ndarray) -> np.ndarray:
     out = np.full(arr.size, None, dtype=object)
     finite = np.isfinite(arr)
-    out[finite] = [number_str(v) for v in arr[finite].tolist()]
+    out[finite] = [number_text(v) for v in arr[finite].tolist()]
     return out
 
 
@@ -147,7 +137,7 @@ class _Column:
             textual[start:end] = False
             arr = _to_strings(arr)
         elif textual is not None:
-            textual[start:end] = [v is not None and not _is_number(v) for v in values]
+            textual[start:end] = [v is not None and not is_number(v) for v in values]
         self.data[start:end] = arr
         if q is not None and self.quality is not None:   # q is made exactly when the column has quality
             self.quality[start:end] = q
@@ -383,8 +373,8 @@ class WindowBuffer:
             labels[a - self._pending_base] = lab
         self._label[s:e] = np.array(labels + [None], dtype=object)[:-1]
         self._out_label.write(s, [None if r.get("output_label") is None else str(r["output_label"]) for r in rows])
-        self._out_value.write(s, [v if _is_number(v) else None for v in (r.get("output_value") for r in rows)])
-        self._score.write(s, [v if _is_number(v) else None for v in (r.get("score") for r in rows)])
+        self._out_value.write(s, [v if is_number(v) else None for v in (r.get("output_value") for r in rows)])
+        self._score.write(s, [v if is_number(v) else None for v in (r.get("score") for r in rows)])
         for table, key, quality, default in ((self._features, "features", True, None),
                                              (self._probs, "probabilities", False, None),
                                              (self._segments, "segments", False, None)):
@@ -394,10 +384,10 @@ class WindowBuffer:
             for name in [*(k for k in table if k in names), *sorted(names.difference(table))]:
                 values = [d.get(name, default) for d in dicts]
                 if key == "probabilities":
-                    values = [v if _is_number(v) else None for v in values]
+                    values = [v if is_number(v) else None for v in values]
                 elif key == "segments":
                     values = [v if v is None or isinstance(v, str) else
-                              number_str(v) if _is_number(v) else str(v) for v in values]
+                              number_text(v) if is_number(v) else str(v) for v in values]
                 col = table.get(name)
                 if col is None:
                     col = table[name] = _Column(self._cap, numeric=key != "segments", with_quality=quality)
