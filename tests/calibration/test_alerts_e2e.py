@@ -25,7 +25,7 @@ it tells apart mean rates above 6.4 %. Finer rates are the statistical tests' jo
 (tests/stats: 2 016 independent windows per family); this one shows that the real pipeline,
 its windows and the shipped expressions deliver them.
 
-``python3 -m pytest tests/calibration -m e2e -s`` prints the table of BENCHMARKS.md.
+``python3 -m pytest tests/calibration -m e2e -s -n 0`` prints the table of BENCHMARKS.md.
 """
 
 from __future__ import annotations
