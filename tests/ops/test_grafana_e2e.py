@@ -64,6 +64,11 @@ def live(tmp_path_factory):
                 ids += [(p["id"], p["label"]) for p in server.predict(rows)["predictions"]]
             with pytest.raises((requests.HTTPError, requests.ConnectionError)):  # a failing predict call: the error counter
                 server.predict([{"age": "not a number"}])
+            # The reference is the first 40 predictions to *arrive*: let the server's buffer ship its 150 before the
+            # direct records below (income and visits constant) arrive, or the reference could be those, and a
+            # constant reference has no multivariate score.
+            wait_for(lambda: (proc.sample("ml_records_received_total", {"model": "churn", "signal": "prediction"})
+                              or 0) >= 150, timeout=90, what="the model server's predictions received")
             provider = sdk_logger_provider(proc.grpc_endpoint, "grpc")
             for i in range(60):
                 pid = otel_ml.record_prediction(
@@ -137,5 +142,8 @@ def test_variable_queries_find_the_model_and_the_job(live):
         last.update(values())
         return complete(last)
 
-    wait_for(ready, timeout=90, what="the dashboards' variable values")
+    try:
+        wait_for(ready, timeout=90, what="the dashboards' variable values")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; found: {last}") from None
     assert complete(last), last
