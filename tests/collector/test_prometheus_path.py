@@ -61,6 +61,10 @@ def live(tmp_path_factory):
                 ids += [(p["id"], p["label"]) for p in server.predict(rows)["predictions"]]
             with pytest.raises((requests.HTTPError, requests.ConnectionError)):  # the error counter
                 server.predict([{"age": "not a number"}])
+            # The first_n reference is the first 40 predictions to arrive: the server's, not the direct records'
+            # below (income and visits constant), whatever the Collectors' timing.
+            wait_for(lambda: (proc.sample("ml_records_received_total", {"model": "churn", "signal": "prediction"})
+                              or 0) >= 150, timeout=120, what="the model server's predictions received")
             provider = sdk_logger_provider(agent.grpc_endpoint, "grpc")
             for i in range(60):
                 pid = otel_ml.record_prediction(
