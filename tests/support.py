@@ -151,13 +151,15 @@ class PrometheusProcess:
     """A real Prometheus (Debian's ``prometheus``) scraping ``targets`` every second."""
 
     def __init__(self, tmp: Path, targets: list, rule_files: Optional[list] = None,
-                 alertmanager: Optional[str] = None, extra_args: Optional[list] = None):
+                 alertmanager: Optional[str] = None, extra_args: Optional[list] = None,
+                 scrape_configs: Optional[list] = None):
         self.tmp = Path(tmp) / "prometheus"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         cfg = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [{"job_name": "otel-ml", "static_configs": [{"targets": targets}]}],
+            "scrape_configs": [{"job_name": "otel-ml", "static_configs": [{"targets": targets}]},
+                               *(scrape_configs or [])],
         }
         if rule_files:
             cfg["rule_files"] = [str(r) for r in rule_files]

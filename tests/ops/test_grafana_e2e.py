@@ -21,34 +21,26 @@ features and the metrics.
 
 from __future__ import annotations
 
-import math
 import re
 
-import numpy as np
 import pytest
-import requests
-import yaml
 
-import otel_ml
 from dashboards.prometheus import generate
+from tests.ops import churn_traffic
 from tests.ops.grafana_queries import dashboards, panel_queries, substitute
 from tests.sdk.test_e2e import ModelServer
-from tests.support import PrometheusProcess, ProcessorProcess, free_port, sdk_logger_provider, wait_for
+from tests.support import PrometheusProcess, ProcessorProcess, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
 VALUES = {"model": "churn", "model_version": "1", "feature": ".*", "metric": ".*", "job": "model-server", "instance": ".*"}
-MODEL = {"name": "churn", "task": "classification", "positive_label": "yes", "reference": {"first_n": 40},
-         # ks features have q-values, income (psi) a distance score and its noise floor: both kinds are drawn
-         "drift": {"default": {"method": "ks"}, "features": {"income": {"method": "psi"}}},
-         "fairness": {"attributes": ["gender"], "min_group_size": 5}}
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grafana")
     rule_files = generate.render_to(generate.load_thresholds(), tmp / "rules")
-    with ProcessorProcess(tmp / "processor", models=[MODEL]) as proc:
+    with ProcessorProcess(tmp / "processor", models=[churn_traffic.MODEL]) as proc:
         server = ModelServer(tmp, proc.grpc_port, tmp / "buffer.db")
         metrics_port = free_port()
         server.env.update({"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
@@ -56,42 +48,9 @@ def live(tmp_path_factory):
                            "OTEL_LOGS_EXPORTER": "none"})
         server.start()
         try:
-            rng = np.random.default_rng(11)
-            ids = []
-            for i in range(30):  # inputs drift after the first 15 requests (75 rows)
-                rows = [{"age": float(rng.normal(40 + (25 if i >= 15 else 0), 12)), "income": float(rng.gamma(2, 2)),
-                         "visits": int(rng.integers(0, 20))} for _ in range(5)]
-                ids += [(p["id"], p["label"]) for p in server.predict(rows)["predictions"]]
-            with pytest.raises((requests.HTTPError, requests.ConnectionError)):  # a failing predict call: the error counter
-                server.predict([{"age": "not a number"}])
-            # The reference is the first 40 predictions to *arrive*: let the server's buffer ship its 150 before the
-            # direct records below (income and visits constant) arrive, or the reference could be those, and a
-            # constant reference has no multivariate score.
-            wait_for(lambda: (proc.sample("ml_records_received_total", {"model": "churn", "signal": "prediction"})
-                              or 0) >= 150, timeout=90, what="the model server's predictions received")
-            provider = sdk_logger_provider(proc.grpc_endpoint, "grpc")
-            for i in range(60):
-                pid = otel_ml.record_prediction(
-                    "churn", "1", {"age": float(rng.normal(40, 12)) if i % 20 else math.nan, "income": 4.0, "visits": 3.0},
-                    label=str(rng.choice(["yes", "no"])), score=float(rng.uniform(0.5, 1)),
-                    segments={"gender": str(rng.choice(["f", "m"]))}, logger_provider=provider)
-                if i < 5:
-                    otel_ml.record_label("churn", pid, "no", logger_provider=provider)
-                otel_ml.record_label("churn", pid, str(rng.choice(["yes", "no"])), logger_provider=provider)
-            provider.shutdown()
-            for pid, label in ids:
-                requests.post(f"{server.url}/label", json={"id": pid, "value": label if rng.random() < 0.8 else "no"},
-                              timeout=10).raise_for_status()
-            # 210 labeled predictions, less the first_n reference ones (not in the labeled window)
-            labeled = 150 + 60 - MODEL["reference"]["first_n"]
-            wait_for(lambda: (proc.sample("ml_window_labeled", {"model": "churn"}) or 0) >= labeled, timeout=90,
-                     what="labels joined")
-            prom = PrometheusProcess(tmp, targets=[proc.metrics_endpoint], rule_files=rule_files)
-            cfg_path = prom.tmp / "prometheus.yml"
-            cfg = yaml.safe_load(cfg_path.read_text())
-            cfg["scrape_configs"].append({"job_name": "model-server",
-                                          "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]})
-            cfg_path.write_text(yaml.safe_dump(cfg))
+            churn_traffic.send(server, proc, logger_endpoint=proc.grpc_endpoint, seed=11)
+            prom = PrometheusProcess(tmp, targets=[proc.metrics_endpoint], rule_files=rule_files, scrape_configs=[
+                {"job_name": "model-server", "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}])
             with prom:
                 yield prom
         finally:
