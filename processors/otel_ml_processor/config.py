@@ -341,11 +341,15 @@ def load_config(path: Optional[str]) -> Config:
     """Read and check the YAML file at ``path`` (``None``: every default)."""
     if path is None:
         return Config()
+    return parse_config(read_yaml(path, "(file)"), source=path, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def read_yaml(path: str, key: str) -> Any:
+    """The YAML document at ``path``; a file that cannot be read or parsed is a ConfigError for ``key``."""
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            return yaml.safe_load(fh)
     except OSError as exc:
-        raise ConfigError("(file)", f"cannot read: {exc.strerror}", path) from exc
+        raise ConfigError(key, f"cannot read: {exc.strerror}", path) from exc
     except yaml.YAMLError as exc:
-        raise ConfigError("(file)", f"not valid YAML: {exc}", path) from exc
-    return parse_config(data, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
+        raise ConfigError(key, f"not valid YAML: {exc}", path) from exc

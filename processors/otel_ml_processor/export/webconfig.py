@@ -47,9 +47,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import yaml
-
-from otel_ml_processor.config import ConfigError
+from otel_ml_processor.config import ConfigError, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +95,7 @@ class WebConfig:
         """Read and check the file (None: no TLS, no auth). Raises ConfigError naming the key."""
         if path is None:
             return cls()
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh)
-        except OSError as exc:
-            raise ConfigError("prometheus.web_config_file", f"cannot read: {exc.strerror}", path) from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError("prometheus.web_config_file", f"not valid YAML: {exc}", path) from exc
-        return cls.parse(data, path)
+        return cls.parse(read_yaml(path, "prometheus.web_config_file"), path)
 
     @classmethod
     def parse(cls, data: Any, path: str) -> "WebConfig":
