@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from otel_ml_processor.config import Config, ConfigError, load_config, parse_config, parse_duration
+from otel_ml_processor.export.webconfig import WebConfig
 
 
 def test_defaults_match_design():
@@ -128,3 +129,16 @@ def test_drift_alpha_and_ood_margin_reach_the_engine_spec():
     assert spec.drift_alpha == 0.05 and spec.ood_margin == 0.25
     default = model_spec(c.model("unlisted"), c)
     assert default.drift_alpha == 0.01 and default.ood_margin == 0.1
+
+
+@pytest.mark.parametrize("content, message", [(None, "cannot read"), ("a: [1, 2", "not valid YAML")],
+                         ids=["missing-file", "broken-yaml"])
+@pytest.mark.parametrize("load, key", [(load_config, "(file)"), (WebConfig.load, "prometheus.web_config_file")],
+                         ids=["config", "web-config"])
+def test_a_file_that_cannot_be_read_is_a_config_error_naming_its_key(tmp_path, content, message, load, key):
+    path = tmp_path / "file.yaml"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as err:
+        load(str(path))
+    assert err.value.key == key and err.value.source == str(path) and message in str(err.value)
