@@ -28,7 +28,7 @@ from otel_ml_processor.stats.ood import (
     stable_ood_bound,
 )
 from tests.stats.oracle import assert_close
-from tests.stats.stable import _CAT5, _CAT40, _HIGH, lower_bound
+from tests.stats.stable import _CAT5, _CAT40, _HIGH, draw, lower_bound
 
 ALPHA = 0.01
 EVALUATIONS = 2000
@@ -110,19 +110,9 @@ def test_worked_example():
 # -- the decision on stable data ---------------------------------------------------------------------
 #: feature -> category probabilities (categorical) or a numeric shape
 CATEGORICAL = {"merchant": _HIGH, "region": _CAT40, "plan": _CAT5}
-NUMERIC = ("income", "amount", "visits", "items")
+NUMERIC = {"income": "normal", "amount": "skewed", "visits": "counts", "items": "overdispersed"}
 WINDOWS = (100, 300, 1000, 3000, 10000)
 REFERENCE = 1000
-
-
-def _numeric(name: str, rng: np.random.Generator, n: int) -> np.ndarray:
-    if name == "income":
-        return rng.normal(10.0, 2.0, n)
-    if name == "amount":
-        return rng.lognormal(0.0, 1.0, n)
-    if name == "visits":
-        return rng.poisson(3.0, n).astype(float)
-    return rng.negative_binomial(2, 0.25, n).astype(float)
 
 
 def _codes(p: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -143,10 +133,10 @@ def floor_crossings(seed: int, margin: float, evaluations: int = EVALUATIONS,
             counts = np.bincount(_codes(p, rng, REFERENCE), minlength=p.size)
             parts.append(categorical_unseen(counts[counts > 0]))
             ood |= counts[_codes(p, rng, n)] == 0           # a level the reference never had
-        for name in NUMERIC:
-            ref = np.sort(_numeric(name, rng, REFERENCE))
+        for name, shape in NUMERIC.items():
+            ref = np.sort(draw(shape, rng, REFERENCE))
             parts.append(numeric_unseen(ref, margin))
-            win = _numeric(name, rng, n)
+            win = draw(shape, rng, n)
             if name == "income" and out_of_range:
                 win[: int(out_of_range * n)] *= 10.0
             w = margin * (ref[-1] - ref[0])
