@@ -150,6 +150,12 @@ M_GROUP_PERFORMANCE = "ml_group_performance"
 M_GROUP_PREDICTIONS = "ml_group_predictions"
 M_WINDOW_PREDICTIONS = "ml_window_predictions"
 M_WINDOW_LABELED = "ml_window_labeled"
+#: labeled-window rows stored after the reference: what MLPerformanceBelowBaseline's minimum counts
+M_WINDOW_LABELED_AFTER_REFERENCE = "ml_window_labeled_after_reference"
+#: rows of the reference so far (a file's rows; for first_n, the predictions collected towards it)
+M_REFERENCE_PREDICTIONS = "ml_reference_predictions"
+#: rows the reference will have (the file's, or first_n): "collecting the reference: 200 of 1000"
+M_REFERENCE_SIZE = "ml_reference_size"
 M_LAST_COMPUTED = "ml_last_computed_timestamp_seconds"
 M_COMPUTE_DURATION = "ml_compute_duration_seconds"
 M_CARDINALITY_LIMITED = "ml_cardinality_limited"

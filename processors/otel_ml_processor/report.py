@@ -129,6 +129,8 @@ def build_report(config: Config, model: str, version: Optional[str] = None, prog
         step(STAGES[3])
         t0 = time.perf_counter()
         metrics = compute_model_metrics(window, ref, windows.spec(model), labeled=labeled)
+        (metrics.reference_predictions, metrics.reference_target,
+         metrics.window_labeled_after_reference) = windows.progress(model, version)
         took = time.perf_counter() - t0
         step(STAGES[4])
         snap = ModelSnapshot(model, version, metrics, time.time(), took)

@@ -3,7 +3,7 @@
 A busy model (window of 100, ``first_n`` reference of 50) gets 400 predictions over OTLP/gRPC,
 then labels only for predictions that have long left its window. The window is the last 100
 predictions after the reference (KS against the reference equals scipy's on those rows); the
-labeled window is the last 100 labeled predictions after the reference, read back from the
+labeled window is the last 100 labeled predictions (here all after the reference), read back from the
 database (accuracy equals scikit-learn's on exactly those rows).
 """
 

@@ -101,6 +101,13 @@ class ModelMetrics:
 
     window_predictions: int = 0
     window_labeled: int = 0
+    #: labeled-window rows stored after the reference (all of them with a reference file): the
+    #: labels the baseline comparison (MLPerformanceBelowBaseline) may rest on; set by the caller
+    window_labeled_after_reference: Optional[int] = None
+    #: rows of the reference so far (a file's rows; for first_n, the predictions collected towards
+    #: it) and the rows it will have (the file's, or first_n); set by the caller
+    reference_predictions: Optional[int] = None
+    reference_target: Optional[int] = None
     performance: dict = field(default_factory=dict)            # metric -> value
     performance_interval: dict = field(default_factory=dict)   # (metric, "lower" | "upper") -> value
     estimated_performance: dict = field(default_factory=dict)  # metric -> value (CBPE)

@@ -153,9 +153,10 @@ class ModelWindows:
     Each version has two windows (DESIGN.md, "Statistics"): the window, its last
     ``window.size`` predictions stored after its reference was complete (a ``first_n``
     reference is never in it; with a reference file, every prediction is), and the labeled
-    window (:class:`LabeledWindow`), its last ``window.size`` labeled predictions after the
-    reference, wherever they are: a label joined for a prediction that left the window brings
-    its row back from the database, and only when the labeled window would keep it.
+    window (:class:`LabeledWindow`), its last ``window.size`` labeled predictions wherever they
+    are, those of the ``first_n`` reference included (performance needs no reference, so it
+    does not wait for one): a label joined for a prediction that left the window brings its row
+    back from the database, and only when the labeled window would keep it.
     """
 
     def __init__(self, config: Config, db: Database, caps: Caps):
@@ -342,10 +343,11 @@ class ModelWindows:
     def _labels(self, key: tuple, state: _Version, labels, now: float) -> int:
         """Apply a version's joined labels (under the lock): to the window's rows it holds, to the
         labeled window's rows it holds, and the rows the labeled window wants are queued for
-        :meth:`_fetch_wanted` (only the newest ``window.size``: older ones could not stay)."""
-        if not state.rebuilt or state.cut is None:
+        :meth:`_fetch_wanted` (only the newest ``window.size``: older ones could not stay).
+        Labels of the ``first_n`` reference's predictions count too, complete or not."""
+        if not state.rebuilt:
             return 0      # not filled yet: the fill reads the labels as they are then
-        buf, lw, cut, task = state.buffer, state.labeled, state.cut, state.buffer.task
+        buf, lw, task = state.buffer, state.labeled, state.buffer.task
         min_received = now - self.config.storage.retention
         min_time = now - lw.max_age if lw.max_age is not None else -math.inf
         applied, candidates = 0, []
@@ -355,7 +357,7 @@ class ModelWindows:
             if value is not None:
                 if label.prediction_id in lw:
                     hit = lw.set_label(label.prediction_id, value)
-                elif label.seq > cut and label.received_at >= min_received and label.time >= min_time:
+                elif label.received_at >= min_received and label.time >= min_time:
                     candidates.append(label)
                     hit = True
             applied += hit
@@ -398,7 +400,7 @@ class ModelWindows:
         lw, n = state.labeled, 0
         for row in rows:
             row = self._row(lw.buffer.model, lw.buffer.task, row)
-            if row["label"] is not None and row["seq"] > state.cut:
+            if row["label"] is not None:
                 n += lw.offer(row)
         return n
 
@@ -411,14 +413,15 @@ class ModelWindows:
         with self._lock:
             self._catchup[key] = []
         try:
+            min_time = now - spec.window_max_age if spec.window_max_age else None
             if cut is not None:
-                min_time = now - spec.window_max_age if spec.window_max_age else None
                 rows = self.db.window_rows(model, version, spec.window_size, min_time, after=cut)
-                labeled = self.db.labeled_rows(model, version, spec.window_size, min_time, after=cut,
-                                               min_received=now - self.config.storage.retention)
                 for row in rows:
                     state.buffer.append(self._row(model, state.buffer.task, row))
-                self._offer(state, labeled)
+            # the labeled window does not wait for the reference (the first_n rows count too)
+            labeled = self.db.labeled_rows(model, version, spec.window_size, min_time,
+                                           min_received=now - self.config.storage.retention)
+            self._offer(state, labeled)
         finally:
             with self._lock:
                 pending = self._catchup.pop(key)
@@ -437,6 +440,25 @@ class ModelWindows:
         with self._lock:
             return [(key, state.buffer.snapshot(now), state.labeled.snapshot(now))
                     for key, state in self._versions.items() if state.rebuilt]
+
+    def progress(self, model: str, version: str) -> tuple[Optional[int], Optional[int], Optional[int]]:
+        """(rows of the reference so far, rows it will have, labeled-window rows after it) of a
+        version held: a reference file's rows; for ``first_n``, the predictions stored towards it
+        (counted up to ``first_n`` only, so a busy version costs no full count) while incomplete.
+        The labeled window holds the reference's labeled predictions too; the last number is
+        what the baseline comparison may use (None while the reference is incomplete)."""
+        key = (model, version)
+        with self._lock:
+            state = self._versions.get(key)
+            cut = None if state is None else state.cut
+            after = None if cut is None or state is None else state.labeled.count_after(cut)
+        data = self.file_references.get(model)
+        if data is not None:
+            return data.n_rows, data.n_rows, after
+        first_n = self.config.model(model).reference.first_n
+        if cut is not None:
+            return first_n, first_n, after
+        return self.db.count(model, version, limit=first_n), first_n, after
 
     def reference(self, model: str, version: str, task: str, features: Optional[list] = None):
         """The prepared reference of a model version, or None until it exists (or if it cannot be used).
@@ -536,6 +558,8 @@ class Computer:
             try:
                 ref = self.windows.reference(model, version, window.task, sorted(window.features))
                 metrics: ModelMetrics = compute_model_metrics(window, ref, self.windows.spec(model), labeled=labeled)
+                (metrics.reference_predictions, metrics.reference_target,
+                 metrics.window_labeled_after_reference) = self.windows.progress(model, version)
             except Exception:  # one model's failure must not stop the others' metrics
                 log.exception("computing metrics of model %s version %s failed", model, version)
                 continue

@@ -510,6 +510,11 @@ class LabeledWindow:
             self._heap = [(t, q, pid) for pid, (t, q, _r) in self._keys.items()]
             heapq.heapify(self._heap)
 
+    def count_after(self, seq: int) -> int:
+        """Rows held whose prediction was stored after the one with id ``seq`` (e.g. after the
+        ``first_n`` reference: what the baseline comparison may use)."""
+        return sum(1 for _t, q, _r in self._keys.values() if q > seq)
+
     def expire(self, now: float) -> int:
         """Drop the rows past ``max_age`` (record time) or ``retention`` (storage time)."""
         min_time = now - self.max_age if self.max_age is not None else -math.inf

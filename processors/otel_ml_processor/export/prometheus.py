@@ -114,6 +114,11 @@ class MLCollector(Collector):
         gpred = g(sc.M_GROUP_PREDICTIONS, "Predictions per group in the window.", MV + [sc.L_ATTRIBUTE, sc.L_GROUP])
         wp = g(sc.M_WINDOW_PREDICTIONS, "Predictions in the window.", MV)
         wl = g(sc.M_WINDOW_LABELED, "Predictions in the labeled window (the last window.size with a joined true label).", MV)
+        wla = g(sc.M_WINDOW_LABELED_AFTER_REFERENCE, "Predictions in the labeled window stored after the reference "
+                "(the labels the baseline comparison may rest on).", MV)
+        refp = g(sc.M_REFERENCE_PREDICTIONS, "Rows of the reference so far (a file's rows; for first_n, the "
+                 "predictions collected towards it).", MV)
+        refs = g(sc.M_REFERENCE_SIZE, "Rows the reference will have (the file's rows, or first_n).", MV)
         last = g(sc.M_LAST_COMPUTED, "When the model's metrics were last computed (unix seconds).", MV)
         dur = g(sc.M_COMPUTE_DURATION, "Duration of the model's last compute.", MV)
         for (model, version), m in sorted(snap.models.items()):
@@ -159,7 +164,13 @@ class MLCollector(Collector):
                 gpred.add_metric(mv + [attr, group], v)
             wp.add_metric(mv, m.window_predictions)
             wl.add_metric(mv, m.window_labeled)
+            if m.window_labeled_after_reference is not None:
+                wla.add_metric(mv, m.window_labeled_after_reference)
+            if m.reference_predictions is not None:
+                refp.add_metric(mv, m.reference_predictions)
+            if m.reference_target is not None:
+                refs.add_metric(mv, m.reference_target)
             if (model, version) in snap.computed_at:
                 last.add_metric(mv, snap.computed_at[(model, version)])
                 dur.add_metric(mv, snap.durations[(model, version)])
-        yield from (perf, perf_ci, est, ood, ood_floor, food, dscore, dp, dq, dt, dd, fair, fair_p, gperf, gpred, wp, wl, last, dur)
+        yield from (perf, perf_ci, est, ood, ood_floor, food, dscore, dp, dq, dt, dd, fair, fair_p, gperf, gpred, wp, wl, wla, refp, refs, last, dur)

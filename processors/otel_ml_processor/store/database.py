@@ -627,10 +627,14 @@ class Database:
             conn.execute(update(_MV).where(_MV.c.model == model, _MV.c.model_version == version).values(
                 reference_first_n=n, reference_cut=cut))
 
-    def count(self, model: str, version: str) -> int:
+    def count(self, model: str, version: str, limit: Optional[int] = None) -> int:
+        """Stored predictions of a model version (``limit``: counted up to it, reading no more)."""
+        where = and_(_P.c.model == model, _P.c.model_version == version)
         with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(_P).where(and_(
-                _P.c.model == model, _P.c.model_version == version))).scalar_one()
+            if limit is not None:
+                first = select(_P.c.id).where(where).order_by(_P.c.id).limit(int(limit)).subquery()
+                return conn.execute(select(func.count()).select_from(first)).scalar_one()
+            return conn.execute(select(func.count()).select_from(_P).where(where)).scalar_one()
 
     def export_rows(self, model: str, since: float) -> list:
         """Joined rows of ``model`` recorded at or after ``since`` (for ``otel-ml db export``)."""
