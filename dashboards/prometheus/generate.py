@@ -91,8 +91,8 @@ def performance_baseline(t: dict) -> str:
 
 
 def baseline_labeled(t: dict) -> str:
-    """``model_version:ml_window_labeled:min_<baseline>``."""
-    return rule_name(MV_LEVEL, sc.M_WINDOW_LABELED, f"min_{t['performance_baseline']['baseline']}")
+    """``model_version:ml_window_labeled_after_reference:min_<baseline>``."""
+    return rule_name(MV_LEVEL, sc.M_WINDOW_LABELED_AFTER_REFERENCE, f"min_{t['performance_baseline']['baseline']}")
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,9 @@ def recording_rules(t: dict) -> list[Record]:
         # (whichever replica exported it), and the fewest labels it rested on.
         Record(performance_baseline(t),
                f"avg by {labels([*MODEL_VERSION, sc.L_METRIC])} (avg_over_time({sc.M_PERFORMANCE}{window}))"),
-        Record(baseline_labeled(t), f"min {BY_MODEL_VERSION} (min_over_time({sc.M_WINDOW_LABELED}{window}))"),
+        # (labels after the reference only: the labeled window also holds the first_n reference's)
+        Record(baseline_labeled(t),
+               f"min {BY_MODEL_VERSION} (min_over_time({sc.M_WINDOW_LABELED_AFTER_REFERENCE}{window}))"),
         Record(DATA_QUALITY_RATIO,
                f"sum by {labels([sc.L_MODEL])} (rate({counter(sc.M_DATA_QUALITY_ISSUES)}[15m]))\n  /\n"
                f"sum by {labels([sc.L_MODEL])} (rate({predictions_received}[15m]))"),
@@ -295,12 +297,15 @@ def baseline_alerts(t: dict) -> list[Alert]:
     return [Alert(
         name="MLPerformanceBelowBaseline",
         severity="warning",
-        expr=with_at_least(with_at_least(comparison, sc.M_WINDOW_LABELED, baseline["min_labeled"]),
+        # the minimum counts labels after the reference: those of a first_n reference's own
+        # period are in the labeled window (performance needs no reference), not in the baseline
+        expr=with_at_least(with_at_least(comparison, sc.M_WINDOW_LABELED_AFTER_REFERENCE, baseline["min_labeled"]),
                            baseline_labeled(t), baseline["min_labeled"]),
         for_=baseline["for"],
         summary="Model performance fell well below its own recent baseline.",
         description=(f"{label(sc.L_METRIC)} of {MODEL_TEXT} is {VALUE_3F}, more than {baseline['relative_drop']:.0%} "
-                     f"below its {baseline['baseline']} average (both on at least {baseline['min_labeled']} labels)."),
+                     f"below its {baseline['baseline']} average (both on at least {baseline['min_labeled']} labels "
+                     "after the reference)."),
         model_quality=True,
     )]
 
