@@ -109,12 +109,12 @@ def build_report(config: Config, model: str, version: Optional[str] = None, prog
         versions = sorted({v for m, v, _ in stored if m == model}, key=version_key, reverse=True)
         if not versions:
             models = sorted({m for m, _, _ in stored})
-            raise ReportError(f"model {model!r} has no predictions in {config.storage.url}"
+            raise ReportError(f"--model {model!r}: no predictions in {config.storage.url}"
                               + (f" (models: {', '.join(models)})" if models else " (the database is empty)"))
         if version is None:
             version = latest_version(versions)
         if version is None or version not in versions:
-            raise ReportError(f"model {model!r} has no version {version!r} (versions: {', '.join(versions)})")
+            raise ReportError(f"--version {version!r}: model {model!r} has no such version (versions: {', '.join(versions)})")
         step(STAGES[1])
         now = time.time() if now is None else now
         caps = Caps(config.limits.max_models, config.limits.max_features_per_model, Counters(),
@@ -122,7 +122,7 @@ def build_report(config: Config, model: str, version: Optional[str] = None, prog
         windows = ModelWindows(config, db, caps)
         loaded = windows.load(model, version, now)
         if loaded is None:
-            raise ReportError(f"model {model!r} version {version!r} has no stored predictions")
+            raise ReportError(f"--model {model!r} --version {version!r}: no stored predictions")
         window, labeled = loaded
         step(STAGES[2])
         ref = windows.reference(model, version, window.task, sorted(window.features))

@@ -182,8 +182,8 @@ class ProcessorService:
         cfg = self.config.receiver
         self._grpc = await start_grpc_server(cfg, self.handlers, self.auth, self.gate)
         receiver = HttpReceiver(cfg, self.handlers, self.auth, self.gate)
-        await self._site(receiver.app(), cfg.http_endpoint, ssl_context(cfg))
-        await self._site(self.web.app, self.config.prometheus.endpoint, self.web.ssl_context)
+        await self._site(receiver.app(), cfg.http_endpoint, ssl_context(cfg), "receiver.http_endpoint")
+        await self._site(self.web.app, self.config.prometheus.endpoint, self.web.ssl_context, "prometheus.endpoint")
         self.computer.start()
         self.ready = True
         log.info("otel-ml processor ready: OTLP/gRPC %s, OTLP/HTTP %s, metrics %s://%s/metrics",
@@ -195,14 +195,18 @@ class ProcessorService:
             initargs=(self.config.anonymization, {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}))
         return pool
 
-    async def _site(self, app: web.Application, endpoint: str, ssl_ctx) -> None:
+    async def _site(self, app: web.Application, endpoint: str, ssl_ctx, key: str) -> None:
         # auto_decompress off: gzip bodies go through the receiver's bounded decompression
         # (receiver.max_request_bytes enforced before decompression finishes).
         runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=False)
         await runner.setup()
         host, port = split_endpoint(endpoint)
-        await web.TCPSite(runner, host, port, ssl_context=ssl_ctx, shutdown_timeout=SHUTDOWN_GRACE_SECONDS).start()
         self._runners.append(runner)
+        try:
+            await web.TCPSite(runner, host, port, ssl_context=ssl_ctx, shutdown_timeout=SHUTDOWN_GRACE_SECONDS).start()
+        except OSError as exc:   # e.g. the port is in use: name the key, not aiohttp's internals
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise OSError(exc.errno, f"{key} {endpoint}: cannot listen: {reason}") from None
 
     async def stop(self) -> None:
         self.ready = False
@@ -227,7 +231,12 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await service.start()
+    try:
+        await service.start()
+    except BaseException:
+        # a start that failed half way (a port in use) stops what it started before the error
+        await service.stop()
+        raise
     await stop.wait()
     log.info("shutting down")
     await service.stop()

@@ -87,8 +87,10 @@ def expected_window(cohort: Cohort, step: int) -> int:
 
 def expected_labeled(cohort: Cohort, step: int) -> int:
     """The labeled window after ``step``: the predictions of earlier steps (labels come one step
-    late), the reference's excluded, at most window.size."""
-    return min(cohort.window, cohort.rows_after[step - 1]) if step else 0
+    late) and, with the first_n reference, its predictions (labeled before they were sent: the
+    labeled window does not wait for the reference), at most window.size."""
+    reference = 0 if cohort.reference_file else DEFAULT_FIRST_N
+    return min(cohort.window, reference + (cohort.rows_after[step - 1] if step else 0))
 
 
 class CalibrationRun:

@@ -177,7 +177,7 @@ def test_test_copy_of_the_alerts_has_the_shipped_expressions(tmp_path):
 
 def test_windows_hold_the_predictions_after_the_reference(run):
     """DESIGN.md: the first_n reference is not in the window; the labeled window is the last
-    window.size labeled predictions (the reference's excluded), labels arriving one step late."""
+    window.size labeled predictions (the first_n reference's included), labels arriving one step late."""
     wrong = [(name, s, run.window[(name, s)], expected_window(cohort, s),
               run.labeled[(name, s)], expected_labeled(cohort, s))
              for name, cohort in run.models.items() for s in range(run.steps)

@@ -14,6 +14,9 @@ Example::
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
 from typing import Callable
 
 import grpc
@@ -84,10 +87,36 @@ async def start_grpc_server(cfg: ReceiverConfig, handlers: Handlers, auth: Beare
     if cfg.tls.cert_file and cfg.tls.key_file:
         with open(cfg.tls.key_file, "rb") as k, open(cfg.tls.cert_file, "rb") as c:
             creds = grpc.ssl_server_credentials([(k.read(), c.read())])
-        port = server.add_secure_port(cfg.grpc_endpoint, creds)
-    else:
-        port = server.add_insecure_port(cfg.grpc_endpoint)
+    _check_free(cfg.grpc_endpoint)
+    try:
+        if cfg.tls.cert_file and cfg.tls.key_file:
+            port = server.add_secure_port(cfg.grpc_endpoint, creds)
+        else:
+            port = server.add_insecure_port(cfg.grpc_endpoint)
+    except RuntimeError:      # grpcio raises it when the port cannot be bound (e.g. in use)
+        port = 0
     if not port:
-        raise OSError(f"cannot listen on {cfg.grpc_endpoint} (OTLP/gRPC)")
+        raise OSError(f"receiver.grpc_endpoint {cfg.grpc_endpoint}: cannot listen (OTLP/gRPC; is the port in use?)")
     await server.start()
     return server
+
+
+def _check_free(endpoint: str) -> None:
+    """Raise an OSError naming ``receiver.grpc_endpoint`` when its port is taken. gRPC would fail
+    too, but only after writing its own multi-line log to stderr; it binds with SO_REUSEPORT,
+    so this probe binds the plain way, which another listener on the port refuses."""
+    host, _, port = endpoint.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except (OSError, ValueError):
+        return      # a name that does not resolve: gRPC says so itself
+    for family, kind, proto, _name, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # TIME_WAIT is no obstacle
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    raise OSError(exc.errno, f"receiver.grpc_endpoint {endpoint}: cannot listen: "
+                                             f"{os.strerror(exc.errno).lower()}") from None
