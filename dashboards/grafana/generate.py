@@ -405,7 +405,20 @@ def model_detail() -> db.Dashboard:
                            "reference, performance with intervals, fairness per group")
                   .url(model_page_url(f"${{{VAR_MODEL}:percentencode}}", f"${{{VAR_VERSION}:percentencode}}"))
                   .target_blank(True))
+    # "collecting the reference: 200 of 1000" while a first_n reference fills, instead of empty
+    # drift panels with no word of why (performance is there from the first label)
+    reference = (stat_panel(
+        "Collecting the reference",
+        "ml_reference_predictions of ml_reference_size: the reference's rows so far, of the rows it will have "
+        "(reference.first_n, or a reference file's rows). While the first is below the second the reference is "
+        "still being collected: drift, OOD and the label-free estimate begin once it is complete; performance "
+        "needs only labels.",
+        query(sel(sc.M_REFERENCE_PREDICTIONS, *one_version), "collecting the reference", instant=True), width=24,
+        height=3).with_target(query(sel(sc.M_REFERENCE_SIZE, *one_version), "of", "B", instant=True))
+        .text_mode(cm.BigValueTextMode.VALUE_AND_NAME).color_mode(cm.BigValueColorMode.NONE)
+        .graph_mode(cm.BigValueGraphMode.NONE).orientation(cm.VizOrientation.HORIZONTAL))
     panels = [
+        reference,
         db.Row("Drift"),
         decision_status(
             "Drift detected per feature",
@@ -445,9 +458,11 @@ def model_detail() -> db.Dashboard:
                      "or an unseen category), per feature.",
                      [query(sel(sc.M_FEATURE_OOD_RATIO, *one_version), "{{feature}}")], "percentunit", 8,
                      lowest=0, highest=1),
-        series_panel("Window and labels", "Predictions in the window, and labeled predictions in the labeled window.",
+        series_panel("Window and labels", "Predictions in the window, labeled predictions in the labeled window "
+                     "(those of a first_n reference included), and the reference's rows so far.",
                      [query(sel(sc.M_WINDOW_PREDICTIONS, *one_version), "window"),
-                      query(sel(sc.M_WINDOW_LABELED, *one_version), "labeled", "B")], "short", 8),
+                      query(sel(sc.M_WINDOW_LABELED, *one_version), "labeled", "B"),
+                      query(sel(sc.M_REFERENCE_PREDICTIONS, *one_version), "reference", "C")], "short", 8),
         db.Row("Fairness"),
         table_panel("Fairness per attribute (now)",
                     "Each gap, its p-value (is it more than chance between groups treated alike?) and the "

@@ -5,7 +5,9 @@
   labels: accuracy and its Wilson interval (equal to scikit-learn's and statsmodels' on those
   150 rows) are exported by the first compute cycle that starts after the labels are stored,
   ``ml_reference_predictions`` = 200 of ``ml_reference_size`` 1000, and drift, OOD and the
-  window wait for the reference.
+  window wait for the reference. The model page says "collecting the reference: 200 of 1000";
+  so does the Grafana model dashboard, whose "Collecting the reference" queries (from the
+  generated JSON) a real Prometheus scraping the processor answers with 200 and 1000.
 - ``price`` (regression, default reference) gets 500 labeled predictions: mae, rmse, r2 equal
   scikit-learn's.
 - ``early`` (``first_n: 50``) gets 80 labeled predictions: all 80 are in the labeled window, but
@@ -24,7 +26,9 @@ from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_er
 from statsmodels.stats.proportion import proportion_confint
 
 from otel_ml import semconv as sc
-from tests.support import ProcessorProcess, grpc_export, label, otlp_logs_request, prediction, wait_for
+from tests.ops.grafana_queries import panel_queries, substitute
+from tests.support import (PrometheusProcess, ProcessorProcess, grpc_export, http_get, label, otlp_logs_request,
+                           prediction, wait_for)
 
 pytestmark = pytest.mark.e2e
 
@@ -83,6 +87,9 @@ def test_performance_from_the_first_labels_while_the_reference_fills(tmp_path):
         assert proc.sample(sc.M_DRIFT_SCORE, churn) is None
         assert proc.sample(sc.M_OOD_RATIO, churn) is None
         assert proc.sample(sc.M_WINDOW_LABELED_AFTER_REFERENCE, churn) is None
+        status, page = http_get(f"http://{proc.metrics_endpoint}/models/churn")
+        text = page.decode().replace("\u202f", " ")        # (thousands are spaced with a narrow space)
+        assert status == 200 and "collecting the reference: 200 of 1 000" in text, text
 
         price = {"model": "price"}
         wait_for(lambda: proc.sample(sc.M_WINDOW_LABELED, price) == 500, what="price's labeled window")
@@ -102,3 +109,11 @@ def test_performance_from_the_first_labels_while_the_reference_fills(tmp_path):
         assert proc.sample(sc.M_REFERENCE_PREDICTIONS, first) == 50
         assert proc.sample(sc.M_REFERENCE_SIZE, first) == 50
         assert proc.sample(sc.M_WINDOW_PREDICTIONS, first) == 30
+
+        # the Grafana model dashboard's "Collecting the reference" panel, as Grafana would query it
+        (collecting_a, collecting_b) = [expr for dash, title, _ref, expr in panel_queries()
+                                        if dash == "otel-ml-model.json" and title == "Collecting the reference"]
+        with PrometheusProcess(tmp_path, targets=[proc.metrics_endpoint]) as prom:
+            values = {"model": "churn", "model_version": "1"}
+            assert wait_for(lambda: prom.value(substitute(collecting_a, values)), what="the panel's rows") == 200
+            assert prom.value(substitute(collecting_b, values)) == 1000

@@ -58,7 +58,7 @@ def send(server, proc: ProcessorProcess, logger_endpoint: str, seed: int, timeou
     for pid, label in ids:
         requests.post(f"{server.url}/label", json={"id": pid, "value": label if rng.random() < 0.8 else "no"},
                       timeout=10).raise_for_status()
-    # every prediction is labeled, less the first_n reference ones (not in the labeled window)
-    labeled = SERVER_ROWS + DIRECT_ROWS - MODEL["reference"]["first_n"]
+    # every prediction is labeled (the first_n reference's too: the labeled window does not wait for it)
+    labeled = SERVER_ROWS + DIRECT_ROWS
     wait_for(lambda: (proc.sample("ml_window_labeled", {"model": "churn"}) or 0) >= labeled, timeout=timeout,
              what="labels joined")

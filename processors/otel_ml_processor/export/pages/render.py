@@ -228,11 +228,21 @@ def _ood_sub(m: object) -> str:
     return "of the window" if floor is None else f"of the window; stable up to {_pct(floor)}"
 
 
+def _collecting(m) -> Optional[str]:
+    """"collecting the reference: 200 of 1000" while a first_n reference fills (None once it is
+    complete, with a reference file, and in snapshots written before the counts existed)."""
+    have, target = getattr(m, "reference_predictions", None), getattr(m, "reference_target", None)
+    if have is None or target is None or have >= target:
+        return None
+    return f"collecting the reference: {number(have)} of {number(target)}"
+
+
 def _cards(s: ModelSnapshot, now: float, o: PageOptions) -> str:
     m = s.metrics
     flagged = _flagged(m)
+    collecting = _collecting(m)
     cards = [
-        ("window", number(m.window_predictions), "predictions", "window"),
+        ("window", number(m.window_predictions), collecting or "predictions", "window"),
         ("labeled", number(m.window_labeled), "with a true label", "window"),
         ("OOD", _pct(m.ood_ratio), _ood_sub(m), "ood"),
         ("drift", f"{len(flagged)} flagged" if flagged else "none", f"of {len(m.drift)} tests", "drift_detected"),
@@ -263,6 +273,11 @@ def _drift_section(s: ModelSnapshot, o: PageOptions) -> str:
             f'<td>{_e(d.method)}{_def(o, "method:" + d.method)}</td><td class="num">{number(d.score)}</td>'
             f'<td class="num">{number(threshold)}</td><td class="num">{number(d.pvalue, 3)}</td>'
             f'<td class="num">{number(q, 3)}</td><td class="num">{_pct(ood.get(d.feature))}</td></tr>')
+    collecting = _collecting(m)
+    if not rows and collecting:
+        return (f'<h2 id="drift">Drift</h2><p class="muted" data-collecting="{m.reference_predictions}">'
+                f"{_e(collecting.capitalize())}. Drift and OOD begin once it is complete; performance "
+                "needs only labels.</p>")
     if not rows:
         return ('<h2 id="drift">Drift</h2><p class="muted">No drift yet: the model version has no reference '
                 "(the first predictions become it) or no window.</p>")
@@ -307,7 +322,7 @@ def _performance_section(s: ModelSnapshot, o: PageOptions) -> str:
                     f'<td class="num">{interval}</td><td>{band}</td>'
                     f'<td class="num">{number(m.estimated_performance.get(k))}</td></tr>')
     return (f'<h2 id="performance">Performance{_def(o, "performance")}</h2>'
-            f'<p class="muted">On the {number(m.window_labeled)} labeled rows of the window; the estimate needs no label.</p>'
+            f'<p class="muted">On the {number(m.window_labeled)} rows of the labeled window; the estimate needs no label.</p>'
             '<div class="scroll"><table><thead><tr><th>metric</th><th class="num">labeled window</th>'
             f'<th class="num">95 % interval{_def(o, "performance_interval")}</th><th></th>'
             f'<th class="num">estimated (CBPE){_def(o, "estimated_performance")}</th></tr></thead><tbody>'
