@@ -17,8 +17,12 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,3 +121,11 @@ def test_performance_from_the_first_labels_while_the_reference_fills(tmp_path):
             values = {"model": "churn", "model_version": "1"}
             assert wait_for(lambda: prom.value(substitute(collecting_a, values)), what="the panel's rows") == 200
             assert prom.value(substitute(collecting_b, values)) == 1000
+
+        # docs/processor.md's curl example of POST /v1/labels, run as written, answers as documented
+        doc = (Path(__file__).resolve().parents[2] / "docs" / "processor.md").read_text()
+        command, answer = re.search(r"```\n(curl -s -X POST http://127\.0\.0\.1:4318/v1/labels .*?)```\n```\n(.*?)```",
+                                    doc, re.S).groups()
+        command = command.replace("127.0.0.1:4318", f"127.0.0.1:{proc.http_port}")
+        got = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=True).stdout
+        assert json.loads(got) == json.loads(answer)
