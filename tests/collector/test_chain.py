@@ -77,8 +77,10 @@ def test_nothing_lost_nothing_stored_twice(run):
 
 def test_labels_join_in_the_owners_window(run):
     """Both halves of the labels, OTLP through the gateway and POST on the other replica, reach the
-    owner's window: its accuracy equals scikit-learn's on every labeled row after the model's
-    first_n reference (the first FIRST_N predictions stored, the probe's among them)."""
+    owner's window: its accuracy equals scikit-learn's on every labeled row, those of the model's
+    first_n reference included (the labeled window does not wait for the reference); the
+    baseline's count, the labeled rows after that reference (the first FIRST_N predictions
+    stored, the probe's among them), is what the database says."""
     chain, owners, chosen = run
     for model in chosen:
         owner = chain.replicas[owners[model]]
@@ -87,13 +89,16 @@ def test_labels_join_in_the_owners_window(run):
                 "select prediction_id from predictions where model = :m order by id offset :n"),
                 {"m": model, "n": FIRST_N}).scalars().all()
         index = {prediction_id(model, i): i for i in range(N)}
-        rows = [index[pid] for pid in after_reference if pid in index]   # the probe's is unlabeled
-        assert len(rows) == N + 1 - FIRST_N
+        after = [index[pid] for pid in after_reference if pid in index]   # the probe's is unlabeled
+        assert len(after) == N + 1 - FIRST_N
+        rows = list(range(N))
         expected = accuracy_score([row(model, i)[2] for i in rows], [row(model, i)[1] for i in rows])
         labels = {"model": model, "model_version": VERSION}
 
         def joined():
             if owner.sample("ml_window_labeled", labels) != len(rows):
+                return False
+            if owner.sample("ml_window_labeled_after_reference", labels) != len(after):
                 return False
             value = owner.sample("ml_performance", {**labels, "metric": "accuracy"})
             return value is not None and math.isclose(value, expected, rel_tol=1e-9, abs_tol=1e-12)

@@ -67,8 +67,9 @@ def pipeline(tmp_path_factory):
 def test_prometheus_serves_sklearn_accuracy_and_scipy_ks(pipeline, model):
     proc, prom, sent = pipeline
     rows = sent[model]
-    after = slice(FIRST_N, None)      # the window and the labeled window: after the reference
-    expected_accuracy = accuracy_score(rows["truth"][after], rows["predicted"][after])
+    after = slice(FIRST_N, None)      # the window: after the reference
+    # the labeled window: every labeled prediction, the reference's too (performance needs no reference)
+    expected_accuracy = accuracy_score(rows["truth"], rows["predicted"])
     expected_ks = ks_2samp(rows["x"][:FIRST_N], rows["x"][after])
 
     def accuracy():
@@ -83,7 +84,8 @@ def test_prometheus_serves_sklearn_accuracy_and_scipy_ks(pipeline, model):
     assert math.isclose(pvalue, expected_ks.pvalue, rel_tol=1e-9, abs_tol=1e-12)
     assert prom.value(f'ml_drift_detected{{model="{model}",feature="x",method="ks"}}') == 1.0
     assert prom.value(f'ml_window_predictions{{model="{model}"}}') == N - FIRST_N
-    assert prom.value(f'ml_window_labeled{{model="{model}"}}') == N - FIRST_N
+    assert prom.value(f'ml_window_labeled{{model="{model}"}}') == N
+    assert prom.value(f'ml_window_labeled_after_reference{{model="{model}"}}') == N - FIRST_N
     assert prom.value(f'ml_records_received_total{{model="{model}",signal="prediction"}}') == N
     assert prom.value(f'ml_records_received_total{{model="{model}",signal="label"}}') == N + 10
     assert prom.value(f'ml_labels_replaced_total{{model="{model}"}}') == 10

@@ -155,8 +155,31 @@ def test_the_first_n_reference_is_not_in_the_window(url):
     again.db.close()
 
 
+def test_labeled_window_does_not_wait_for_the_reference(url):
+    """While a first_n reference fills, the window is empty and the labeled window holds the
+    labeled predictions collected so far, whether the label came before the sync that filled the
+    version or after it; when the reference completes, the labeled window keeps them and counts
+    those after it for the baseline (DESIGN.md, "Labeled window"; issue 22)."""
+    r = Replica(url, "a", first_n=10)
+    r.store([pred(f"p{i}", t=T0 + i) for i in range(4)])
+    r.label([LabelRecord("m", f"p{i}", "1", T0) for i in range(2)])         # joined before the first sync
+    r.windows.sync(T0)
+    r.label([LabelRecord("m", "p2", "0", T0)])                                # joined after it
+    r.windows.sync(T0)
+    window, labeled = r.windows_of()
+    assert len(window) == 0 and sorted(labeled.prediction_ids.tolist()) == ["p0", "p1", "p2"]
+    assert r.windows.progress("m", "1") == (4, 10, None)                     # collecting: 4 of 10
+    r.store([pred(f"p{i}", t=T0 + i) for i in range(4, 14)])
+    r.label([LabelRecord("m", f"p{i}", "1", T0) for i in (9, 12)])           # one in the reference, one after
+    r.windows.sync(T0)
+    window, labeled = r.windows_of()
+    assert window.prediction_ids.tolist() == ["p10", "p11", "p12", "p13"]
+    assert labeled.prediction_ids.tolist() == ["p0", "p1", "p2", "p9", "p12"]
+    assert r.windows.progress("m", "1") == (10, 10, 1)
+
+
 def test_labels_of_predictions_that_left_the_window_count(url):
-    """The labeled window: the last `size` labeled predictions after the reference, from the
+    """The labeled window: the last `size` labeled predictions (the reference's too), from the
     database when they left the window; the engine's performance is on it."""
     rng = np.random.default_rng(3)
     r = Replica(url, "a", first_n=2, size=5)
