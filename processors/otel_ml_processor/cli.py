@@ -277,7 +277,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return args.func(args)
     except CommandError as exc:
-        print(f"otel-ml {args.command}: {exc}", file=sys.stderr)
+        command = " ".join(filter(None, (args.command, getattr(args, f"{args.command}_command", None))))
+        print(f"otel-ml {command}: {exc}", file=sys.stderr)
         return exc.status
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]

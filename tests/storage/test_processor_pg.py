@@ -127,7 +127,9 @@ def test_db_export_gives_the_joined_rows_sent(processor, tmp_path, fmt):
     assert len(rows) == N_EXPORT
     assert got == _expected(sent["exp"])
     assert {r["model"] for r in rows} == {"exp"} and {r["model_version"] for r in rows} == {"3"}
-    # A model with no rows: the header alone (the --since cut itself is tested in test_database.py).
+    # A model the database does not know: one line naming --model and the models it has (a model
+    # with rows, none since --since, gives the header alone: test_database.py tests the cut).
     result = _run("db", "export", "--config", str(proc.config_path), "--model", "nobody", "--format", "csv")
-    assert result.returncode == 0 and result.stdout.splitlines()[0].startswith("model,model_version,prediction_id")
-    assert len(result.stdout.splitlines()) == 1
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == ("otel-ml db export: --model 'nobody': no such model in the database "
+                                     "(models: exp, imp2, imp3, pii)")
