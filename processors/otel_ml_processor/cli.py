@@ -12,12 +12,13 @@ Usage::
 Bad input gets one line on stderr that names the argument (or the configuration key) and the
 problem, never a traceback:
 
-- status 2, a usage error: the command line or the configuration is wrong in itself (an unknown
-  key, a wrong type, a duration or URL that does not parse, ``--format parquet`` without
-  ``--output``, an unreadable configuration file);
-- status 1, the rest: a file that is missing, unreadable or not what it should be (a labels CSV
-  without its columns, a reference that is not Parquet), an unknown model, a database that cannot
-  be reached, a port already in use, a processor that refuses the labels.
+- status 2, a usage error: the command line or the configuration is wrong (an unknown key, a
+  wrong type, a duration or URL that does not parse, ``--format parquet`` without ``--output``,
+  a configuration file or a reference file it names that is missing, unreadable, not Parquet
+  or without the model's columns);
+- status 1, the rest: a file named on the command line that is missing, unreadable or not what
+  it should be (a labels CSV without its columns), an unknown model, a database that cannot be
+  reached, a port already in use, a processor that refuses the labels.
 
 Without the processor's dependencies (``pip install otel-ml`` installs only the SDK) a command
 exits with status 3 and names the extra to install.
@@ -131,8 +132,8 @@ def cmd_processor(args: argparse.Namespace) -> int:
     except SQLAlchemyError as exc:
         raise _database_error(config, exc) from None
     except ReferenceError as exc:
-        # a reference file that is missing or unreadable: the file, not the command line, is wrong
-        raise CommandError(f"cannot start: {exc}") from None
+        # a reference file the configuration names is part of the configuration
+        raise CommandError(f"cannot start: {exc}", EXIT_CONFIG) from None
     except ValueError as exc:
         raise CommandError(f"cannot start: {exc}", EXIT_CONFIG) from None
     except OSError as exc:

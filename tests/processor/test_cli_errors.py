@@ -97,9 +97,9 @@ def test_processor_bad_files_database_and_ports(files):
     d, config = files
     check(run(["processor", "--config", "missing.yaml"], d), 2, "missing.yaml")
     fake = config("fake.yaml", models=[{"name": "m", "reference": {"path": "fake.parquet"}}])
-    check(run(["processor", "--config", fake], d), 1, "fake.parquet", "Parquet")
+    check(run(["processor", "--config", fake], d), 2, "fake.parquet", "Parquet")     # the configuration's file
     gone = config("gone.yaml", models=[{"name": "m", "reference": {"path": "gone.csv"}}])
-    check(run(["processor", "--config", gone], d), 1, "gone.csv", "does not exist")
+    check(run(["processor", "--config", gone], d), 2, "gone.csv", "does not exist")
     pg = config("pg.yaml", storage={"url": _closed_port_url()})
     check(run(["processor", "--config", pg], d), 1, "storage.url", "cannot use the database")
     with socket.socket() as held:
