@@ -108,7 +108,7 @@ def binary_coefficients(y_true: np.ndarray, y_pred: np.ndarray, p_uncalibrated: 
             out[metric] = _finite(_subset(obs) / math.sqrt(frac)) if frac > 0 else None
     if p_uncalibrated is not None and np.all(np.isfinite(p_uncalibrated)) and 0 < y.sum() < y.size:
         ser, frac = _auroc_component(y, p_uncalibrated)
-        out[sc.PERF_ROC_AUC] = _finite(np.std(ser) / math.sqrt(frac))
+        out[sc.PERF_ROC_AUC] = _finite(_subset(ser) / math.sqrt(frac))
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -141,7 +141,7 @@ def multiclass_coefficients(y_true: np.ndarray, y_pred: np.ndarray, classes: lis
         comps = []
         for k, cls in enumerate(classes):
             ser, frac = _auroc_component((y == cls).astype(int), p_uncalibrated[:, k])
-            comps.append((float(np.var(ser)), frac))
+            comps.append((float(np.var(ser)) if ser.size else math.nan, frac))
         out[sc.PERF_ROC_AUC] = _spread(comps, 1.2)
     return {k: v for k, v in out.items() if v is not None}
 
