@@ -5,7 +5,7 @@ Usage::
 
     NML_DISABLE_USAGE_LOGGING=1 ~/.cache/otel-ml/venvs/nannyml/bin/python tests/stats/nannyml_oracle.py OUT_DIR
 
-writes, for ``multiclass`` and ``regression``: ``<task>_reference.csv`` and ``<task>_analysis.csv``
+writes, for ``multiclass`` and ``regression`` (and ``binary``: its reference and sampling errors): ``<task>_reference.csv`` and ``<task>_analysis.csv``
 (otel-ml's reference-file layout: feature columns, ``__prediction__``, ``__label__``,
 ``__probability_<class>__``; the analysis file's ``__label__`` is the realized target) and
 ``<task>.json`` with NannyML's per-chunk estimate, sampling error, confidence bounds and realized
@@ -59,6 +59,24 @@ def multiclass(out_dir: str) -> None:
                    "calibrated": {c: type(k).__name__ != "NoopCalibrator" for c, k in est._calibrators.items()}}, fh)
 
 
+def binary(out_dir: str) -> None:
+    """Binary CBPE's sampling errors (otel-ml's binary estimate itself always calibrates, see
+    docs/metrics.md; its interval takes NannyML's sampling error)."""
+    ref, ana, targets = nml.load_synthetic_binary_classification_dataset()
+    ana = ana.merge(targets, on="id")
+    ref, ana = ref.iloc[:REFERENCE_ROWS].reset_index(drop=True), ana.iloc[:ANALYSIS_ROWS].reset_index(drop=True)
+    metrics = ["accuracy", "precision", "recall", "f1", "roc_auc"]
+    est = nml.CBPE(problem_type="classification_binary", y_pred_proba="y_pred_proba", y_pred="y_pred",
+                   y_true="work_home_actual", metrics=metrics, chunk_size=CHUNK)
+    est.fit(ref)
+    result = est.estimate(ana)
+    pd.DataFrame({"__prediction__": ref["y_pred"], "__label__": ref["work_home_actual"],
+                  "__probability_1__": ref["y_pred_proba"]}).to_csv(os.path.join(out_dir, "binary_reference.csv"),
+                                                                    index=False)
+    with open(os.path.join(out_dir, "binary.json"), "w") as fh:
+        json.dump({"chunk": CHUNK, "chunks": chunks(result, metrics)}, fh)
+
+
 def regression(out_dir: str) -> None:
     ref, ana, targets = nml.load_synthetic_car_price_dataset()
     ana = ana.merge(targets, on="id")
@@ -78,4 +96,5 @@ def regression(out_dir: str) -> None:
 
 if __name__ == "__main__":
     multiclass(sys.argv[1])
+    binary(sys.argv[1])
     regression(sys.argv[1])

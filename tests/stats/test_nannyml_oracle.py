@@ -14,6 +14,7 @@ otel-ml reads the same files with its own reference loader and must give:
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -68,6 +69,17 @@ def test_multiclass_cbpe_equals_nannyml_per_chunk(oracle_dir):
             assert est[metric] == pytest.approx(nml["estimated"], abs=1e-6), (chunk["start"], metric)
             assert bounds[(metric, sc.BOUND_LOWER)] == pytest.approx(nml["lower"], abs=1e-6), (chunk["start"], metric)
             assert bounds[(metric, sc.BOUND_UPPER)] == pytest.approx(nml["upper"], abs=1e-6), (chunk["start"], metric)
+
+
+def test_binary_interval_takes_nannyml_sampling_error(oracle_dir):
+    oracle = _chunks(oracle_dir, "binary")
+    prepared = prepare_reference(load_reference_file(str(oracle_dir / "binary_reference.csv")),
+                                 ModelSpec(task=sc.TASK_CLASSIFICATION, positive_label="1"))
+    coefficients = prepared.binary_coefficients
+    for chunk in oracle["chunks"]:
+        n = chunk["end"] - chunk["start"]
+        for metric in MULTICLASS_METRICS:
+            assert coefficients[metric] / math.sqrt(n) == pytest.approx(chunk[metric]["sampling_error"], rel=1e-9), metric
 
 
 def test_regression_dle_within_two_percent_of_nannyml_per_chunk(oracle_dir):
