@@ -12,7 +12,8 @@ import pytest
 from otel_ml import semconv as sc
 from otel_ml_processor.compute.engine import ModelSpec
 from otel_ml_processor.compute.reference import load_reference_file, prepare_reference
-from tests.support import ProcessorProcess, grpc_export, otlp_logs_request, wait_for
+from otel_ml_processor.export.pages.svg import number
+from tests.support import ProcessorProcess, grpc_export, http_get, otlp_logs_request, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -93,3 +94,8 @@ def test_processor_exports_multiclass_cbpe_and_regression_dle_as_the_stats_funct
                     b = proc.sample(sc.M_ESTIMATED_PERFORMANCE_INTERVAL, {"model": model, "metric": metric, "bound": bound})
                     assert b is not None and math.isclose(b, bounds[(metric, bound)], rel_tol=1e-9), (model, metric, bound)
                 assert bounds[(metric, sc.BOUND_LOWER)] <= value <= bounds[(metric, sc.BOUND_UPPER)]
+        # the model page shows each estimate beside its interval
+        page = http_get(f"http://{proc.metrics_endpoint}/models/reg")[1].decode()
+        row = page[page.index('data-metric="mae"'):].split("</tr>")[0]
+        shown = f"{number(reg_bounds[(sc.PERF_MAE, sc.BOUND_LOWER)])} – {number(reg_bounds[(sc.PERF_MAE, sc.BOUND_UPPER)])}"
+        assert number(reg_est[sc.PERF_MAE]) in row and shown in row
