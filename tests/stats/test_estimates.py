@@ -90,3 +90,27 @@ def test_interval_is_three_sampling_errors_clipped():
     # binary accuracy's coefficient is the std of the reference's correctness (NannyML's)
     y, yp = np.array([1, 0, 1, 1]), np.array([1, 1, 1, 0])
     assert sampling_error.binary_coefficients(y, yp)[sc.PERF_ACCURACY] == pytest.approx(np.std([1, 0, 1, 0]))
+
+
+def test_binary_interval_without_reference_labels_comes_from_the_window():
+    from otel_ml_processor.compute.engine import ModelSpec, compute_model_metrics
+    from otel_ml_processor.compute.reference import prepare_reference, reference_from_window
+    from otel_ml_processor.compute.window import WindowBuffer
+
+    rng = np.random.default_rng(4)
+    buf = WindowBuffer("m", "1", sc.TASK_CLASSIFICATION, size=1000)
+    for i in range(1000):
+        p = float(rng.uniform(0.05, 0.95))
+        buf.append(dict(prediction_id=str(i), timestamp=float(i), features={"x": float(rng.normal())},
+                        output_label="1" if p >= 0.5 else "0", output_value=None, score=max(p, 1 - p),
+                        probabilities={}, segments={}, label=None))          # no label anywhere
+    w = buf.snapshot()
+    spec = ModelSpec(positive_label="1")
+    m = compute_model_metrics(w, prepare_reference(reference_from_window(w, 400), spec), spec)
+    est = m.estimated_performance[sc.PERF_ACCURACY]
+    right = np.maximum(w.score, 1 - w.score)     # uncalibrated: each row's chance of being right
+    half = 3 * math.sqrt(float(np.sum(right * (1 - right)))) / right.size   # Poisson-binomial SE of the count / n
+    assert est == pytest.approx(float(np.mean(right)), rel=1e-12)
+    assert m.estimated_performance_interval[(sc.PERF_ACCURACY, sc.BOUND_LOWER)] == pytest.approx(est - half, rel=1e-12)
+    assert m.estimated_performance_interval[(sc.PERF_ACCURACY, sc.BOUND_UPPER)] == pytest.approx(est + half, rel=1e-12)
+    assert (sc.PERF_PRECISION, sc.BOUND_LOWER) not in m.estimated_performance_interval   # needs reference labels

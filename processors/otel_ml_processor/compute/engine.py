@@ -362,8 +362,12 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
             if ref.calibrator is not None and p.size:
                 p = ref.calibrator.transform(p)
             m.estimated_performance = cbpe.estimate(p, window.output_label[ok] == pos)
+            coefficients = dict(ref.binary_coefficients)
+            if sc.PERF_ACCURACY not in coefficients:    # a reference without labels: from the window
+                right = np.where(window.output_label[ok] == pos, p, 1 - p)
+                coefficients[sc.PERF_ACCURACY] = sampling_error.correctness_coefficient(right)
             for k, v in m.estimated_performance.items():
-                iv = sampling_error.interval(v, ref.binary_coefficients.get(k), int(p.size))
+                iv = sampling_error.interval(v, coefficients.get(k), int(p.size))
                 if iv is not None:
                     m.estimated_performance_interval[(k, sc.BOUND_LOWER)], \
                         m.estimated_performance_interval[(k, sc.BOUND_UPPER)] = iv
@@ -374,7 +378,10 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
             preds[has_pred] = _labels_str(window.output_label, has_pred)
             est, est_rows = mc.estimate(probs, preds)
             m.estimated_performance = est
-            m.estimated_performance_interval = mc.intervals(est, est_rows)
+            fallback = None
+            if sc.PERF_ACCURACY not in mc.coefficients:  # a reference without labels: from the window
+                fallback = sampling_error.correctness_coefficient(mc.correct_probability(probs, preds))
+            m.estimated_performance_interval = mc.intervals(est, est_rows, fallback)
         elif ref.dle is not None and n:
             feats = {name: read_column(pf.value_type, window.features[name])[0]
                      for name, pf in ref.features.items() if name in window.features}
