@@ -114,3 +114,17 @@ def test_binary_interval_without_reference_labels_comes_from_the_window():
     assert m.estimated_performance_interval[(sc.PERF_ACCURACY, sc.BOUND_LOWER)] == pytest.approx(est - half, rel=1e-12)
     assert m.estimated_performance_interval[(sc.PERF_ACCURACY, sc.BOUND_UPPER)] == pytest.approx(est + half, rel=1e-12)
     assert (sc.PERF_PRECISION, sc.BOUND_LOWER) not in m.estimated_performance_interval   # needs reference labels
+
+
+def test_reference_file_probability_columns_are_read_and_checked(tmp_path):
+    from otel_ml_processor.compute.reference import ReferenceError, load_reference_file
+
+    good = tmp_path / "ref.csv"
+    good.write_text("x,__prediction__,__label__,__probability_a__,__probability_b__\n1,a,a,0.7,0.3\n2,b,a,0.4,\n")
+    ref = load_reference_file(str(good), features=["x"])     # the probability columns are not features
+    assert sorted(ref.probabilities) == ["a", "b"]
+    assert ref.probabilities["a"].tolist() == [0.7, 0.4] and math.isnan(ref.probabilities["b"][1])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,__probability_a__\n1,high\n")
+    with pytest.raises(ReferenceError, match="__probability_a__ must hold numbers"):
+        load_reference_file(str(bad))
