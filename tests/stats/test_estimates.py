@@ -128,3 +128,16 @@ def test_reference_file_probability_columns_are_read_and_checked(tmp_path):
     bad.write_text("x,__probability_a__\n1,high\n")
     with pytest.raises(ReferenceError, match="__probability_a__ must hold numbers"):
         load_reference_file(str(bad))
+
+
+def test_a_deferred_fit_never_blocks_nor_breaks_the_cycle():
+    import threading
+
+    from otel_ml_processor.compute.deferred import Deferred
+
+    assert Deferred(lambda: 1 / 0, "broken").result(timeout=30) is None     # logged, no estimate
+    gate = threading.Event()
+    slow = Deferred(lambda: gate.wait(30) and "fitted", "slow")
+    assert slow.ready() is None              # the engine reads this: no estimate yet, no wait
+    gate.set()
+    assert slow.result(timeout=30) == "fitted" and slow.ready() == "fitted"

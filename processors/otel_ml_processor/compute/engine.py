@@ -371,8 +371,9 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
                 if iv is not None:
                     m.estimated_performance_interval[(k, sc.BOUND_LOWER)], \
                         m.estimated_performance_interval[(k, sc.BOUND_UPPER)] = iv
-        elif ref.multiclass is not None and n:
-            mc = ref.multiclass
+        elif ref.multiclass is not None and ref.multiclass.ready() is not None and n:
+            mc = ref.multiclass.ready()
+            assert mc is not None
             probs = np.column_stack([window.probabilities.get(c, np.full(n, np.nan)) for c in mc.classes])
             preds = np.full(n, None, dtype=object)
             preds[has_pred] = _labels_str(window.output_label, has_pred)
@@ -382,12 +383,12 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
             if sc.PERF_ACCURACY not in mc.coefficients:  # a reference without labels: from the window
                 fallback = sampling_error.correctness_coefficient(mc.correct_probability(probs, preds))
             m.estimated_performance_interval = mc.intervals(est, est_rows, fallback)
-        elif ref.dle is not None and n:
+        elif ref.dle is not None and (dle := ref.dle.ready()) is not None and n:
             feats = {name: read_column(pf.value_type, window.features[name])[0]
                      for name, pf in ref.features.items() if name in window.features}
-            est_r, rows_r = ref.dle.estimate(feats, window.output_value)
+            est_r, rows_r = dle.estimate(feats, window.output_value)
             m.estimated_performance = est_r
-            m.estimated_performance_interval = ref.dle.intervals(est_r, rows_r)
+            m.estimated_performance_interval = dle.intervals(est_r, rows_r)
 
     # -- fairness and groups ----------------------------------------------------------------------
     ld = lab.data
