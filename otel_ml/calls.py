@@ -1,8 +1,8 @@
 """A recorded predict call, and what the app attaches to it (ids, segments, a model name).
 
 The request path builds one :class:`Call` per instrumented call and hands it to the
-background thread; ``prediction_context`` and ``last_prediction_ids`` are the app's side of
-it. Prediction ids are ``<process prefix>-<call number>-<row>`` unless the app supplies its
+background thread; ``prediction_context``, ``model_context`` and ``last_prediction_ids`` are
+the app's side of it, ``server_model`` the model servers' (``otel_ml.instrumentation``). Prediction ids are ``<process prefix>-<call number>-<row>`` unless the app supplies its
 own (``prediction_context(ids=...)`` or an ``id_hook``), so making them costs one counter step.
 
 Example::
@@ -12,12 +12,16 @@ Example::
     with prediction_context(ids=["req-1"], segments={"gender": "f"}):
         model.predict(X)                       # instrumented
     last_prediction_ids()                      # ["req-1"]
+
+    with model_context(name="churn", version="3"):
+        model.predict(X)                       # rows of model churn, version 3
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import itertools
 import os
 import threading
@@ -43,7 +47,13 @@ class Annotations:
     model_name: Optional[str] = None
     model_version: Optional[str] = None
     attributes: Optional[Mapping[str, Scalar]] = None
+    # The identity a model server gives the model it is running (otel_ml.instrumentation.mlserver,
+    # .bentoml): below OTEL_ML_MODEL_NAME/_VERSION, which override it, unlike model_name above.
+    server_model_name: Optional[str] = None
+    server_model_version: Optional[str] = None
 
+
+_EMPTY = Annotations()
 
 current_annotations: contextvars.ContextVar[Optional[Annotations]] = contextvars.ContextVar(
     "otel_ml_annotations", default=None)
@@ -71,7 +81,54 @@ def prediction_context(
         with otel_ml.prediction_context(ids=[request_id], segments={"gender": user.gender}):
             model.predict_proba(X)
     """
-    token = current_annotations.set(Annotations(ids, segments, model_name, model_version, attributes))
+    outer = current_annotations.get()
+    if outer is not None:
+        # an enclosing model_context's name and a server's identity stay
+        if model_name is None:
+            model_name, model_version = outer.model_name, model_version or outer.model_version
+        token = current_annotations.set(Annotations(
+            ids, segments, model_name, model_version, attributes, outer.server_model_name,
+            outer.server_model_version))
+    else:
+        token = current_annotations.set(Annotations(ids, segments, model_name, model_version, attributes))
+    try:
+        yield
+    finally:
+        current_annotations.reset(token)
+
+
+@contextlib.contextmanager
+def model_context(name: str, version: Optional[str] = None) -> Iterator[None]:
+    """Give the predictions made inside the block the model name ``name`` and version ``version``.
+
+    For servers otel-ml does not know: it wins over ``OTEL_ML_MODEL_NAME``/``_VERSION``, a
+    model server's own identity and the model's class name (``version`` None: the version
+    comes from those). Ids, segments and attributes of an enclosing ``prediction_context``
+    are kept; an inner block wins over an outer one.
+
+    Example::
+
+        with otel_ml.model_context(name="churn", version="3"):
+            model.predict(X)                   # rows carry ml.model.name churn, version 3
+    """
+    current = current_annotations.get() or _EMPTY
+    version = str(version) if version is not None else current.model_version
+    token = current_annotations.set(dataclasses.replace(current, model_name=str(name), model_version=version))
+    try:
+        yield
+    finally:
+        current_annotations.reset(token)
+
+
+@contextlib.contextmanager
+def server_model(name: Optional[str], version: Optional[str]) -> Iterator[None]:
+    """The identity a model server gives the model it is calling (for server integrations).
+
+    Unlike ``model_context``, ``OTEL_ML_MODEL_NAME``/``_VERSION`` override it."""
+    current = current_annotations.get() or _EMPTY
+    token = current_annotations.set(dataclasses.replace(
+        current, server_model_name=None if name is None else str(name),
+        server_model_version=None if version is None else str(version)))
     try:
         yield
     finally:

@@ -47,7 +47,7 @@ from otel_ml import semconv as sc
 from otel_ml.config import MLConfig
 from otel_ml.events import EventEncoder, TraceIds
 from otel_ml.forks import call_in_child
-from otel_ml.registry import registered
+from otel_ml.registry import registered, served
 from otel_ml.version import __version__
 
 _log = logging.getLogger(__name__)
@@ -297,7 +297,8 @@ class Recorder:
                          exc_info=exc)
 
     def resolve_model(self, adapter: Any, instance: Any, annot: Optional[calls.Annotations]) -> Tuple[str, str]:
-        """Model name and version: context, hook, registration, environment, then the model itself."""
+        """Model name and version: context, hook, registration, environment, the model server's
+        identity (``server_model`` context or ``serve`` registration), then the model itself."""
         name = version = None
         if annot is not None:
             name, version = annot.model_name, annot.model_version
@@ -313,6 +314,15 @@ class Recorder:
             name = self.config.model_name
         if version is None:
             version = self.config.model_version
+        if name is None or version is None:
+            # what the model server calls it (OTEL_ML_MODEL_NAME/_VERSION above override it)
+            server = (annot.server_model_name, annot.server_model_version) if annot is not None else (None, None)
+            if server[0] is None and instance is not None:
+                server = served(instance) or server
+            if name is None and server[0] is not None:
+                name, version = server[0], version or server[1]
+            elif version is None and name == server[0]:
+                version = server[1]
         if name is None or version is None:
             default_name, default_version = adapter.default_model(instance) if instance is not None else ("model", None)
             name = name or default_name
