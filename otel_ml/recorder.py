@@ -47,7 +47,7 @@ from otel_ml import calls
 from otel_ml import semconv as sc
 from otel_ml.config import MLConfig
 from otel_ml.convert import clean_score
-from otel_ml.events import EventEncoder, TraceIds
+from otel_ml.events import EventEncoder, TraceIds, audit_id
 from otel_ml.forks import call_in_child
 from otel_ml.registry import registered
 from otel_ml.version import __version__
@@ -543,8 +543,9 @@ class Recorder:
     def audit(self, action: str, model_name: str, model_version: str, detail: str,
               actor: Optional[str] = None) -> None:
         """Emit one ``ml.audit`` event (who = ``actor`` or this process's user, host and pid)."""
-        record = self.encoder.event(sc.EVENT_AUDIT, {
-            sc.ML_AUDIT_ACTION: action, sc.ML_AUDIT_ACTOR: actor or self._actor,
-            sc.ML_MODEL_NAME: model_name, sc.ML_MODEL_VERSION: model_version, sc.ML_AUDIT_DETAIL: detail,
-        }, time_ns=time.time_ns())
+        now = time.time_ns()
+        attrs = {sc.ML_AUDIT_ACTION: action, sc.ML_AUDIT_ACTOR: actor or self._actor,
+                 sc.ML_MODEL_NAME: model_name, sc.ML_MODEL_VERSION: model_version, sc.ML_AUDIT_DETAIL: detail}
+        attrs[sc.ML_AUDIT_ID] = audit_id(attrs, now)
+        record = self.encoder.event(sc.EVENT_AUDIT, attrs, time_ns=now)
         self.sink.put([record])
