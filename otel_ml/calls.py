@@ -28,6 +28,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, List, Mapping, Optional, Sequence, Union
 
+from opentelemetry.trace.propagation import _SPAN_KEY  # the key the API keeps the active span under
+
 Scalar = Union[str, bool, int, float]
 
 # Thread-local "inside an instrumented call" flag: a Pipeline calling its final estimator,
@@ -57,9 +59,15 @@ _EMPTY = Annotations()
 
 current_annotations: contextvars.ContextVar[Optional[Annotations]] = contextvars.ContextVar(
     "otel_ml_annotations", default=None)
-# What the last call's ids are made of: (ids, call number, adapter, method, output). Not the
-# Call itself: that would keep the model and its input alive after the call was recorded.
-_last_call: contextvars.ContextVar[Optional[tuple]] = contextvars.ContextVar("otel_ml_last_call", default=None)
+# The last call recorded in this thread / task: what ``last_prediction_ids`` answers, and what the
+# next call on the same input may join (one record per row, see ``Call.root``). The recorder lets
+# go of a call's model and input (``Call.release``) once its rows are written, so this keeps
+# them alive no longer than the join window.
+_last_call: contextvars.ContextVar[Optional["Call"]] = contextvars.ContextVar("otel_ml_last_call", default=None)
+
+#: A call joins the previous one (same model object, same input object, same span, another
+#: method) only if it starts within this many nanoseconds of the previous call's end.
+JOIN_WINDOW_NS = 250_000_000
 
 
 @contextlib.contextmanager
@@ -140,10 +148,17 @@ class Call:
 
     ``ids`` are the app's prediction ids (None: generated from the call's number), ``error``
     the exception the call raised (then ``output`` is None and no row is recorded).
+
+    ``root`` is the call this one joins (the first of its group: the same rows predicted by
+    another method, see :func:`joinable`), else None. On a root, ``methods`` are the group's
+    methods, ``end_perf`` the group's last end (``perf_counter_ns``), ``open`` how many joining
+    calls are still running or queued, and ``emitted`` says the recorder wrote its rows (no
+    call joins it any more).
     """
 
     __slots__ = ("adapter", "instance", "method", "args", "kwargs", "output", "start_ns", "duration_ns",
-                 "context", "number", "ids", "annotations", "error")
+                 "context", "number", "ids", "annotations", "error", "root", "methods", "end_perf", "open",
+                 "emitted")
 
     def __init__(self, adapter: Any, instance: Any, method: str, args: tuple, kwargs: dict, output: Any,
                  start_ns: int, duration_ns: int, context: Any, ids: Optional[Sequence[str]],
@@ -161,6 +176,15 @@ class Call:
         self.ids = ids
         self.annotations = annotations
         self.error = error
+        self.root: Optional[Call] = None
+        self.methods: tuple = (method,)
+        self.end_perf = 0
+        self.open = 0
+        self.emitted = False
+
+    def release(self) -> None:
+        """Forget the model and its input (its rows are written): the app's objects can be freed."""
+        self.instance, self.args, self.kwargs = None, (), {}
 
     def id_base(self) -> str:
         """The generated ids' common part: row ``i``'s id is this plus ``i``."""
@@ -169,6 +193,11 @@ class Call:
     def prediction_ids(self) -> List[str]:
         """The prediction ids of this call's rows."""
         return _ids(self.ids, self.number, self.adapter, self.method, self.output)
+
+
+def new_number() -> int:
+    """A call number not given to any call yet."""
+    return next(_numbers)
 
 
 def _id_base(number: int) -> str:
@@ -185,7 +214,26 @@ def _ids(ids: Optional[Sequence[str]], number: int, adapter: Any, method: str, o
 
 def remember(call: Optional[Call]) -> None:
     """Make ``call`` what ``last_prediction_ids`` answers in this thread / task."""
-    _last_call.set((call.ids, call.number, call.adapter, call.method, call.output) if call is not None else None)
+    _last_call.set(call)
+
+
+def joinable(instance: Any, method: str, args: tuple, context: Any, start_perf: int) -> Optional[Call]:
+    """The group a call starting now joins, or None: it is "the same call" as the last one
+    recorded in this thread / async task when that one was made on the same model object, with
+    the same input object (the first positional argument, by identity), under the same active
+    span (or none in both), its group has not used ``method`` yet, and it ended at most
+    :data:`JOIN_WINDOW_NS` before. The caller then counts itself in ``root.open``."""
+    prev = _last_call.get()
+    if prev is None or instance is None or not args:
+        return None
+    root = prev.root or prev
+    if root.instance is not instance or not root.args or args[0] is not root.args[0] or root.emitted or method in root.methods or start_perf - root.end_perf > JOIN_WINDOW_NS:
+        return None
+    pctx = root.context
+    if context is not pctx and (context.get(_SPAN_KEY) if context is not None else None) is not \
+            (pctx.get(_SPAN_KEY) if pctx is not None else None):
+        return None
+    return root
 
 
 def last_prediction_ids() -> List[str]:
@@ -200,4 +248,6 @@ def last_prediction_ids() -> List[str]:
         ids = otel_ml.last_prediction_ids()    # one per row of X
     """
     last = _last_call.get()
-    return _ids(*last) if last is not None else []
+    if last is None:
+        return []
+    return _ids(last.ids, last.number, last.adapter, last.method, last.output)

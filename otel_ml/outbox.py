@@ -37,6 +37,8 @@ import threading
 import time
 from typing import Any, Callable, List, Optional
 
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+
 from otel_ml import wire
 from otel_ml.forks import call_in_child
 
@@ -147,7 +149,8 @@ class Outbox:
                     runs.append((b"".join(batch[start:i + 1]), i + 1 - start))
                     start, size = i + 1, 0
             try:
-                dropped = self.buffer.append(runs)
+                with suppress_instrumentation():          # no sqlite span of ours in the app's traces
+                    dropped = self.buffer.append(runs)
             except Exception:  # noqa: BLE001 - e.g. disk full: put them back, retry next time
                 _log.exception("otel-ml: could not write %d records to %s", len(batch), self.buffer.path)
                 with self._pending_lock:
@@ -165,6 +168,12 @@ class Outbox:
 
     # -- shipper ---------------------------------------------------------------------------------
     def _ship_loop(self) -> None:
+        # This thread's work (SQLite reads and deletes, OTLP sends) is otel-ml's plumbing: as in
+        # OpenTelemetry's own exporters, instrumentation is suppressed for all of it.
+        with suppress_instrumentation():
+            self._ship_loop_suppressed()
+
+    def _ship_loop_suppressed(self) -> None:
         delay = self._interval
         while not self._stop.is_set():
             self._wake.wait(delay)
@@ -205,6 +214,10 @@ class Outbox:
 
     def ship(self, deadline: Optional[float]) -> bool:
         """Ship batches until the buffer is empty (True) or a send fails or time runs out (False)."""
+        with suppress_instrumentation():
+            return self._ship(deadline)
+
+    def _ship(self, deadline: Optional[float]) -> bool:
         while True:
             timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
             n = self.ship_once(timeout)

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Optional
 from opentelemetry import trace
 from opentelemetry._logs import LoggerProvider as APILoggerProvider
 from opentelemetry._logs import get_logger_provider
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -117,7 +118,8 @@ class MLPipeline:
             else:
                 path = config.buffer_path or default_buffer_path(
                     str(resource.attributes.get(SERVICE_NAME, "unknown_service")))
-                buffer = SQLiteBuffer(path, config.buffer_max_bytes, legacy=legacy_record(self.encoder))
+                with suppress_instrumentation():      # opening the file: no sqlite span in the app's traces
+                    buffer = SQLiteBuffer(path, config.buffer_max_bytes, legacy=legacy_record(self.encoder))
             sink = self.outbox = Outbox(
                 buffer, sender, resource=wire.resource_bytes(resource.attributes),
                 scope=wire.scope_bytes(sc.INSTRUMENTATION_NAME, __version__), schema_url=resource.schema_url or "",
