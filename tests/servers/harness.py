@@ -26,6 +26,7 @@ import signal
 import sqlite3
 import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -267,18 +268,27 @@ def expected_rows(rows: Sequence[Sequence[float]], names: Sequence[str], labels:
 
 
 def run_and_terminate(proc: ProcessorProcess, sink: TraceSink, server: ServerProcess, send,
-                      before: Sequence[int], after: Sequence[int]) -> Dict[str, dict]:
+                      before: Sequence[int], after: Sequence[int], until=None) -> Dict[str, dict]:
     """The scenario of every server test.
 
     ``send(n)`` makes one request of ``n`` rows and returns its :func:`expected_rows`. Requests
     of ``before`` sizes, then every row stored, checked, with no duplicate; requests of
     ``after`` sizes, SIGTERM right after the last answer (the buffer ships every 3 s: those rows
     are still in it), the server's exit awaited, then every row stored again. Last, the app's
-    traces hold its own spans and none of otel-ml's plumbing."""
+    traces hold its own spans and none of otel-ml's plumbing. ``until``: after ``before``, one-row
+    requests four at a time until it returns true (e.g. every worker has answered)."""
     expected: Dict[str, dict] = {}
     try:
         for n in before:
             expected.update(send(n))
+        if until is not None:
+            with ThreadPoolExecutor(4) as pool:
+                for _ in range(100):
+                    if until():
+                        break
+                    for got in pool.map(send, [1] * 4):
+                        expected.update(got)
+            assert until(), "the condition of the concurrent requests never held"
         check_stored(proc, expected, timeout=60)
         for n in after:
             expected.update(send(n))

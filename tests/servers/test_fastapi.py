@@ -5,6 +5,8 @@ app's traces; SIGTERM delivers what the workers still hold. See :mod:`tests.serv
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import requests
@@ -41,16 +43,17 @@ def test_fastapi_workers_store_each_row_once(tmp_path, models, launcher):
                                service=f"iris-{launcher}", env={
                                    "MODEL_PATH": str(models / "iris.joblib"),
                                    sc.ENV_MODEL_NAME: "iris", sc.ENV_MODEL_VERSION: "4"}).start()
-        session = requests.Session()
+        lock = threading.Lock()
 
         def send(n: int) -> dict:
-            rows = random_rows(rng, n, 4)
-            # a new connection each time, so both workers take requests
-            answer = session.post(f"{server.url}/predict", json={"rows": rows}, timeout=30,
-                                  headers={"Connection": "close"}).json()
-            pids.add(answer["pid"])
+            with lock:
+                rows = random_rows(rng, n, 4)
+            # a new connection each time, so either worker may take it
+            answer = requests.post(f"{server.url}/predict", json={"rows": rows}, timeout=30).json()
+            with lock:
+                pids.add(answer["pid"])
             return expected_rows(rows, [f"x{i}" for i in range(4)], answer["labels"], answer["probabilities"],
                                  answer["classes"], "iris", "4")
 
-        run_and_terminate(proc, sink, server, send, before=[1, 3, 5, 1, 2] * 4, after=[1, 4, 2] * 4)
-    assert len(pids) == 2, f"both workers answered ({pids})"
+        run_and_terminate(proc, sink, server, send, before=[1, 3, 5, 1, 2] * 4, after=[1, 4, 2] * 4,
+                          until=lambda: len(pids) >= 2)      # both workers have rows to deliver
