@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from typing import Any, Callable, List, Optional
@@ -280,13 +281,28 @@ class Outbox:
         final.join(timeout=max(0.0, deadline - time.monotonic()) + 0.05)
         left = len(self.buffer)
         if left:
-            _log.warning("otel-ml: shutdown timeout (%.1f s) spent with the receiver unreachable; %d records stay "
-                         "in %s, shipped by a live or the next process using that file",
-                         self._shutdown_timeout, left, self.buffer.path)
+            _warn_locally("otel-ml: shutdown timeout (%.1f s) spent with the receiver unreachable; %d records stay "
+                          "in %s, shipped by a live or the next process using that file",
+                          self._shutdown_timeout, left, self.buffer.path)
         if not final.is_alive():
             self.sender.shutdown()
             # Nothing of ours is in flight any more: a live process may take what is left now.
             self.buffer.disown()
+
+
+def _warn_locally(msg: str, *args: Any) -> None:
+    """Log a warning; also on stderr when no handler would show it here (e.g. only the OTel logs
+    bridge is installed, which is shutting down with the process)."""
+    _log.warning(msg, *args)
+    logger: Optional[logging.Logger] = _log
+    while logger is not None:
+        if any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
+            return
+        logger = logger.parent if logger.propagate else None
+    try:
+        sys.stderr.write("WARNING " + (msg % args) + "\n")
+    except (OSError, ValueError):
+        pass                                  # stderr closed: nothing more to do
 
 
 def legacy_record(encoder: Any) -> Callable[[bytes], bytes]:
