@@ -40,6 +40,16 @@ _PREFIX = os.urandom(6).hex()       # new per process: ids never collide across 
 _numbers = itertools.count(1)
 
 
+def _new_prefix() -> None:
+    # A forked worker must not continue its parent's ids: each would make the same ones.
+    global _PREFIX, _numbers  # per-process id state, renewed in each forked child
+    _PREFIX = os.urandom(6).hex()
+    _numbers = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_prefix)
+
+
 @dataclass(frozen=True)
 class Annotations:
     """What the app attaches to the predictions made inside ``prediction_context``."""
