@@ -13,7 +13,8 @@ What is instrumented (each framework only if installed, each wrapped when the ap
 
 Model servers, for each model's own name and version (each module imported only when its
 server is): MLServer (``otel_ml.instrumentation.mlserver``: the model settings' name and
-version) and BentoML (``otel_ml.instrumentation.bentoml``: the model store tag). Elsewhere,
+version) and BentoML (``otel_ml.instrumentation.bentoml``: the model store tag); uvicorn
+(``otel_ml.instrumentation.uvicorn``): on SIGTERM, records shipped before the process ends. Elsewhere,
 ``otel_ml.model_context(name=..., version=...)`` names the predictions made inside it.
 
 A call nested in another instrumented call (a ``Pipeline`` calling its final estimator,
@@ -112,7 +113,7 @@ class MLInstrumentor(BaseInstrumentor):
             # Lazy: patch now if the app already imported it, else when it does (wrapt's hook).
             wrapt.register_post_import_hook(self._hook(module, patcher, generation, pipe.recorder), module)
         # Model servers: each model's name and version as the server gives it (imported when the server is).
-        servers = [("mlserver.model", self._patch_mlserver)]
+        servers = [("mlserver.model", self._patch_mlserver), ("uvicorn.server", self._patch_uvicorn)]
         servers += [(m, self._bentoml_patcher(m)) for m in _BENTOML_MODULES]
         for module, patcher in servers:
             wrapt.register_post_import_hook(self._hook(module, patcher, generation, pipe.recorder), module)
@@ -181,6 +182,11 @@ class MLInstrumentor(BaseInstrumentor):
         from otel_ml.instrumentation import mlserver
 
         mlserver.instrument(self._wrap)
+
+    def _patch_uvicorn(self, recorder: Recorder) -> None:
+        from otel_ml.instrumentation import uvicorn
+
+        uvicorn.instrument(self._wrap)
 
     def _bentoml_patcher(self, module: str) -> Callable:
         def patch(recorder: Recorder) -> None:

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import psutil
 import requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -171,31 +172,39 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def terminate(self, timeout: float = 90) -> int:
-        """SIGTERM to the server's main process (as Kubernetes does), then wait for its whole group."""
+    def _family(self) -> List[psutil.Process]:
+        """The server's processes: its main one and every descendant (BentoML's workers start
+        sessions of their own, so a process group does not hold them all)."""
         assert self.proc is not None
+        try:
+            main = psutil.Process(self.proc.pid)
+            return [main, *main.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def terminate(self, timeout: float = 90) -> int:
+        """SIGTERM to the server's main process (as Kubernetes does), then wait for it and every
+        worker it had to exit."""
+        assert self.proc is not None
+        family = self._family()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout=timeout)
-
-        def group_gone() -> bool:
-            try:
-                os.killpg(self.proc.pid, 0)
-            except ProcessLookupError:
-                return True
-            return False
-
-        wait_for(group_gone, timeout=timeout, what="the server's worker processes to exit")
+        gone, alive = psutil.wait_procs(family, timeout=timeout)
+        assert not alive, f"server processes still running after its exit: {[p.pid for p in alive]}"
         self._log.close()
         return code
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """SIGKILL whatever is left of the server (after a failure)."""
+        if self.proc is None:
+            return
+        for p in self._family():
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
+                p.kill()
+            except psutil.NoSuchProcess:
                 pass
-            self.proc.wait(timeout=30)
+        self.proc.wait(timeout=30)
 
 
 def stored_predictions(db: Path) -> List[dict]:

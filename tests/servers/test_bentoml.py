@@ -33,7 +33,10 @@ def test_bentoml_stores_each_row_once_named_after_its_tag(tmp_path):
             tmp_path, VENV, ["bentoml", "serve", "bento_service:Classifier", "--host", "127.0.0.1",
                              "--port", "{port}", "--working-dir", str(APPS)],
             proc, sink, health="/readyz", service="bento-iris",
-            env={**env, "BENTO_MODEL_TAG": f"{name}:latest"}).start()
+            env={**env, "BENTO_MODEL_TAG": f"{name}:latest",
+                 # BentoML's own tracing samples nothing by default: the service sends every span
+                 # to the same OTLP/HTTP sink
+                 "BENTO_TRACES_ENDPOINT": sink.url}).start()
 
         def send(n: int) -> dict:
             rows = random_rows(rng, n, 4)

@@ -16,7 +16,14 @@ import bentoml
 import numpy as np
 
 
-@bentoml.service(workers=int(os.environ.get("BENTO_WORKERS", "1")))
+# BentoML traces with a TracerProvider of its own that samples nothing unless configured: with
+# BENTO_TRACES_ENDPOINT set, every span goes there over OTLP/HTTP (its documented service options).
+_TRACES = os.environ.get("BENTO_TRACES_ENDPOINT")
+_OPTIONS = {"tracing": {"sample_rate": 1.0, "exporter_type": "otlp",
+                        "otlp": {"protocol": "http", "endpoint": _TRACES}}} if _TRACES else {}
+
+
+@bentoml.service(workers=int(os.environ.get("BENTO_WORKERS", "1")), **_OPTIONS)
 class Classifier:
     def __init__(self) -> None:
         self.model = bentoml.sklearn.load_model(os.environ.get("BENTO_MODEL_TAG", "iris_clf:latest"))
