@@ -23,7 +23,8 @@ from otel_ml.version import __version__
 def shutdown() -> None:
     """Stop otel-ml now: record what is queued, ship within ``OTEL_ML_SHUTDOWN_TIMEOUT``, keep
     the rest on disk, and restore the instrumented methods. For servers whose exit skips
-    ``atexit`` (uvicorn re-raises SIGTERM): call it from the app's shutdown hook."""
+    ``atexit``: call it from the app's shutdown hook (uvicorn, which re-raises SIGTERM, is
+    handled by ``otel_ml.instrumentation.uvicorn``)."""
     from otel_ml.instrumentation import MLInstrumentor
 
     instrumentor = MLInstrumentor()
