@@ -85,3 +85,32 @@ def test_a_model_loaded_by_a_server_keeps_its_tag(make_captured, monkeypatch):
     otel_ml.set_model(served, "renamed", "7")       # code wins over the server
     served.predict(X[:1])
     assert _names(cap) == [("iris_clf", "abc123")] * 2 + [("renamed", "7")]
+
+
+def _uvicorn_server():
+    import uvicorn
+
+    async def app(scope, receive, send):  # never called: the server is not started
+        raise AssertionError("not served")
+
+    server = uvicorn.Server(uvicorn.Config(app))
+    server.force_exit = True            # no connections, tasks or lifespan to wait for
+    server.servers = []                 # set by startup(), which this test does not run
+    return server
+
+
+def test_uvicorn_shutdown_after_a_signal_ships_what_otel_ml_holds(make_captured, model):
+    import asyncio
+    import signal
+
+    cap = make_captured(model_name="m", model_version="1", export_interval_ms=60_000)
+    server = _uvicorn_server()
+    model.predict(X[:3])
+    asyncio.run(server.shutdown())          # stopped in code: otel-ml stays on
+    assert cap.instrumentor.is_instrumented_by_opentelemetry and cap.sender.events() == []
+
+    server._captured_signals.append(signal.SIGTERM)      # what uvicorn's handler records
+    asyncio.run(server.shutdown())          # then uvicorn would raise SIGTERM again: no atexit
+    assert not cap.instrumentor.is_instrumented_by_opentelemetry
+    shipped = [e for e in cap.sender.events() if e.event_name == sc.EVENT_PREDICTION]
+    assert len(shipped) == 3
