@@ -14,8 +14,8 @@ MLServer's scikit-learn runtime (``parallel_workers`` 0, outputs ``predict`` and
 ``predict_proba``) and BentoML (``bentoml.sklearn.load_model``). The client (this process)
 sends one-row requests one after another on a kept-alive connection and times each from send to
 answer; after ``--warmup`` requests, ``--requests`` are timed. Modes take turns for ``--rounds``
-rounds, so drift of a loaded machine spreads over all of them; the p50 of each mode is the median
-of its rounds' p50s.
+rounds, each round starting with the next mode, so drift of a loaded machine spreads over all of
+them; the p50 of each mode is the median of its rounds' p50s.
 
     PYTHONPATH=.:processors python benchmarks/bench_servers.py
     PYTHONPATH=.:processors python benchmarks/bench_servers.py --servers fastapi --rounds 3 --requests 2000
@@ -135,7 +135,8 @@ def main() -> int:
         with ProcessorProcess(tmp / "proc") as proc:
             for r in range(args.rounds):
                 for s in servers:
-                    for mode in MODES:
+                    # each round starts with another mode: the first server after a switch ran slower here
+                    for mode in MODES[r % 3:] + MODES[:r % 3]:
                         work = tmp / f"{s}-{mode}-{r}"
                         work.mkdir()
                         server, path, body = SERVERS[s](work, models, proc, mode)
