@@ -11,7 +11,10 @@ the ids it just made). Everything else is done by the ``otel-ml-recorder`` threa
 - the metric points: ``ml.client.predict.duration`` per call, ``ml.client.prediction.score``
   per row, and ``ml.client.predictions`` added once per model for all the calls it drained;
 - one ``ml.prediction`` record per row carrying that span's trace context, encoded straight
-  into OTLP bytes (``otel_ml.events``) and handed to the sink (the disk buffer's outbox);
+  into OTLP bytes (``otel_ml.events``) and handed to the sink (the disk buffer's outbox); a call
+  that predicts the same rows as the previous one by another method (``predict`` then
+  ``predict_proba`` on the same input, see ``calls.joinable``) adds its outputs to those rows,
+  which is why a call's rows are held until no call can join them any more (250 ms);
 - the ``ml.audit`` trail of model loads and version changes;
 - every 100 ms, the sink's commit to disk (``tick``).
 
