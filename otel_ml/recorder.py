@@ -11,7 +11,10 @@ the ids it just made). Everything else is done by the ``otel-ml-recorder`` threa
 - the metric points: ``ml.client.predict.duration`` per call, ``ml.client.prediction.score``
   per row, and ``ml.client.predictions`` added once per model for all the calls it drained;
 - one ``ml.prediction`` record per row carrying that span's trace context, encoded straight
-  into OTLP bytes (``otel_ml.events``) and handed to the sink (the disk buffer's outbox);
+  into OTLP bytes (``otel_ml.events``) and handed to the sink (the disk buffer's outbox); a call
+  that predicts the same rows as the previous one by another method (``predict`` then
+  ``predict_proba`` on the same input, see ``calls.joinable``) adds its outputs to those rows,
+  which is why a call's rows are held until no call can join them any more (250 ms);
 - the ``ml.audit`` trail of model loads and version changes;
 - every 100 ms, the sink's commit to disk (``tick``).
 
@@ -59,6 +62,7 @@ IdHook = Callable[[Any, tuple, dict], Optional[Sequence[str]]]
 
 _DRAIN_MAX = 256                 # calls per pass: the sink sees bursts in slices
 _IDLE_WAIT_S = 0.05
+_JOIN_WAIT_MAX_NS = 60_000_000_000  # a group waits at most this long for a joining call still running
 _COUNT_EVERY_S = 0.1             # rows predicted are added to their counter at most this often
 
 
@@ -461,11 +465,14 @@ class Recorder:
         held = self._held
         if not held:
             return
-        limit = time.perf_counter_ns() - calls.JOIN_WINDOW_NS
+        now = time.perf_counter_ns()
+        limit = now - calls.JOIN_WINDOW_NS
         done = []
         for key, group in held.items():
             root = group.call
-            if not force and (root.open > 0 or root.end_perf > limit):
+            # A joining call still running (or queued) is waited for, though not for ever.
+            waiting = root.open > 0 and root.end_perf > now - _JOIN_WAIT_MAX_NS
+            if not force and (waiting or root.end_perf > limit):
                 if root.end_perf > limit:
                     break                 # later groups ended later still
                 continue
