@@ -6,7 +6,8 @@ sure it was, as OpenTelemetry events and metrics. Three ways in (``docs/instrume
 1. no code: ``opentelemetry-instrument python serve.py`` (scikit-learn, XGBoost, LightGBM and
    ONNX Runtime predict calls are instrumented through the ``MLInstrumentor`` entry point);
 2. two lines: ``import otel_ml; otel_ml.configure(model_name="churn", model_version="3")``;
-3. explicit API: ``record_prediction``, ``record_label``, ``monitor_predict``.
+3. explicit API: ``record_prediction``, ``record_label``, ``monitor_predict``; and
+   ``model_context(name=..., version=...)`` to name the predictions of a server otel-ml does not know.
 
 Example::
 
@@ -22,7 +23,8 @@ from otel_ml.version import __version__
 def shutdown() -> None:
     """Stop otel-ml now: record what is queued, ship within ``OTEL_ML_SHUTDOWN_TIMEOUT``, keep
     the rest on disk, and restore the instrumented methods. For servers whose exit skips
-    ``atexit`` (uvicorn re-raises SIGTERM): call it from the app's shutdown hook."""
+    ``atexit``: call it from the app's shutdown hook (uvicorn, which re-raises SIGTERM, is
+    handled by ``otel_ml.instrumentation.uvicorn``)."""
     from otel_ml.instrumentation import MLInstrumentor
 
     instrumentor = MLInstrumentor()
@@ -53,7 +55,7 @@ def __getattr__(name: str):
         from otel_ml.timing import monitor_predict
 
         return monitor_predict
-    if name in ("prediction_context", "last_prediction_ids"):
+    if name in ("prediction_context", "last_prediction_ids", "model_context"):
         from otel_ml import calls
 
         return getattr(calls, name)
@@ -66,6 +68,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "record_prediction", "record_label", "record_audit", "configure", "monitor_predict",
-    "prediction_context", "last_prediction_ids", "set_model", "MLInstrumentor", "shutdown", "update_config",
+    "prediction_context", "last_prediction_ids", "model_context", "set_model", "MLInstrumentor", "shutdown", "update_config",
     "__version__",
 ]

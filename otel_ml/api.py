@@ -162,6 +162,9 @@ def record_audit(
         actor = os.environ.get(sc.ENV_AUDIT_ACTOR) or default_actor()
     attrs = {sc.ML_AUDIT_ACTION: action, sc.ML_AUDIT_ACTOR: actor, sc.ML_MODEL_NAME: model_name,
              sc.ML_MODEL_VERSION: str(model_version), sc.ML_AUDIT_DETAIL: detail}
+    from otel_ml.events import audit_id
+
+    attrs[sc.ML_AUDIT_ID] = audit_id(attrs, time.time_ns())
     _emit(sc.EVENT_AUDIT, attrs, logger_provider)
 
 

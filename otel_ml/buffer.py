@@ -12,6 +12,17 @@ being sent may still be delivered by that send: its drop is counted only once th
 Drops are per record: the oldest records of a run are cut off it when the run is larger than
 what the bound asks to free.
 
+Any number of processes may share one file (every worker of a server is configured by the same
+environment, so by the same path): each row belongs to the process that wrote it (``owner``, a
+token made of its pid and random bytes), and each process reads, ships and deletes only its own
+rows. A process holds an exclusive ``fcntl`` lock on a file of its own, ``<path>.owners/<token>``,
+for as long as it lives (the kernel releases it when the process ends, however it ends). Rows
+whose owner's lock is free (it died, was killed with SIGKILL, or exited with records left) are
+adopted by a live process (:meth:`SQLiteBuffer.adopt`, at start and every few seconds): one
+``UPDATE`` in a write transaction gives them to the adopter, so only one process ever ships
+them. A forked child gets a token and lock of its own. The byte bound applies to each process's
+own rows.
+
 Each thread gets its own connection (SQLite connections are not shared across threads), and
 WAL lets the shipper read while the writer appends. Shipped runs are deleted with
 ``secure_delete=FAST``: freed pages of a run are not zeroed on disk (they hold records already
@@ -40,6 +51,11 @@ import sqlite3
 import threading
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
+try:
+    import fcntl
+except ImportError:  # Windows: no owner locks; every process ships only its own rows and unowned ones
+    fcntl = None  # type: ignore[assignment]
+
 from otel_ml import wire
 
 Run = Tuple[bytes, int]                    # (payload, records in it)
@@ -49,8 +65,10 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     count INTEGER NOT NULL DEFAULT 1,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    owner TEXT
 );
+CREATE INDEX IF NOT EXISTS records_owner ON records (owner, id);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -102,6 +120,8 @@ class SQLiteBuffer:
         # meanwhile: counted as dropped only if the send fails (it may deliver them after all).
         self._inflight: Optional[Tuple[int, int]] = None
         self._dropped_inflight = 0
+        self.owners_dir = path + ".owners"
+        self._claim()
         conn = self._conn()
         with self._lock:
             conn.execute("BEGIN IMMEDIATE")
@@ -115,11 +135,100 @@ class SQLiteBuffer:
                 conn.execute("ROLLBACK")
                 raise
         self._read_totals()
+        self.adopt()
+
+    # -- ownership -------------------------------------------------------------------------------
+    def _claim(self) -> None:
+        """Take a new owner token and hold the lock that says this process is alive."""
+        self.owner = f"{os.getpid()}-{os.urandom(6).hex()}"
+        self._lock_fd: Optional[int] = None
+        if fcntl is None:
+            return
+        os.makedirs(self.owners_dir, exist_ok=True)
+        fd = os.open(os.path.join(self.owners_dir, self.owner), os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._lock_fd = fd
+
+    def _dead(self, owner: Optional[str]) -> Tuple[bool, Optional[int]]:
+        """(True, fd holding its lock or None) when ``owner`` is not a live process."""
+        if owner is None:
+            return True, None                    # rows of an otel-ml from before owners
+        if fcntl is None:
+            return False, None
+        if os.sep in owner or owner.startswith("."):
+            return True, None
+        try:
+            fd = os.open(os.path.join(self.owners_dir, owner), os.O_RDWR)
+        except FileNotFoundError:
+            return True, None                    # it removed its lock at exit (or was adopted)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False, None                   # alive: it holds its lock
+        return True, fd
+
+    def adopt(self) -> int:
+        """Take over the rows of owners that are no longer alive; return how many records.
+
+        Also removes the lock files that dead processes left without rows."""
+        conn = self._conn()
+        owners = [o for (o,) in conn.execute("SELECT DISTINCT owner FROM records")]
+        adopted = 0
+        for owner in owners:
+            if owner == self.owner:
+                continue
+            dead, fd = self._dead(owner)
+            if not dead:
+                continue
+            try:
+                with self._lock:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        # Conditional on the owner: a process that adopted them first leaves nothing here.
+                        n = conn.execute("SELECT coalesce(sum(count), 0), coalesce(sum(length(payload)), 0) "
+                                         "FROM records WHERE owner IS ?", (owner,)).fetchone()
+                        conn.execute("UPDATE records SET owner = ? WHERE owner IS ?", (self.owner, owner))
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    self._count += n[0]
+                    self._bytes += n[1]
+                    adopted += n[0]
+            finally:
+                if fd is not None:
+                    self._remove_lock(owner, fd)
+        if fcntl is not None and os.path.isdir(self.owners_dir):
+            for name in os.listdir(self.owners_dir):
+                if name != self.owner and name not in owners:
+                    dead, fd = self._dead(name)
+                    if fd is not None:
+                        self._remove_lock(name, fd)
+        return adopted
+
+    def _remove_lock(self, owner: str, fd: int) -> None:
+        try:
+            os.unlink(os.path.join(self.owners_dir, owner))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def disown(self) -> None:
+        """At exit: give up the lock, so that a live process adopts what is left at once."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            self._remove_lock(self.owner, fd)
 
     @staticmethod
     def _upgrade(conn: sqlite3.Connection, legacy: Optional[Callable[[bytes], bytes]]) -> None:
-        """Rows of the one-record, JSON-encoded layout (no ``count`` column) become runs."""
+        """Rows of the one-record, JSON-encoded layout (no ``count`` column) become runs; a file
+        from before owners gets the ``owner`` column (its rows, owner NULL, are adopted)."""
         columns = [r[1] for r in conn.execute("PRAGMA table_info(records)")]
+        if columns and "count" in columns and "owner" not in columns:
+            conn.execute("ALTER TABLE records ADD COLUMN owner TEXT")
+            return
         if not columns or "count" in columns:
             return
         old = conn.execute("SELECT payload FROM records ORDER BY id").fetchall()
@@ -136,7 +245,8 @@ class SQLiteBuffer:
 
     def _read_totals(self) -> None:
         self._bytes, self._count = self._conn().execute(
-            "SELECT coalesce(sum(length(payload)), 0), coalesce(sum(count), 0) FROM records").fetchone()
+            "SELECT coalesce(sum(length(payload)), 0), coalesce(sum(count), 0) FROM records WHERE owner = ?",
+            (self.owner,)).fetchone()
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -177,7 +287,9 @@ class SQLiteBuffer:
         with self._lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany("INSERT INTO records (payload, count) VALUES (?, ?)", runs)
+                owner = self.owner
+                conn.executemany("INSERT INTO records (payload, count, owner) VALUES (?, ?, ?)",
+                                 [(p, n, owner) for p, n in runs])
                 self._bytes += added
                 self._count += records
                 dropped = self._drop_oldest_locked(conn)
@@ -197,8 +309,9 @@ class SQLiteBuffer:
         lo, hi = self._inflight or (0, -1)
         whole_last, freed, n, in_flight = None, 0, 0, 0
         while freed < excess:
-            row = conn.execute("SELECT id, length(payload), count FROM records WHERE id > ? ORDER BY id LIMIT 1",
-                               (whole_last if whole_last is not None else -1,)).fetchone()
+            row = conn.execute("SELECT id, length(payload), count FROM records WHERE owner = ? AND id > ? "
+                               "ORDER BY id LIMIT 1",
+                               (self.owner, whole_last if whole_last is not None else -1)).fetchone()
             if row is None:
                 break
             rowid, size, count = row
@@ -216,7 +329,7 @@ class SQLiteBuffer:
             whole_last, freed, n = rowid, freed + size, n + count
             in_flight += count if flying else 0
         if whole_last is not None:
-            conn.execute("DELETE FROM records WHERE id <= ?", (whole_last,))
+            conn.execute("DELETE FROM records WHERE owner = ? AND id <= ?", (self.owner, whole_last))
         self._count_dropped(conn, n - in_flight)
         self._dropped_inflight += in_flight
         self._bytes -= freed
@@ -243,7 +356,8 @@ class SQLiteBuffer:
         """The oldest runs, up to ``max_records`` records and ``max_bytes`` (at least one run),
         as ``(id, payload, count)``, in flight until :meth:`delete` (acknowledged) or
         :meth:`release` (not sent)."""
-        cursor = self._conn().execute("SELECT id, payload, count FROM records ORDER BY id")
+        cursor = self._conn().execute("SELECT id, payload, count FROM records WHERE owner = ? ORDER BY id",
+                                      (self.owner,))
         try:
             rows = _take_oldest(cursor, max_records, max_bytes)
         finally:
@@ -288,10 +402,14 @@ class SQLiteBuffer:
         return records
 
     def after_fork(self) -> None:
-        """In a forked child: forget the parent's connections and re-read the totals."""
+        """In a forked child: forget the parent's connections, own nothing of the parent's (the
+        parent ships its rows), and hold a lock of its own."""
         self._local = threading.local()
         self._lock = threading.Lock()
         self._inflight, self._dropped_inflight = None, 0
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)              # the parent's lock is the parent's (fcntl locks are not inherited)
+        self._claim()
         self._read_totals()
 
     def close(self) -> None:
@@ -389,6 +507,12 @@ class MemoryBuffer:
             self._inflight, self._dropped_inflight = None, 0
             self._inflight, self._dropped_inflight = None, 0
         return records
+
+    def adopt(self) -> int:
+        return 0                           # no file: nothing of other processes to take over
+
+    def disown(self) -> None:
+        pass
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()

@@ -11,7 +11,7 @@ in code wins over the environment, which wins over the default.
 | ``OTEL_ML_BUFFER_MAX_BYTES`` | 104857600 (100 MiB) | bound on buffered record bytes; oldest dropped first |
 | ``OTEL_ML_EXPORT_INTERVAL`` | 1000 | ms between shipments of buffered records |
 | ``OTEL_ML_EXPORT_BATCH_SIZE`` | 512 | records per OTLP request |
-| ``OTEL_ML_SHUTDOWN_TIMEOUT`` | 5000 | ms allowed to ship on a normal exit; the rest stays on disk |
+| ``OTEL_ML_SHUTDOWN_TIMEOUT`` | 5000 | ms to keep trying (with back-off) to ship on a normal exit; the rest stays on disk |
 | ``OTEL_ML_SAMPLE_RATIO`` | 1.0 | fraction of predictions sent as ``ml.prediction`` events |
 | ``OTEL_ML_MAX_TEXT_LENGTH`` | 256 | longer string features are summarized by their length |
 | ``OTEL_ML_MAX_QUEUE_SIZE`` | 100000 | calls waiting for the background thread; beyond it they are dropped and counted |

@@ -7,8 +7,13 @@
   and the runs' bytes concatenated, never decoded), deletes them when the receiver answered
   OK (records it rejected as duplicates count as delivered), and backs off exponentially while
   it is unreachable;
-- ``shutdown`` commits what is in memory, ships for at most ``shutdown_timeout_ms`` and leaves
-  the rest on disk, where the next process using the same file sends it.
+- every few seconds it adopts the records that processes which ended (or were killed) left in
+  the same file (``SQLiteBuffer.adopt``): every worker of a server shares one path, and each
+  stored record is shipped by one process only;
+- ``shutdown`` commits what is in memory, then keeps trying, with back-off (0.1 s doubling up to
+  1 s), until the receiver acknowledged everything or ``shutdown_timeout_ms`` is spent: a hub back
+  within that time gets everything before the process ends. What is left stays on disk (warned
+  once, with the count and the file), where a live or the next process using the file sends it.
 
 What a SIGKILL can lose is what was not yet committed: the records of the last write interval
 (100 ms). Anything committed survives and is sent after the restart. While the disk cannot be
@@ -33,9 +38,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from typing import Any, Callable, List, Optional
+
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from otel_ml import wire
 from otel_ml.forks import call_in_child
@@ -43,6 +51,8 @@ from otel_ml.forks import call_in_child
 _log = logging.getLogger(__name__)
 
 WRITE_INTERVAL_S = 0.1
+ADOPT_EVERY_S = 5.0                 # how often a live process looks for records of dead ones
+FINAL_BACKOFF_S = (0.1, 1.0)        # shutdown: first and longest wait between tries
 RUN_MAX_BYTES = 1 << 20             # a stored run: at most batch_size records or about 1 MiB
 REQUEST_MAX_BYTES = 3 << 20         # below the 4 MiB gRPC receivers accept by default
 
@@ -147,7 +157,8 @@ class Outbox:
                     runs.append((b"".join(batch[start:i + 1]), i + 1 - start))
                     start, size = i + 1, 0
             try:
-                dropped = self.buffer.append(runs)
+                with suppress_instrumentation():          # no sqlite span of ours in the app's traces
+                    dropped = self.buffer.append(runs)
             except Exception:  # noqa: BLE001 - e.g. disk full: put them back, retry next time
                 _log.exception("otel-ml: could not write %d records to %s", len(batch), self.buffer.path)
                 with self._pending_lock:
@@ -165,12 +176,22 @@ class Outbox:
 
     # -- shipper ---------------------------------------------------------------------------------
     def _ship_loop(self) -> None:
+        # This thread's work (SQLite reads and deletes, OTLP sends) is otel-ml's plumbing: as in
+        # OpenTelemetry's own exporters, instrumentation is suppressed for all of it.
+        with suppress_instrumentation():
+            self._ship_loop_suppressed()
+
+    def _ship_loop_suppressed(self) -> None:
         delay = self._interval
+        adopted_at = time.monotonic()
         while not self._stop.is_set():
             self._wake.wait(delay)
             self._wake.clear()
             if self._stop.is_set():
                 break
+            if time.monotonic() - adopted_at >= ADOPT_EVERY_S:
+                adopted_at = time.monotonic()
+                self._adopt()
             ok = self.ship(deadline=None)
             delay = self._interval if ok else min(self._max_backoff, max(delay, self._interval) * 2)
 
@@ -205,6 +226,10 @@ class Outbox:
 
     def ship(self, deadline: Optional[float]) -> bool:
         """Ship batches until the buffer is empty (True) or a send fails or time runs out (False)."""
+        with suppress_instrumentation():
+            return self._ship(deadline)
+
+    def _ship(self, deadline: Optional[float]) -> bool:
         while True:
             timeout = None if deadline is None else max(0.001, deadline - time.monotonic())
             n = self.ship_once(timeout)
@@ -214,6 +239,25 @@ class Outbox:
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
+
+    def _adopt(self) -> None:
+        try:
+            with self._ship_lock:
+                n = self.buffer.adopt()
+            if n:
+                _log.info("otel-ml: adopted %d records left in %s by processes that ended", n, self.buffer.path)
+        except Exception:  # noqa: BLE001 - e.g. the file is locked for long: next time
+            _log.debug("otel-ml: could not adopt records in %s", self.buffer.path, exc_info=True)
+
+    def _final_ship(self, deadline: float) -> None:
+        """Ship until everything is acknowledged or ``deadline``, backing off between tries."""
+        wait = FINAL_BACKOFF_S[0]
+        while not self.ship(deadline):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(wait, left))
+            wait = min(FINAL_BACKOFF_S[1], wait * 2)
 
     # -- flush and shutdown ----------------------------------------------------------------------
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -231,15 +275,34 @@ class Outbox:
         self._wake.set()
         deadline = time.monotonic() + self._shutdown_timeout
         # Ship in a daemon thread: a sender stuck on a dead receiver cannot hold the exit.
-        final = threading.Thread(target=self.ship, args=(deadline,), name="otel-ml-final-ship", daemon=True)
+        final = threading.Thread(target=self._final_ship, args=(deadline,), name="otel-ml-final-ship", daemon=True)
         self._shipper.join(timeout=max(0.0, deadline - time.monotonic()))
         final.start()
-        final.join(timeout=max(0.0, deadline - time.monotonic()))
-        if final.is_alive():
-            _log.warning("otel-ml: shutdown timeout; %d records stay in %s for the next start",
-                         len(self.buffer), self.buffer.path)
-        else:
+        final.join(timeout=max(0.0, deadline - time.monotonic()) + 0.05)
+        left = len(self.buffer)
+        if left:
+            _warn_locally("otel-ml: shutdown timeout (%.1f s) spent with the receiver unreachable; %d records stay "
+                          "in %s, shipped by a live or the next process using that file",
+                          self._shutdown_timeout, left, self.buffer.path)
+        if not final.is_alive():
             self.sender.shutdown()
+            # Nothing of ours is in flight any more: a live process may take what is left now.
+            self.buffer.disown()
+
+
+def _warn_locally(msg: str, *args: Any) -> None:
+    """Log a warning; also on stderr when no handler would show it here (e.g. only the OTel logs
+    bridge is installed, which is shutting down with the process)."""
+    _log.warning(msg, *args)
+    logger: Optional[logging.Logger] = _log
+    while logger is not None:
+        if any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
+            return
+        logger = logger.parent if logger.propagate else None
+    try:
+        sys.stderr.write("WARNING " + (msg % args) + "\n")
+    except (OSError, ValueError):
+        pass                                  # stderr closed: nothing more to do
 
 
 def legacy_record(encoder: Any) -> Callable[[bytes], bytes]:

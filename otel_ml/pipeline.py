@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import atexit
 import logging
+import sys
 from typing import Any, Mapping, Optional
 
 from opentelemetry import trace
 from opentelemetry._logs import LoggerProvider as APILoggerProvider
 from opentelemetry._logs import get_logger_provider
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -37,6 +39,7 @@ from otel_ml import wire
 from otel_ml.buffer import MemoryBuffer, SQLiteBuffer
 from otel_ml.config import MLConfig, default_buffer_path
 from otel_ml.events import NO_TRACE, EventEncoder, TraceIds
+from otel_ml.forks import call_in_child
 from otel_ml.outbox import Outbox, legacy_record
 from otel_ml.recorder import IdHook, ModelHook, Recorder
 from otel_ml.version import __version__
@@ -117,7 +120,8 @@ class MLPipeline:
             else:
                 path = config.buffer_path or default_buffer_path(
                     str(resource.attributes.get(SERVICE_NAME, "unknown_service")))
-                buffer = SQLiteBuffer(path, config.buffer_max_bytes, legacy=legacy_record(self.encoder))
+                with suppress_instrumentation():      # opening the file: no sqlite span in the app's traces
+                    buffer = SQLiteBuffer(path, config.buffer_max_bytes, legacy=legacy_record(self.encoder))
             sink = self.outbox = Outbox(
                 buffer, sender, resource=wire.resource_bytes(resource.attributes),
                 scope=wire.scope_bytes(sc.INSTRUMENTATION_NAME, __version__), schema_url=resource.schema_url or "",
@@ -132,6 +136,19 @@ class MLPipeline:
             self._bridge_logging()
         self._closed = False
         atexit.register(self.shutdown)
+        call_in_child(self, "_after_fork")
+
+    def _after_fork(self) -> None:
+        # multiprocessing's forked workers end with os._exit(): no atexit. Its own exit hook
+        # (multiprocessing.util._exit_function) runs finalizers, so the child's shutdown is one.
+        # The worker clears the finalizers it inherited and then runs its after-fork hooks: the
+        # finalizer is registered from one of those.
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None and not self._closed:
+            mp_util.register_after_fork(self, MLPipeline._shutdown_with_worker)
+
+    def _shutdown_with_worker(self) -> None:
+        sys.modules["multiprocessing.util"].Finalize(self, self.shutdown, exitpriority=0)
 
     def record(self, event_name: str, attributes: Mapping[str, Any], time_ns: int,
                trace_ids: TraceIds = NO_TRACE) -> None:

@@ -11,7 +11,10 @@ the ids it just made). Everything else is done by the ``otel-ml-recorder`` threa
 - the metric points: ``ml.client.predict.duration`` per call, ``ml.client.prediction.score``
   per row, and ``ml.client.predictions`` added once per model for all the calls it drained;
 - one ``ml.prediction`` record per row carrying that span's trace context, encoded straight
-  into OTLP bytes (``otel_ml.events``) and handed to the sink (the disk buffer's outbox);
+  into OTLP bytes (``otel_ml.events``) and handed to the sink (the disk buffer's outbox); a call
+  that predicts the same rows as the previous one by another method (``predict`` then
+  ``predict_proba`` on the same input, see ``calls.joinable``) adds its outputs to those rows,
+  which is why a call's rows are held until no call can join them any more (250 ms);
 - the ``ml.audit`` trail of model loads and version changes;
 - every 100 ms, the sink's commit to disk (``tick``).
 
@@ -34,6 +37,7 @@ import random
 import socket
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from opentelemetry import context as otel_context
@@ -45,9 +49,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from otel_ml import calls
 from otel_ml import semconv as sc
 from otel_ml.config import MLConfig
-from otel_ml.events import EventEncoder, TraceIds
+from otel_ml.convert import clean_score
+from otel_ml.events import EventEncoder, TraceIds, audit_id
 from otel_ml.forks import call_in_child
-from otel_ml.registry import registered
+from otel_ml.registry import registered, served
 from otel_ml.version import __version__
 
 _log = logging.getLogger(__name__)
@@ -57,6 +62,7 @@ IdHook = Callable[[Any, tuple, dict], Optional[Sequence[str]]]
 
 _DRAIN_MAX = 256                 # calls per pass: the sink sees bursts in slices
 _IDLE_WAIT_S = 0.05
+_JOIN_WAIT_MAX_NS = 60_000_000_000  # a group waits at most this long for a joining call still running
 _COUNT_EVERY_S = 0.1             # rows predicted are added to their counter at most this often
 
 
@@ -78,6 +84,51 @@ class _Model:
         self.name, self.version = name, version
         self.attributes = {sc.ML_MODEL_NAME: name, sc.ML_MODEL_VERSION: version}
         self.uncounted = 0
+
+
+_LABEL_RANK = {"predict": 3, "predict_proba": 2, "decision_function": 1}
+
+
+class _Group:
+    """The rows of one call and of the calls that joined it (the same rows by other methods):
+    one record per row, with the label of ``predict`` (else ``predict_proba``'s best class,
+    else ``decision_function``'s), and the score and probabilities of ``predict_proba``."""
+
+    __slots__ = ("call", "model", "trace", "parts")
+
+    def __init__(self, call: calls.Call, model: _Model, result: Any, trace: TraceIds, method: str) -> None:
+        self.call, self.model, self.trace = call, model, trace
+        self.parts = [(method, result)]
+
+    def join(self, method: str, result: Any) -> bool:
+        """Add a joining call's rows (False: not the same rows, e.g. another row count)."""
+        first = self.parts[0][1]
+        if result.n != first.n:
+            return False
+        self.parts.append((method, result))
+        return True
+
+    def result(self) -> Any:
+        if len(self.parts) == 1:
+            return self.parts[0][1]
+        by_rank = sorted(self.parts, key=lambda p: -_LABEL_RANK.get(p[0], 0))
+        best = by_rank[0][1]
+        probs = next((r for _, r in self.parts if r.probabilities is not None), None)
+        scored = next((r for _, r in self.parts if r.scores is not None), None)
+        merged = replace(best)
+        if probs is not None:
+            merged.classes, merged.probabilities = probs.classes, probs.probabilities
+            if merged.labels is not None and probs.classes is not None and merged.labels is not probs.labels:
+                # Confidence of the class actually predicted (predict's label), in predict_proba's columns.
+                col = {c: j for j, c in enumerate(probs.classes)}
+                merged.scores = [clean_score(row[col[lab]]) if lab in col and row[col[lab]] is not None else s
+                                 for lab, row, s in zip(merged.labels, probs.probabilities,
+                                                        probs.scores or [None] * merged.n)]
+            else:
+                merged.scores = probs.scores
+        elif merged.scores is None and scored is not None:
+            merged.scores = scored.scores
+        return merged
 
 
 class Recorder:
@@ -128,6 +179,7 @@ class Recorder:
         self._touched: list = []                     # models with rows not yet counted
         self._counted_at = 0.0
         self._out: list = []                         # records encoded in this pass
+        self._held: Dict[int, _Group] = {}           # id(root call) -> rows waiting for joining calls
         self._logged_errors: set = set()
         self._actor = config.audit_actor or default_actor()
         self._stop = threading.Event()
@@ -141,6 +193,7 @@ class Recorder:
     def _after_fork(self) -> None:
         self._queue.clear()                  # the parent processes what it queued itself
         self._out, self._touched = [], []
+        self._held = {}
         self._seen_lock = threading.Lock()
         if not self._stop.is_set():
             self._stop = threading.Event()
@@ -158,6 +211,7 @@ class Recorder:
         busy = calls.busy
         annotations = calls.current_annotations
         remember = calls.remember
+        joinable = calls.joinable
         Call = calls.Call
         recorder = self
 
@@ -168,25 +222,41 @@ class Recorder:
             ctx = get_current()
             busy.busy = True
             t0 = perf()
+            # The same rows predicted by another method (predict, then predict_proba): one record.
+            root = joinable(instance, method, args, ctx, t0)
+            if root is not None:
+                root.open += 1
             try:
                 out = wrapped(*args, **kwargs)
             except BaseException as exc:
-                dur = perf() - t0
+                t1 = perf()
                 busy.busy = False
-                recorder._submit_error(adapter, instance, method, args, kwargs, wall() - dur, dur, ctx, exc)
+                recorder._submit_error(adapter, instance, method, args, kwargs, wall() - (t1 - t0), t1 - t0, ctx,
+                                       exc, root)
                 raise
-            dur = perf() - t0
+            t1 = perf()
             busy.busy = False
             try:
                 annot = annotations.get()
-                ids = annot.ids if annot is not None else None
-                if ids is None and recorder.id_hook is not None:
-                    ids = recorder.id_hook(instance, args, kwargs)
-                call = Call(adapter, instance, method, args, kwargs, out, wall() - dur, dur, ctx, ids, annot)
+                if root is not None:
+                    ids = root.ids
+                else:
+                    ids = annot.ids if annot is not None else None
+                    if ids is None and recorder.id_hook is not None:
+                        ids = recorder.id_hook(instance, args, kwargs)
+                call = Call(adapter, instance, method, args, kwargs, out, wall() - (t1 - t0), t1 - t0, ctx, ids, annot)
+                if root is not None:
+                    call.root, call.number = root, root.number
+                    root.methods += (method,)
+                    root.end_perf = t1
+                else:
+                    call.end_perf = t1
                 if len(queue) < recorder._max_queue:
                     append(call)
                 else:
                     recorder._queue_full()
+                    if root is not None:
+                        root.open -= 1
                 remember(call)
             except Exception as exc:  # noqa: BLE001 - never make predict fail
                 recorder._internal_error("request path", exc)
@@ -217,12 +287,15 @@ class Recorder:
             self._queue_full()
         calls.remember(call if call.error is None else None)
 
-    def _submit_error(self, adapter, instance, method, args, kwargs, start, dur, ctx, exc) -> None:
+    def _submit_error(self, adapter, instance, method, args, kwargs, start, dur, ctx, exc, root=None) -> None:
         try:
             call = calls.Call(adapter, instance, method, args, kwargs, None, start, dur, ctx, (),
                               calls.current_annotations.get(), exc)
+            call.root = root
             if len(self._queue) < self._max_queue:
                 self._queue.append(call)
+            elif root is not None:
+                root.open -= 1
             calls.remember(None)
         except Exception as err:  # noqa: BLE001
             self._internal_error("request path", err)
@@ -241,6 +314,7 @@ class Recorder:
                 except IndexError:
                     break
                 if isinstance(item, threading.Event):       # flush marker
+                    self._emit_held(force=True)
                     self._end_pass(count=True)
                     item.set()
                     continue
@@ -260,6 +334,7 @@ class Recorder:
         ``count``) add the rows predicted to ``ml.client.predictions``: one ``add`` per model
         for all its calls, the same total as one per call."""
         try:
+            self._emit_held()
             if self._out:
                 out, self._out = self._out, []
                 self.sink.put(out)
@@ -297,7 +372,8 @@ class Recorder:
                          exc_info=exc)
 
     def resolve_model(self, adapter: Any, instance: Any, annot: Optional[calls.Annotations]) -> Tuple[str, str]:
-        """Model name and version: context, hook, registration, environment, then the model itself."""
+        """Model name and version: context, hook, registration, environment, the model server's
+        identity (``server_model`` context or ``serve`` registration), then the model itself."""
         name = version = None
         if annot is not None:
             name, version = annot.model_name, annot.model_version
@@ -313,6 +389,15 @@ class Recorder:
             name = self.config.model_name
         if version is None:
             version = self.config.model_version
+        if name is None or version is None:
+            # what the model server calls it (OTEL_ML_MODEL_NAME/_VERSION above override it)
+            server = (annot.server_model_name, annot.server_model_version) if annot is not None else (None, None)
+            if server[0] is None and instance is not None:
+                server = served(instance) or server
+            if name is None and server[0] is not None:
+                name, version = server[0], version or server[1]
+            elif version is None and name == server[0]:
+                version = server[1]
         if name is None or version is None:
             default_name, default_version = adapter.default_model(instance) if instance is not None else ("model", None)
             name = name or default_name
@@ -330,6 +415,9 @@ class Recorder:
     def _process(self, call: calls.Call) -> None:
         adapter, method, error = call.adapter, call.method, call.error
         start, dur = call.start_ns, call.duration_ns
+        root = call.root
+        if root is not None:
+            root.open -= 1
         name, version = self.resolve_model(adapter, call.instance, call.annotations)
         if self._seen.get(name) != version:
             self._audit_model(name, version, adapter.framework)
@@ -355,9 +443,51 @@ class Recorder:
         self._duration.record(dur / 1e9, model.attributes)
         if error is not None:
             self._errors.add(1, {**model.attributes, sc.ERROR_TYPE: type(error).__qualname__})
+            call.release()
             return
+        if root is not None or result is None:
+            call.release()
         if result is None:
             return
+        if root is not None:
+            group = self._held.get(id(root))
+            if group is not None and group.model is model and group.join(method, result):
+                return
+            # Its group was written already (a rare race with the join window) or cannot take it:
+            # a record of its own, with ids of its own.
+            call.root, call.end_perf = None, root.end_perf
+            if call.ids is None:
+                call.number = calls.new_number()
+        self._held[id(call)] = _Group(call, model, result, TraceIds.of(span.get_span_context()), method)
+
+    def _emit_held(self, force: bool = False) -> None:
+        """Write the rows of the groups no call can join any more (all of them when ``force``)."""
+        held = self._held
+        if not held:
+            return
+        now = time.perf_counter_ns()
+        limit = now - calls.JOIN_WINDOW_NS
+        done = []
+        for key, group in held.items():
+            root = group.call
+            # A joining call still running (or queued) is waited for, though not for ever.
+            waiting = root.open > 0 and root.end_perf > now - _JOIN_WAIT_MAX_NS
+            if not force and (waiting or root.end_perf > limit):
+                if root.end_perf > limit:
+                    break                 # later groups ended later still
+                continue
+            root.emitted = True
+            done.append(key)
+            try:
+                self._emit(group)
+            except Exception as exc:  # noqa: BLE001 - one bad group must not stop the others
+                self._internal_error(type(root.adapter).__name__, exc)
+            root.release()
+        for key in done:
+            del held[key]
+
+    def _emit(self, group: "_Group") -> None:
+        call, model, result = group.call, group.model, group.result()
         if not model.uncounted:
             self._touched.append(model)
         model.uncounted += result.n
@@ -366,7 +496,7 @@ class Recorder:
             for s in result.scores:
                 if s is not None:
                     record(s, attrs)
-        self._encode_rows(call, model, result, TraceIds.of(span.get_span_context()))
+        self._encode_rows(call, model, result, group.trace)
 
     def _encode_rows(self, call: calls.Call, model: _Model, result: Any, trace_ids: TraceIds) -> None:
         ids = call.ids
@@ -430,8 +560,9 @@ class Recorder:
     def audit(self, action: str, model_name: str, model_version: str, detail: str,
               actor: Optional[str] = None) -> None:
         """Emit one ``ml.audit`` event (who = ``actor`` or this process's user, host and pid)."""
-        record = self.encoder.event(sc.EVENT_AUDIT, {
-            sc.ML_AUDIT_ACTION: action, sc.ML_AUDIT_ACTOR: actor or self._actor,
-            sc.ML_MODEL_NAME: model_name, sc.ML_MODEL_VERSION: model_version, sc.ML_AUDIT_DETAIL: detail,
-        }, time_ns=time.time_ns())
+        now = time.time_ns()
+        attrs = {sc.ML_AUDIT_ACTION: action, sc.ML_AUDIT_ACTOR: actor or self._actor,
+                 sc.ML_MODEL_NAME: model_name, sc.ML_MODEL_VERSION: model_version, sc.ML_AUDIT_DETAIL: detail}
+        attrs[sc.ML_AUDIT_ID] = audit_id(attrs, now)
+        record = self.encoder.event(sc.EVENT_AUDIT, attrs, time_ns=now)
         self.sink.put([record])

@@ -39,6 +39,8 @@ ML_LABEL_VALUE = "ml.label.value"
 ML_AUDIT_ACTION = "ml.audit.action"
 ML_AUDIT_ACTOR = "ml.audit.actor"
 ML_AUDIT_DETAIL = "ml.audit.detail"
+#: Id of one audit event (hex): a resent or twice-shipped event is stored once.
+ML_AUDIT_ID = "ml.audit.id"
 #: Standard OTel attributes an event may carry (sensitive: anonymized by the processor's rules).
 ENDUSER_ID = "enduser.id"
 CLIENT_ADDRESS = "client.address"

@@ -126,6 +126,11 @@ class GrpcSender:
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             _log.debug("otel-ml: OTLP/gRPC export to %s failed: %s", self.target, code)
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                # A channel that failed to connect waits out its reconnect back-off (up to 2 min)
+                # and fails every call meanwhile, even once the receiver is back: the next try
+                # gets a fresh channel, which connects at once.
+                self.shutdown()
             return False
 
     def shutdown(self) -> None:

@@ -11,6 +11,12 @@ What is instrumented (each framework only if installed, each wrapped when the ap
 - LightGBM: ``LGBMModel``/``LGBMClassifier`` ``predict``/``predict_proba``, ``Booster.predict``;
 - ONNX Runtime: ``InferenceSession.run``.
 
+Model servers, for each model's own name and version (each module imported only when its
+server is): MLServer (``otel_ml.instrumentation.mlserver``: the model settings' name and
+version) and BentoML (``otel_ml.instrumentation.bentoml``: the model store tag); uvicorn
+(``otel_ml.instrumentation.uvicorn``): on SIGTERM, records shipped before the process ends. Elsewhere,
+``otel_ml.model_context(name=..., version=...)`` names the predictions made inside it.
+
 A call nested in another instrumented call (a ``Pipeline`` calling its final estimator,
 ``predict_proba`` calling ``decision_function``, ``XGBClassifier`` calling its booster)
 records once, at the outermost call. Each call gives an ``ml.predict`` span, the
@@ -66,6 +72,11 @@ from otel_ml.recorder import Recorder
 _log = logging.getLogger(__name__)
 
 PREDICT_METHODS = ("predict", "predict_proba", "decision_function")
+# BentoML's framework modules whose load_model(tag) otel_ml.instrumentation.bentoml wraps
+_BENTOML_MODULES = (
+    "_bentoml_impl.frameworks.sklearn", "_bentoml_impl.frameworks.xgboost", "_bentoml_impl.frameworks.lightgbm",
+    "bentoml._internal.frameworks.onnx", "bentoml._internal.frameworks.picklable_model",
+)
 SILENCED_METHODS = ("fit", "partial_fit", "score")
 
 
@@ -101,6 +112,11 @@ class MLInstrumentor(BaseInstrumentor):
                                 ("lightgbm", self._patch_lightgbm), ("onnxruntime", self._patch_onnxruntime)):
             # Lazy: patch now if the app already imported it, else when it does (wrapt's hook).
             wrapt.register_post_import_hook(self._hook(module, patcher, generation, pipe.recorder), module)
+        # Model servers: each model's name and version as the server gives it (imported when the server is).
+        servers = [("mlserver.model", self._patch_mlserver), ("uvicorn.server", self._patch_uvicorn)]
+        servers += [(m, self._bentoml_patcher(m)) for m in _BENTOML_MODULES]
+        for module, patcher in servers:
+            wrapt.register_post_import_hook(self._hook(module, patcher, generation, pipe.recorder), module)
 
     def _hook(self, module: str, patcher: Callable, generation: int, recorder: Recorder) -> Callable:
         def on_import(mod: Any) -> None:
@@ -114,7 +130,7 @@ class MLInstrumentor(BaseInstrumentor):
 
         return on_import
 
-    def _wrap(self, owner: type, name: str, wrapper: Callable) -> None:
+    def _wrap(self, owner: Any, name: str, wrapper: Callable) -> None:
         if name in owner.__dict__ and not isinstance(owner.__dict__[name], wrapt.ObjectProxy):
             wrapt.wrap_function_wrapper(owner, name, wrapper)
             self._wrapped.append((owner, name))
@@ -161,6 +177,24 @@ class MLInstrumentor(BaseInstrumentor):
 
         owner = _defining_class(InferenceSession, "run") or Session
         self._wrap(owner, "run", recorder.wrapper(OnnxAdapter(), "run"))
+
+    def _patch_mlserver(self, recorder: Recorder) -> None:
+        from otel_ml.instrumentation import mlserver
+
+        mlserver.instrument(self._wrap)
+
+    def _patch_uvicorn(self, recorder: Recorder) -> None:
+        from otel_ml.instrumentation import uvicorn
+
+        uvicorn.instrument(self._wrap)
+
+    def _bentoml_patcher(self, module: str) -> Callable:
+        def patch(recorder: Recorder) -> None:
+            from otel_ml.instrumentation import bentoml
+
+            bentoml.instrument_module(module, self._wrap)
+
+        return patch
 
     def _uninstrument(self, **kwargs: Any) -> None:
         self._generation += 1

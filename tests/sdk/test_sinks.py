@@ -94,7 +94,8 @@ def test_record_functions_with_and_without_otel_ml_active(active, tmp_path):
             assert pred.attributes == want
             (label,) = cap.events(sc.EVENT_LABEL)
             assert label.attributes == {sc.ML_MODEL_NAME: "api", sc.ML_PREDICTION_ID: pid, sc.ML_LABEL_VALUE: "no"}
-            audits = [a.attributes for a in cap.events(sc.EVENT_AUDIT) if a.attributes[sc.ML_MODEL_NAME] == "api"]
+            audits = [dict(a.attributes) for a in cap.events(sc.EVENT_AUDIT) if a.attributes[sc.ML_MODEL_NAME] == "api"]
+            assert len(audits) == 1 and len(audits[0].pop(sc.ML_AUDIT_ID)) == 32
             assert audits == [{sc.ML_AUDIT_ACTION: sc.AUDIT_CONFIG_CHANGE, sc.ML_AUDIT_ACTOR: "bob",
                                sc.ML_MODEL_NAME: "api", sc.ML_MODEL_VERSION: "4", sc.ML_AUDIT_DETAIL: "threshold"}]
         (explicit,) = [r.log_record for r in exporter.get_finished_logs()]

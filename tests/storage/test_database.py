@@ -340,3 +340,42 @@ def test_migration_from_version_1_records_no_owner_and_the_first_replica_claims(
     assert [c.prediction_id for c in other.label_changes(0)] == ["a"] and db.label_changes(0) == []
     other.close()
     db.close()
+
+
+def test_an_audit_id_is_stored_once_and_events_without_one_are_all_kept(db):
+    from otel_ml_processor.clean.records import AuditRecord
+
+    def audit(audit_id, detail="load"):
+        return AuditRecord(model="m", model_version="1", action="model_load", actor="w@h pid 1", detail=detail,
+                           time=T0, audit_id=audit_id)
+
+    assert db.insert_audit([audit("a1"), audit("a1"), audit(None), audit(None)]) == 1
+    assert db.insert_audit([audit("a1", detail="again"), audit("a2"), audit(None)]) == 1
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(schema.audit.c.audit_id, schema.audit.c.detail).order_by(schema.audit.c.id)).all()
+    assert [tuple(r) for r in rows] == [("a1", "load"), (None, "load"), (None, "load"), ("a2", "load"), (None, "load")]
+
+
+def test_migration_adds_audit_ids_to_a_database_of_version_2(db_url):
+    from otel_ml_processor.clean.records import AuditRecord
+    from otel_ml_processor.store.migrations import MIGRATIONS as steps
+
+    engine = create_engine(engine_url(db_url))
+    with engine.begin() as conn:
+        steps[0](conn)
+        steps[1](conn)
+        conn.execute(text("DROP INDEX ux_audit_audit_id"))
+        conn.execute(text("ALTER TABLE audit DROP COLUMN audit_id"))
+        conn.execute(text("INSERT INTO audit (model, model_version, action, actor, detail, time) "
+                          "VALUES ('m', '1', 'model_load', 'old', '', 1.0)"))
+        schema.metadata.create_all(conn, tables=[schema.schema_version])
+        conn.execute(schema.schema_version.insert().values(version=2))
+    engine.dispose()
+    db = Database(db_url)
+    assert db.schema_version == len(MIGRATIONS)
+    rec = AuditRecord(model="m", model_version="1", action="model_load", actor="new", detail="", time=T0,
+                      audit_id="x")
+    assert db.insert_audit([rec]) == 0 and db.insert_audit([rec]) == 1
+    with db.engine.connect() as conn:
+        assert conn.execute(text("select count(*) from audit")).scalar_one() == 2
+    db.close()

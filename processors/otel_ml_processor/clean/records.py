@@ -75,3 +75,4 @@ class AuditRecord:
     actor: str
     detail: str
     time: float
+    audit_id: Optional[str] = None        # ml.audit.id: stored once (None from older SDKs: always kept)

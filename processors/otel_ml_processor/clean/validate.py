@@ -230,4 +230,5 @@ class Validator:
             model=a[sc.ML_MODEL_NAME], model_version=str(a.get(sc.ML_MODEL_VERSION, "")),
             action=a[sc.ML_AUDIT_ACTION], actor=str(a.get(sc.ML_AUDIT_ACTOR, "")).replace("\x00", ""),
             detail=str(a.get(sc.ML_AUDIT_DETAIL, "")).replace("\x00", ""), time=event.time,
+            audit_id=str(a[sc.ML_AUDIT_ID])[:64].replace("\x00", "") if a.get(sc.ML_AUDIT_ID) else None,
         )

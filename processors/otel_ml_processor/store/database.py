@@ -408,12 +408,24 @@ class Database:
             out.stored = len(rows)
         return out
 
-    def insert_audit(self, records: Sequence[AuditRecord]) -> None:
-        if records:
-            with self.engine.begin() as conn:
-                conn.execute(schema.audit.insert(), [
-                    {"model": r.model, "model_version": r.model_version, "action": r.action,
-                     "actor": r.actor, "detail": r.detail, "time": r.time} for r in records])
+    def insert_audit(self, records: Sequence[AuditRecord]) -> int:
+        """Store audit events; an ``audit_id`` already stored (or repeated in the batch) is a
+        duplicate, left out. Returns how many were duplicates."""
+        if not records:
+            return 0
+        rows, seen = [], set()
+        for r in records:
+            if r.audit_id is not None:
+                if r.audit_id in seen:
+                    continue
+                seen.add(r.audit_id)
+            rows.append({"model": r.model, "model_version": r.model_version, "action": r.action,
+                         "actor": r.actor, "detail": r.detail, "time": r.time, "audit_id": r.audit_id})
+        with self.engine.begin() as conn:
+            # The unique index decides, not a prior read: replicas may store the same event at once.
+            stmt = self._insert(schema.audit).on_conflict_do_nothing().returning(schema.audit.c.id)
+            stored = len(conn.execute(stmt, rows).fetchall())
+        return len(records) - stored
 
     # --- housekeeping ------------------------------------------------------------------------------
 

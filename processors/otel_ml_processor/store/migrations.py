@@ -2,7 +2,8 @@
 
 Version 1 creates the tables of ``store/schema.py``; version 2 adds replica ownership
 (``model_versions``, filled from the stored predictions with no owner yet), the computed
-snapshots (``model_snapshots``) and ``labels.changed_at`` / ``changed_by``. A later change to the schema appends
+snapshots (``model_snapshots``) and ``labels.changed_at`` / ``changed_by``; the step
+``_audit_ids`` adds ``audit.audit_id`` and its unique index. A later change to the schema appends
 a step (a function taking a SQLAlchemy connection) and never edits an earlier one. Steps create
 tables from the current ``schema`` with ``checkfirst``, so a step that adds a column to a table
 an earlier step created checks that the column is not there yet (a new database gets it from
@@ -53,10 +54,19 @@ def _v2(conn: Connection) -> None:
         .where(~known).group_by(p.c.model, p.c.model_version)))
 
 
+def _audit_ids(conn: Connection) -> None:
+    """``audit.audit_id`` (``ml.audit.id``) with a unique index: an audit event is stored once."""
+    db = inspect(conn)
+    if "audit_id" not in {c["name"] for c in db.get_columns("audit")}:
+        conn.execute(text("ALTER TABLE audit ADD COLUMN audit_id VARCHAR(64)"))
+    if "ux_audit_audit_id" not in {i["name"] for i in db.get_indexes("audit")}:
+        conn.execute(text("CREATE UNIQUE INDEX ux_audit_audit_id ON audit (audit_id)"))
+
+
 #: Advisory lock key of the schema migration (any constant; "otelmlsv" in ASCII).
 MIGRATION_LOCK_KEY = 0x6F74656C6D6C7376
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _audit_ids]
 
 
 def current_version(conn: Connection) -> int:

@@ -100,6 +100,8 @@ audit = Table(
     Column("actor", Text, nullable=False),
     Column("detail", Text, nullable=False),
     Column("time", Float, nullable=False),
+    Column("audit_id", String(64), nullable=True),   # ml.audit.id; null from older SDKs
+    Index("ux_audit_audit_id", "audit_id", unique=True),
 )
 
 schema_version = Table(

@@ -2,8 +2,8 @@
 
 Predictions, labels and audit events are written in that order, each in its own transaction
 (:class:`~otel_ml_processor.store.database.Database`); each write returns what the later
-stages need (the stored rows, the labels joined). A prediction id already stored is a
-duplicate: counted, reported in the request's result, and dropped.
+stages need (the stored rows, the labels joined). A prediction id (or an audit id) already
+stored is a duplicate: counted, reported in the request's result, and dropped.
 
 Example::
 
@@ -76,10 +76,14 @@ class StoreWriter:
     def audits(self, records: Sequence[AuditRecord]) -> CommitResult:
         if not records:
             return CommitResult()
-        self.db.insert_audit(records)
+        duplicates = self.db.insert_audit(records)
         for r in records:
             self.counters.inc(self.counters.received, (self.caps.model(r.model), sc.SIGNAL_AUDIT))
-        return CommitResult(accepted=len(records))
+        result = CommitResult(accepted=len(records) - duplicates)
+        if duplicates:
+            self.counters.inc(self.counters.rejected, (sc.REASON_DUPLICATE,), duplicates)
+            result.reject(duplicates, f"{sc.REASON_DUPLICATE}: {duplicates} audit id(s) already stored")
+        return result
 
 
 __all__ = ["StoreWriter", "Stored", "Join"]
