@@ -251,7 +251,9 @@ def test_inserted_ids_are_the_stored_ids_with_and_without_duplicates(db):
     assert second.ids == [stored[("m", "b0")], stored[("m", "b1")]] and min(second.ids) > max(first.ids)
 
 
-def test_the_replica_that_stored_the_latest_prediction_owns_the_version(db_url):
+def test_on_sqlite_the_replica_that_stored_the_latest_prediction_owns_the_version(tmp_path):
+    """One processor on SQLite: ownership by storing, as before leases (PostgreSQL: test_leases_pg.py)."""
+    db_url = f"sqlite:///{tmp_path / 'otel-ml.db'}"
     a, b = Database(db_url, replica="a"), Database(db_url, replica="b")
     a.insert_predictions([pred("p1"), pred("q1", model="other")], now=T0)
     a.insert_predictions([pred("p2")], now=T0 + 1)
@@ -293,15 +295,26 @@ def test_label_changes_are_those_other_replicas_made_since_a_time(db_url):
     b.close()
 
 
+def _own(db: Database) -> None:
+    """Make ``db`` the owner of what it can take: its lease round on PostgreSQL (the others gave
+    theirs up), its next write on SQLite (the caller stores a prediction after)."""
+    if db.leases is not None:
+        db.leases.round(ttl=60.0)
+
+
 def test_snapshots_are_kept_only_by_the_versions_owner(db_url):
     from otel_ml_processor.store.database import SnapshotRow
 
     a, b = Database(db_url, replica="a"), Database(db_url, replica="b")
     a.insert_predictions([pred("p1")], now=T0)
+    _own(a)
     assert a.latest_snapshot("m", "1") is None
     assert a.save_snapshots([SnapshotRow("m", "1", "a", T0, 0.5, '{"v": 1}')]) == 1
     assert b.save_snapshots([SnapshotRow("m", "1", "b", T0 + 1, 0.5, '{"v": 2}')]) == 0      # not b's
     assert b.latest_snapshot("m", "1") == SnapshotRow("m", "1", "a", T0, 0.5, '{"v": 1}')
+    if a.leases is not None:
+        a.leases.give_up()
+    _own(b)
     b.insert_predictions([pred("p2")], now=T0 + 2)                                          # b takes over
     assert a.save_snapshots([SnapshotRow("m", "1", "a", T0 + 3, 0.5, '{"v": 3}')]) == 0
     assert b.save_snapshots([SnapshotRow("m", "1", "b", T0 + 4, 0.25, '{"v": 4}')]) == 1
@@ -333,7 +346,10 @@ def test_migration_from_version_1_records_no_owner_and_the_first_replica_claims(
     assert db.schema_version == len(MIGRATIONS)
     assert [(v.model, v.model_version, v.owner, v.stored_at) for v in db.model_owners()] == [
         ("m", "1", None, T0 + 1), ("m", "2", None, T0 + 2)]
-    assert db.claim_unowned() == 2 and Database(db_url, replica="second").claim_unowned() == 0
+    if db.leases is None:
+        assert db.claim_unowned() == 2 and Database(db_url, replica="second").claim_unowned() == 0
+    else:   # PostgreSQL: the versions are free leases, the first round takes them
+        assert sorted(db.leases.round(ttl=60.0).taken) == [("m", "1"), ("m", "2")]
     assert {v.owner for v in db.model_owners()} == {"first"}
     db.upsert_labels([label("a", "1")], now=T0)
     other = Database(db_url, replica="second")

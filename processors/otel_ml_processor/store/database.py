@@ -4,11 +4,15 @@ One class for SQLite and PostgreSQL through SQLAlchemy Core. SQLite runs in WAL 
 ``synchronous=NORMAL``: a committed batch survives a process crash (SIGKILL), which is the
 promise the receivers make when they answer success.
 
-On PostgreSQL several processor replicas may share the database (``docs/scaling.md``): each
-writes only the models routed to it, and the housekeeping (label expiry, retention) runs in
-one replica at a time under a transaction-scoped advisory lock; the others skip that cycle.
-A model version is owned by the replica that stored its latest prediction: each prediction
-write records its ``replica`` in ``model_versions``, in the same transaction. Labels carry the
+On PostgreSQL several processor replicas may share the database (``docs/scaling.md``): any of
+them stores any model's events, and the housekeeping (label expiry, retention) runs in one
+replica at a time under a transaction-scoped advisory lock; the others skip that cycle. The
+compute of a model version belongs to the holder of its lease (``store/leases.py``,
+:attr:`Database.leases`); on SQLite, one processor, to the replica that stored it. A holder
+follows the rows any replica stored with :meth:`Database.committed_watermark`: every
+prediction write holds a shared advisory lock from before its ids are drawn until it commits,
+and the watermark is read under the exclusive one, so every id at or below it is committed
+(ids drawn by concurrent writers may otherwise become visible out of order). Labels carry the
 database's clock of their last change (``changed_at``), so a replica reads the labels joined
 since it last looked (:meth:`Database.label_changes`), whichever replica joined them; each
 owner keeps its last computed snapshot in ``model_snapshots`` for any replica to read.
@@ -46,16 +50,21 @@ from sqlalchemy.engine import Connection, Engine, make_url
 
 from otel_ml_processor.clean.records import AuditRecord, LabelRecord, PredictionRecord
 from otel_ml_processor.store import schema
+from otel_ml_processor.store.leases import NOBODY, Leases
 from otel_ml_processor.store.migrations import migrate
 
 _P, _L = schema.predictions, schema.labels
 _MV, _MS = schema.model_versions, schema.model_snapshots
+_LEASE = schema.compute_leases
 _CHUNK = 500  # bound on the size of IN (...) lists
 #: Database errors that mean "try again later" (connection lost, server down, lock timeout): the
 #: receivers answer them with OTLP's retryable codes.
 RETRYABLE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 #: Advisory lock key of the housekeeping (PostgreSQL); "otelmlhk" in ASCII.
 HOUSEKEEPING_LOCK_KEY = 0x6F74656C6D6C686B
+#: Advisory lock key of prediction writes (shared) and of the watermark read (exclusive);
+#: "otelmlid" in ASCII.
+INGEST_LOCK_KEY = 0x6F74656C6D6C6964
 
 
 @dataclass(slots=True)
@@ -227,10 +236,14 @@ class Database:
         self._insert = insert
         self.schema_version = migrate(self.engine)
         own = insert(_MV).values(takeovers=0)
-        #: a prediction write makes its replica the owner of the versions it stored (counting takeovers)
+        #: SQLite (one processor): a prediction write makes its replica the owner of the versions it
+        #: stored (counting takeovers). PostgreSQL: it only records the version (leases own compute).
         self._own = own.on_conflict_do_update(index_elements=[_MV.c.model, _MV.c.model_version], set_={
             "owner": own.excluded.owner, "stored_at": own.excluded.stored_at,
-            "takeovers": _MV.c.takeovers + case((_MV.c.owner == own.excluded.owner, 0), else_=1)})
+            "takeovers": _MV.c.takeovers + case((_MV.c.owner == own.excluded.owner, 0), else_=1)}) \
+            if self.dialect == "sqlite" else own.on_conflict_do_nothing()
+        #: the compute leases (several replicas on PostgreSQL); None on SQLite
+        self.leases: Optional[Leases] = Leases(self.engine, replica) if self.dialect == "postgresql" else None
 
     def _changed(self):
         """What ``labels.changed_at`` is set to: :meth:`clock`, the database server's clock on
@@ -301,6 +314,8 @@ class Database:
                            fast: bool) -> PredictionWrite:
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
+                # Held from before the ids are drawn until the commit: committed_watermark().
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({INGEST_LOCK_KEY})")
                 # One statement with one binary array parameter per column (INSERT ... SELECT
                 # unnest(...)); ON CONFLICT DO NOTHING RETURNING names the rows that were new.
                 # Batches of 512 x 20 features: a lookup then one INSERT per row ran at ~3 300
@@ -337,7 +352,9 @@ class Database:
                         out.ids.append(i)
             if out.inserted:
                 versions = {(r.model, r.model_version): r.task for r in out.inserted}
-                # sorted: concurrent writers take the rows' locks in one order (no deadlock)
+                # sorted: concurrent writers take the rows' locks in one order (no deadlock); on
+                # PostgreSQL a known version is skipped without a lock (DO NOTHING), so replicas
+                # storing one hot model do not queue on its row
                 conn.execute(self._own, [
                     {"model": m, "model_version": v, "task": t, "owner": self.replica, "stored_at": now}
                     for (m, v), t in sorted(versions.items())])
@@ -466,7 +483,7 @@ class Database:
                 conn.execute(delete(_P).where(_P.c.id.in_([r.id for r in rows])))
                 self._delete_labels(conn, [(r.model, r.prediction_id) for r in rows])
                 # a version whose last prediction went has no owner and no snapshot any more
-                for table in (_MV, _MS):
+                for table in (_MV, _MS, _LEASE):
                     left = select(_P.c.id).where(_P.c.model == table.c.model, _P.c.model_version == table.c.model_version)
                     conn.execute(delete(table).where(~left.exists()))
                 deleted += len(rows)
@@ -478,11 +495,37 @@ class Database:
         return [(v.model, v.model_version, v.task) for v in self.model_owners()]
 
     def model_owners(self) -> list:
-        """Every stored model version with its owner (:class:`VersionInfo`), by model and version."""
+        """Every stored model version with its owner (:class:`VersionInfo`), by model and version:
+        on PostgreSQL the holder of its compute lease (None when nobody holds it), on SQLite the
+        replica that stored it."""
+        if self.leases is None:
+            cols = (_MV.c.model, _MV.c.model_version, _MV.c.task, _MV.c.owner, _MV.c.stored_at, _MV.c.takeovers,
+                    _MV.c.reference_first_n, _MV.c.reference_cut)
+            stmt = select(*cols)
+        else:
+            holder = case((_LEASE.c.holder == NOBODY, None), else_=_LEASE.c.holder)
+            stmt = select(_MV.c.model, _MV.c.model_version, _MV.c.task, holder, _MV.c.stored_at,
+                          func.coalesce(_LEASE.c.takeovers, 0), _MV.c.reference_first_n, _MV.c.reference_cut
+                          ).select_from(_MV.outerjoin(_LEASE, and_(_LEASE.c.model == _MV.c.model,
+                                                                   _LEASE.c.model_version == _MV.c.model_version)))
         with self.engine.connect() as conn:
-            return [VersionInfo(*r) for r in conn.execute(select(
-                _MV.c.model, _MV.c.model_version, _MV.c.task, _MV.c.owner, _MV.c.stored_at, _MV.c.takeovers,
-                _MV.c.reference_first_n, _MV.c.reference_cut).order_by(_MV.c.model, _MV.c.model_version))]
+            return [VersionInfo(*r) for r in conn.execute(stmt.order_by(_MV.c.model, _MV.c.model_version))]
+
+    def committed_watermark(self) -> int:
+        """An id at or below which every prediction row is committed (or will never be): the
+        predictions' sequence read under the exclusive ingest lock, which waits for the writes in
+        flight (each holds the shared lock from before it draws its ids until it commits) and
+        holds new ones back for that instant. A reader that follows rows with ``id > previous
+        watermark`` and ``id <= this`` sees each row once, whichever replica stored it and in
+        whatever order their transactions committed. SQLite: the largest id (one writer, ids
+        committed in order)."""
+        with self.engine.begin() as conn:
+            if self.dialect != "postgresql":
+                return int(conn.execute(select(func.coalesce(func.max(_P.c.id), 0))).scalar_one())
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({INGEST_LOCK_KEY})")
+            seq = conn.execute(text("SELECT pg_get_serial_sequence('predictions', 'id')")).scalar_one()
+            last, called = conn.execute(text(f"SELECT last_value, is_called FROM {seq}")).one()
+            return int(last) if called else int(last) - 1
 
     def claim_unowned(self) -> int:
         """Make this replica the owner of the versions nobody owns (stored before ownership was
@@ -507,8 +550,10 @@ class Database:
         if not rows:
             return 0
         with self.engine.begin() as conn:
-            mine = {tuple(r) for r in conn.execute(select(_MV.c.model, _MV.c.model_version).where(
-                _MV.c.owner == self.replica))}
+            held = select(_MV.c.model, _MV.c.model_version).where(_MV.c.owner == self.replica) \
+                if self.leases is None else \
+                select(_LEASE.c.model, _LEASE.c.model_version).where(_LEASE.c.holder == self.replica)
+            mine = {tuple(r) for r in conn.execute(held)}
             keep = [r for r in rows if (r.model, r.model_version) in mine]
             if keep:
                 stmt = self._insert(_MS)
@@ -576,15 +621,20 @@ class Database:
         return out[::-1] if reverse else out
 
     def window_rows(self, model: str, version: str, size: int, min_time: Optional[float] = None,
-                    after: Optional[int] = None) -> list:
+                    after: Optional[int] = None, upto: Optional[int] = None) -> list:
         """The latest ``size`` predictions of a model version by record time (ties by arrival),
         oldest first, with labels; only those recorded at or after ``min_time`` and stored after
-        the prediction with id ``after`` (the end of its ``first_n`` reference)."""
+        the prediction with id ``after`` (the end of its ``first_n`` reference, or what a reader
+        has read already) and up to id ``upto`` (a :meth:`committed_watermark`). A hot model's
+        new rows past ``size`` are never read: the index on (model, version, time) is walked
+        from the newest."""
         where = [_P.c.model == model, _P.c.model_version == version]
         if min_time is not None:
             where.append(_P.c.time >= min_time)
         if after is not None:
             where.append(_P.c.id > after)
+        if upto is not None:
+            where.append(_P.c.id <= upto)
         return self._window_rows(and_(*where), (_P.c.time.desc(), _P.c.id.desc()), size, reverse=True)
 
     def labeled_rows(self, model: str, version: str, size: int, min_time: Optional[float] = None,
@@ -613,10 +663,14 @@ class Database:
         where = and_(_P.c.model == model, _P.c.model_version == version)
         return self._window_rows(where, (_P.c.id,), n)
 
-    def reference_cut(self, model: str, version: str, n: int) -> Optional[int]:
+    def reference_cut(self, model: str, version: str, n: int, upto: Optional[int] = None) -> Optional[int]:
         """The id of the ``n``-th prediction of a model version by arrival (None while it has fewer):
-        where its ``first_n`` reference ends and its window begins."""
-        stmt = select(_P.c.id).where(and_(_P.c.model == model, _P.c.model_version == version)).order_by(
+        where its ``first_n`` reference ends and its window begins. ``upto``: only ids at or below
+        a :meth:`committed_watermark`, below which no row can appear later (several writers)."""
+        where = [_P.c.model == model, _P.c.model_version == version]
+        if upto is not None:
+            where.append(_P.c.id <= upto)
+        stmt = select(_P.c.id).where(and_(*where)).order_by(
             _P.c.id).limit(1).offset(max(0, int(n) - 1))
         with self.engine.connect() as conn:
             return conn.execute(stmt).scalar()

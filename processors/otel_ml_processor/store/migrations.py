@@ -2,7 +2,9 @@
 
 Version 1 creates the tables of ``store/schema.py``; version 2 adds replica ownership
 (``model_versions``, filled from the stored predictions with no owner yet), the computed
-snapshots (``model_snapshots``) and ``labels.changed_at`` / ``changed_by``. A later change to the schema appends
+snapshots (``model_snapshots``) and ``labels.changed_at`` / ``changed_by``; the step
+``_leases`` adds the compute leases and the replicas' heartbeats (``compute_leases``,
+``replicas``). A later change to the schema appends
 a step (a function taking a SQLAlchemy connection) and never edits an earlier one. Steps create
 tables from the current ``schema`` with ``checkfirst``, so a step that adds a column to a table
 an earlier step created checks that the column is not there yet (a new database gets it from
@@ -53,10 +55,15 @@ def _v2(conn: Connection) -> None:
         .where(~known).group_by(p.c.model, p.c.model_version)))
 
 
+def _leases(conn: Connection) -> None:
+    """Compute leases and replica heartbeats (several replicas on PostgreSQL, docs/scaling.md)."""
+    schema.metadata.create_all(conn, tables=[schema.compute_leases, schema.replicas])
+
+
 #: Advisory lock key of the schema migration (any constant; "otelmlsv" in ASCII).
 MIGRATION_LOCK_KEY = 0x6F74656C6D6C7376
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _leases]
 
 
 def current_version(conn: Connection) -> int:

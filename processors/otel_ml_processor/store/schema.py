@@ -17,6 +17,11 @@ Tables:
   reference ends (``reference_cut``: the id of its ``reference_first_n``-th prediction).
 - ``model_snapshots``: each model version's last computed metrics (``metrics``: JSON of
   ``compute.persist``), with the replica that computed them and when.
+- ``compute_leases`` (PostgreSQL, several replicas): one row per model version, the replica that
+  holds its compute (``holder``) until ``expires_at`` (the database's clock), renewed every
+  compute interval; ``takeovers`` counts the changes of holder (``compute/leases.py``).
+- ``replicas``: each replica's last heartbeat (``seen_at``, the database's clock): the live ones
+  share the leases.
 - ``schema_version``: the migration level (see ``store/migrations.py``).
 
 Example (reading stored predictions with plain sqlite3)::
@@ -100,6 +105,22 @@ audit = Table(
     Column("actor", Text, nullable=False),
     Column("detail", Text, nullable=False),
     Column("time", Float, nullable=False),
+)
+
+compute_leases = Table(
+    "compute_leases", metadata,
+    Column("model", String(255), primary_key=True),
+    Column("model_version", String(255), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("acquired_at", Float, nullable=False),
+    Column("takeovers", Integer, nullable=False),
+)
+
+replicas = Table(
+    "replicas", metadata,
+    Column("replica", String(255), primary_key=True),
+    Column("seen_at", Float, nullable=False),
 )
 
 schema_version = Table(
