@@ -74,7 +74,7 @@ class Leases:
             mine = sorted(k for k, (h, _e, _t) in leases.items() if h == me)
             # Past the share (a replica came back, or this one took many while alone): give the
             # last ones up now, expired at once, and stop computing them (the caller drops them).
-            keep, out.released = mine[:out.share], mine[out.share:]
+            out.released = mine[out.share:]
             for m, v in out.released:
                 conn.execute(update(_LEASE).where(_LEASE.c.model == m, _LEASE.c.model_version == v,
                                                   _LEASE.c.holder == me).values(holder=NOBODY, expires_at=0.0))
