@@ -39,10 +39,14 @@ _CREATE = (f"CREATE TEMP TABLE IF NOT EXISTS {STAGING} "
            f"(n int4 NOT NULL, {', '.join(f'{c} {t}' for c, t in COLUMNS)}) ON COMMIT DELETE ROWS")
 _COPY = f"COPY {STAGING} (n, {_NAMES}) FROM STDIN (FORMAT BINARY)"
 _MOVE = (
-    f"INSERT INTO predictions ({_NAMES}) SELECT {_NAMES} FROM {STAGING} s "
-    "WHERE NOT EXISTS (SELECT 1 FROM predictions p WHERE p.model = s.model AND p.prediction_id = s.prediction_id) "
-    # ids follow the batch's order (the order of arrival the windows break ties with)
-    "ORDER BY n ON CONFLICT (model, prediction_id, time) DO NOTHING RETURNING model, prediction_id, id"
+    f"INSERT INTO predictions (id, {_NAMES}) SELECT id, {_NAMES} FROM ("
+    # ids in the batch's order (the order of arrival the windows break ties with): PostgreSQL
+    # evaluates nextval after the ORDER BY of its own SELECT
+    f"SELECT nextval('predictions_id_seq') AS id, s.* FROM {STAGING} s WHERE NOT EXISTS ("
+    "SELECT 1 FROM predictions p WHERE p.model = s.model AND p.prediction_id = s.prediction_id) ORDER BY n) q "
+    # rows inserted in key order: replicas storing the same ids wait for each other in one order
+    # (in batch order, two replicas given one batch in different orders deadlocked)
+    "ORDER BY model, prediction_id ON CONFLICT (model, prediction_id, time) DO NOTHING RETURNING model, prediction_id, id"
 )
 
 
