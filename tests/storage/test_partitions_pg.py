@@ -38,9 +38,12 @@ def test_a_batch_lands_in_the_partitions_of_its_record_times(pg_url):
 
 
 def test_an_id_sent_again_with_another_record_time_is_a_duplicate(pg_url):
+    """A record without a time of its own takes its arrival time: sent again two hours later (on
+    the next day here, so in another partition), it is still the same prediction."""
     db = Database(pg_url)
     db.insert_predictions([pred("a", t=T0)], now=T0)
-    again = db.insert_predictions([pred("a", t=T0 + 5 * DAY), pred("b", t=T0 + 5 * DAY)], now=T0)
+    assert partitions.day_of(T0 + 7200) != partitions.day_of(T0)
+    again = db.insert_predictions([pred("a", t=T0 + 7200), pred("b", t=T0 + 7200)], now=T0)
     assert [r.prediction_id for r in again.duplicates] == ["a"] and [r.prediction_id for r in again.inserted] == ["b"]
     assert _scalar(pg_url, "SELECT count(*) FROM predictions WHERE prediction_id = 'a'") == [(1,)]
     db.close()

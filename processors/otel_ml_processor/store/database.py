@@ -327,7 +327,7 @@ class Database:
                 # Batches of 512 x 20 features: a lookup then one INSERT per row ran at ~3 300
                 # rows/s, multi-row VALUES at ~8 700, INSERT ... SELECT unnest(one binary array per
                 # column) at ~21 000; BENCHMARKS.md, "Database floor", has this one against COPY.
-                stored = pg_copy.copy_predictions(conn, rows)
+                stored, waiting_somewhere = pg_copy.copy_predictions(conn, rows, self.replica, now)
             elif fast:
                 # The driver's executemany with plain tuples: when every row was new (duplicates
                 # are rare: they come from retries) its rowcount is the whole answer. Otherwise the
@@ -355,7 +355,7 @@ class Database:
                     else:
                         out.inserted.append(r)
                         out.ids.append(i)
-            if out.inserted:
+            if out.inserted and self.dialect != "postgresql":   # PostgreSQL: in the move already
                 versions = {(r.model, r.model_version): r.task for r in out.inserted}
                 # sorted: concurrent writers take the rows' locks in one order (no deadlock)
                 conn.execute(self._own, [
@@ -365,7 +365,8 @@ class Database:
             for r, seq in zip(out.inserted, out.ids):
                 by_model.setdefault(r.model, {})[r.prediction_id] = (r, seq)
             # Most batches find no label waiting: a one-row probe spares the key lookups.
-            waiting_somewhere = bool(by_model) and conn.execute(LABELS_WAITING_PROBE).first() is not None
+            if self.dialect != "postgresql":
+                waiting_somewhere = bool(by_model) and conn.execute(LABELS_WAITING_PROBE).first() is not None
             for model, preds in by_model.items():
                 if not waiting_somewhere:
                     break

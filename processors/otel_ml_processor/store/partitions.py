@@ -11,10 +11,12 @@ same record time (``time_unix_nano``, else ``observed_time_unix_nano``, set by t
 land in the same partition, where the constraint catches them whichever replica stores them
 first: two transactions racing to insert the same key, the second waits for the first and then
 skips its row (``ON CONFLICT DO NOTHING``). A prediction id sent again with another record time
-(a client reusing ids, or a record sent without any time, which takes its arrival time) is
-caught by the write's ``NOT EXISTS`` probe of the ``(model, prediction_id, time)`` index of every
-partition (``store/pg_copy.py``), which sees what is committed; only two such records racing in
-the same instant could both be stored.
+within a day of the stored one (a record sent without any time of its own takes its arrival
+time, so its retry has another) is caught by the write's probe of the ``(model, prediction_id,
+time)`` index over that range (``store/pg_copy.py``), which sees what is committed: only two
+such records stored in the same instant by two replicas, or one id reused more than a day apart
+(a client bug, not a retry), could be kept twice. Probing every partition instead would cost
+one index descent per partition per row: 33 partitions with a 30-day retention.
 
 Partitions are created ahead of need (today and the next ``AHEAD_DAYS``, by the housekeeping)
 and on demand for a batch whose record times fall on a day without one (a late or early
@@ -44,8 +46,10 @@ PARTITION_LOCK_KEY = 0x6F74656C6D6C7074
 _NAME = re.compile(r"^predictions_p(\d{8})$")
 
 #: The partitioned table; its columns and names are those of ``schema.predictions``, its unique
-#: constraint and primary key include the partition key ``time``. ``ix_predictions_received``
-#: is gone: retention no longer searches by storage time.
+#: constraint includes the partition key ``time``. No primary key index: ids come from one
+#: sequence, nothing looks a row up by id alone, and each index costs every insert (the
+#: ``(id, time)`` key the partition key would force was 1 of 4). ``ix_predictions_received`` is
+#: gone too: retention no longer searches by storage time.
 CREATE_PARTITIONED = """
 CREATE TABLE predictions (
     id BIGINT NOT NULL DEFAULT nextval('predictions_id_seq'),
@@ -64,7 +68,6 @@ CREATE TABLE predictions (
     attributes TEXT NOT NULL,
     trace_id VARCHAR(32) NOT NULL,
     span_id VARCHAR(16) NOT NULL,
-    CONSTRAINT predictions_pkey PRIMARY KEY (id, time),
     CONSTRAINT uq_predictions_model_pid UNIQUE (model, prediction_id, time)
 ) PARTITION BY RANGE (time)
 """

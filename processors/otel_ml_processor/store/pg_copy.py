@@ -2,10 +2,10 @@
 
 A batch of predictions goes to the server as one binary ``COPY`` (psycopg 3's
 ``cursor.copy()``, rows encoded in C) into a session-local temporary table, and one statement
-moves the rows that are new into ``predictions``: those whose ``(model, prediction_id)`` is in
-no partition yet (``NOT EXISTS``: a repeated id with another record time) and not stored
-concurrently with the same record time (``ON CONFLICT (model, prediction_id, time) DO
-NOTHING``, see ``store/partitions.py``). ``RETURNING`` names the rows stored and their ids,
+moves the rows that are new into ``predictions``: those whose ``(model, prediction_id)`` is not
+stored with a record time within :data:`PROBE_SECONDS` of theirs (a repeated id with another
+record time) and not stored concurrently with the same record time (``ON CONFLICT (model,
+prediction_id, time) DO NOTHING``, see ``store/partitions.py``). ``RETURNING`` names the rows stored and their ids,
 given in the batch's order; the others are the duplicates. ``COPY`` alone cannot skip a
 duplicate (one conflict fails the whole batch), hence the staging table.
 
@@ -33,20 +33,38 @@ COLUMNS = (
     ("attributes", "text"), ("trace_id", "text"), ("span_id", "text"),
 )
 STAGING = "otel_ml_staging_predictions"
+#: How far apart two record times of one prediction id may be and still be found a duplicate
+#: (beyond the exact match of the unique constraint): a day.
+PROBE_SECONDS = 86400
 _NAMES = ", ".join(c for c, _t in COLUMNS)
 _TYPES = ["int4", *(t for _c, t in COLUMNS)]
 _CREATE = (f"CREATE TEMP TABLE IF NOT EXISTS {STAGING} "
            f"(n int4 NOT NULL, {', '.join(f'{c} {t}' for c, t in COLUMNS)}) ON COMMIT DELETE ROWS")
 _COPY = f"COPY {STAGING} (n, {_NAMES}) FROM STDIN (FORMAT BINARY)"
 _MOVE = (
+    "WITH moved AS ("
     f"INSERT INTO predictions (id, {_NAMES}) SELECT id, {_NAMES} FROM ("
     # ids in the batch's order (the order of arrival the windows break ties with): PostgreSQL
     # evaluates nextval after the ORDER BY of its own SELECT
-    f"SELECT nextval('predictions_id_seq') AS id, s.* FROM {STAGING} s WHERE NOT EXISTS ("
-    "SELECT 1 FROM predictions p WHERE p.model = s.model AND p.prediction_id = s.prediction_id) ORDER BY n) q "
+    f"SELECT nextval('predictions_id_seq') AS id, s.* FROM {STAGING} s "
+    # an id stored with another record time within a day of this one (a record without a time
+    # of its own sent again: it took its arrival time): one index probe in each of the two or
+    # three partitions that range reaches (pruned at run time), whatever the retention. A
+    # scalar subquery, not NOT EXISTS, which the planner made a hash anti-join of the whole table.
+    "WHERE (SELECT 1 FROM predictions p WHERE p.model = s.model AND p.prediction_id = s.prediction_id "
+    f"AND p.time > s.time - {PROBE_SECONDS} AND p.time < s.time + {PROBE_SECONDS} LIMIT 1) IS NULL ORDER BY n) q "
     # rows inserted in key order: replicas storing the same ids wait for each other in one order
     # (in batch order, two replicas given one batch in different orders deadlocked)
-    "ORDER BY model, prediction_id ON CONFLICT (model, prediction_id, time) DO NOTHING RETURNING model, prediction_id, id"
+    "ORDER BY model, prediction_id ON CONFLICT (model, prediction_id, time) DO NOTHING "
+    "RETURNING model, model_version, task, prediction_id, id), "
+    # the replica that stored a version's latest prediction owns it (Database._own, in SQL)
+    "owned AS (INSERT INTO model_versions (model, model_version, task, owner, stored_at, takeovers) "
+    "SELECT model, model_version, min(task), %(replica)s, %(now)s, 0 FROM moved GROUP BY model, model_version "
+    "ORDER BY model, model_version ON CONFLICT (model, model_version) DO UPDATE SET owner = excluded.owner, "
+    "stored_at = excluded.stored_at, takeovers = model_versions.takeovers + "
+    "CASE WHEN model_versions.owner = excluded.owner THEN 0 ELSE 1 END) "
+    # is any label waiting at all (LABELS_WAITING_PROBE): evaluated once
+    "SELECT model, prediction_id, id, (SELECT EXISTS (SELECT 1 FROM labels WHERE joined_at IS NULL)) FROM moved"
 )
 
 
@@ -57,9 +75,12 @@ def prepare(dbapi_conn, _record=None) -> None:
     dbapi_conn.commit()
 
 
-def copy_predictions(conn: Connection, rows: Sequence[tuple]) -> dict:
+def copy_predictions(conn: Connection, rows: Sequence[tuple], replica: str, now: float) -> tuple:
     """Store ``rows`` (tuples in :data:`COLUMNS` order, no two with one key) in the connection's
-    transaction; returns ``{(model, prediction_id): id}`` of those that were new."""
+    transaction, making ``replica`` the owner of the versions stored (``model_versions``).
+
+    Returns ``({(model, prediction_id): id}`` of those that were new, whether any label waits
+    for its prediction``)``: one round trip for the move, the ownership and the probe."""
     raw = conn.connection.dbapi_connection
     assert raw is not None
     with raw.cursor() as cur:
@@ -68,5 +89,6 @@ def copy_predictions(conn: Connection, rows: Sequence[tuple]) -> dict:
             write = copy.write_row
             for n, row in enumerate(rows):
                 write((n, *row))
-        cur.execute(_MOVE)
-        return {(m, p): i for m, p, i in cur.fetchall()}
+        cur.execute(_MOVE, {"replica": replica, "now": now})
+        got = cur.fetchall()
+    return {(m, p): i for m, p, i, _w in got}, bool(got and got[0][3])
