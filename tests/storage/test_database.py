@@ -99,7 +99,16 @@ def test_expire_labels_by_ttl_then_pending_max_oldest_first(db):
     assert db.expire_labels(T0, ttl=100, pending_max=1) == 0
 
 
-def test_retention_deletes_old_predictions_and_their_labels_in_batches(db):
+@pytest.fixture
+def sqlite_db(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'otel-ml.db'}")
+    yield database
+    database.close()
+
+
+def test_retention_deletes_old_predictions_and_their_labels_in_batches(sqlite_db):
+    """SQLite: by storage time, in batches of row deletes (PostgreSQL drops partitions: test_partitions_pg.py)."""
+    db = sqlite_db
     db.insert_predictions([pred(f"old{i}") for i in range(7)], now=T0 - 1000)
     db.insert_predictions([pred(f"new{i}") for i in range(3)], now=T0)
     db.upsert_labels([label("old1", "1"), label("new1", "0")], now=T0)
@@ -223,16 +232,16 @@ def test_housekeeping_runs_in_one_replica_at_a_time_on_postgresql(pg_url):
     from otel_ml_processor.store.database import HOUSEKEEPING_LOCK_KEY
 
     db = Database(pg_url)
-    db.insert_predictions([pred("old")], now=T0 - 1000)
+    db.insert_predictions([pred("old", t=T0 - 3 * 86400)], now=T0 - 1000)
     db.upsert_labels([label("waiting", "1")], now=T0 - 1000)
     other = create_engine(engine_url(pg_url))
     with other.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": HOUSEKEEPING_LOCK_KEY})
         assert db.expire_labels(T0, ttl=10, pending_max=100) == 0
-        assert db.apply_retention(T0, retention=10) == 0
+        assert db.apply_retention(T0, retention=86400) == 0
     other.dispose()
     assert db.expire_labels(T0, ttl=10, pending_max=100) == 1
-    assert db.apply_retention(T0, retention=10) == 1
+    assert db.apply_retention(T0, retention=86400) == 1
     db.close()
 
 
@@ -320,7 +329,7 @@ def test_snapshots_are_kept_only_by_the_versions_owner(db_url):
     assert b.save_snapshots([SnapshotRow("m", "1", "b", T0 + 4, 0.25, '{"v": 4}')]) == 1
     assert a.latest_snapshot("m", "1") == SnapshotRow("m", "1", "b", T0 + 4, 0.25, '{"v": 4}')
     # Retention: a version whose predictions are all gone has no owner and no snapshot left.
-    assert a.apply_retention(T0 + 100, retention=10) == 2
+    assert a.apply_retention(T0 + 3 * 86400, retention=86400) == 2
     assert a.model_owners() == [] and a.latest_snapshot("m", "1") is None
     a.close()
     b.close()

@@ -20,7 +20,7 @@ import math
 import threading
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from otel_ml_processor.clean.records import PredictionRecord
 from otel_ml_processor.compute.manager import ModelWindows
@@ -117,16 +117,23 @@ def test_two_replicas_taking_the_same_free_leases_never_both_get_one(dbs):
 
 
 class Paused:
-    """Hold one Database's prediction write between its INSERT (ids drawn) and its commit."""
+    """Hold the prediction writes of the thread named ``slow-writer`` between the statement that
+    draws their ids (``store/pg_copy.py``'s move) and their commit."""
 
-    def __init__(self, db: Database):
+    def __init__(self, monkeypatch):
+        from otel_ml_processor.store import pg_copy
+
         self.inserted, self.go = threading.Event(), threading.Event()
+        original = pg_copy.copy_predictions
 
-        @event.listens_for(db.engine, "after_cursor_execute")
-        def pause(conn, cursor, statement, params, context, executemany):
-            if statement.startswith("INSERT INTO predictions") and not self.go.is_set():
+        def paused(*args, **kwargs):
+            out = original(*args, **kwargs)
+            if threading.current_thread().name == "slow-writer":
                 self.inserted.set()
                 self.go.wait(30)
+            return out
+
+        monkeypatch.setattr(pg_copy, "copy_predictions", paused)
 
 
 def _waiting_for_advisory_lock(db: Database) -> bool:
@@ -135,7 +142,7 @@ def _waiting_for_advisory_lock(db: Database) -> bool:
                     .scalar_one())
 
 
-def test_a_write_committed_after_a_higher_id_is_followed_not_skipped(dbs):
+def test_a_write_committed_after_a_higher_id_is_followed_not_skipped(dbs, monkeypatch):
     """Writer ``slow`` draws ids, writer ``fast`` draws higher ones and commits first; the holder
     following the rows reads every one of them exactly once."""
     models = [{"name": "m0", "reference": {"first_n": 1}}]
@@ -145,9 +152,9 @@ def test_a_write_committed_after_a_higher_id_is_followed_not_skipped(dbs):
     fast.insert_predictions([pred("r0")], now=T0)           # the reference's one row
     assert windows.sync(T0).owned == [("m0", "1")]
 
-    paused = Paused(slow)
+    paused = Paused(monkeypatch)
     writer = threading.Thread(target=slow.insert_predictions, args=([pred(f"s{i}", t=T0 + i) for i in range(5)],),
-                              kwargs={"now": T0})
+                              kwargs={"now": T0}, name="slow-writer")
     writer.start()
     assert paused.inserted.wait(30)
     fast.insert_predictions([pred(f"f{i}", t=T0 + 10 + i) for i in range(5)], now=T0)

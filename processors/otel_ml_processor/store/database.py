@@ -49,7 +49,7 @@ from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from otel_ml_processor.clean.records import AuditRecord, LabelRecord, PredictionRecord
-from otel_ml_processor.store import schema
+from otel_ml_processor.store import partitions, pg_copy, schema
 from otel_ml_processor.store.leases import NOBODY, Leases
 from otel_ml_processor.store.migrations import migrate
 
@@ -158,21 +158,10 @@ def engine_url(url: str):
     return parsed
 
 
-_PG_COLUMNS = (
-    ("model", "text"), ("model_version", "text"), ("prediction_id", "text"), ("task", "text"),
-    ("time", "float8"), ("received_at", "float8"), ("features", "text"), ("segments", "text"),
-    ("output_label", "text"), ("output_value", "float8"), ("score", "float8"), ("probabilities", "text"),
-    ("attributes", "text"), ("trace_id", "text"), ("span_id", "text"),
-)
-_COLUMNS = tuple(c for c, _t in _PG_COLUMNS)
+_COLUMNS = tuple(c for c, _t in pg_copy.COLUMNS)
 _SQLITE_INSERT_PREDICTIONS = (
     f"INSERT INTO predictions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
     "ON CONFLICT (model, prediction_id) DO NOTHING"
-)
-_PG_INSERT_PREDICTIONS = (
-    f"INSERT INTO predictions ({', '.join(_COLUMNS)}) "
-    f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for _c, t in _PG_COLUMNS)}) "
-    "ON CONFLICT (model, prediction_id) DO NOTHING RETURNING model, prediction_id, id"
 )
 
 
@@ -235,6 +224,12 @@ class Database:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite:// or postgresql://")
         self._insert = insert
         self.schema_version = migrate(self.engine)
+        #: the days that have a partition of ``predictions`` (PostgreSQL), as far as this replica knows
+        self._days: set = set()
+        if self.dialect == "postgresql":
+            event.listen(self.engine, "connect", pg_copy.prepare)
+            self.engine.dispose()   # connections made before the listener have no staging table
+            self.ensure_partitions(_time.time())
         own = insert(_MV).values(takeovers=0)
         #: SQLite (one processor): a prediction write makes its replica the owner of the versions it
         #: stored (counting takeovers). PostgreSQL: it only records the version (leases own compute).
@@ -266,6 +261,22 @@ class Database:
         if self.dialect != "postgresql":
             return True
         return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": HOUSEKEEPING_LOCK_KEY}).scalar())
+
+    def _ensure_partitions(self, times: Iterable[float]) -> None:
+        days = partitions.days_of(times) - self._days
+        if days:
+            with self.engine.begin() as conn:
+                partitions.ensure(conn, days)
+            self._days |= days
+
+    def ensure_partitions(self, now: float) -> None:
+        """PostgreSQL: the partitions of today and the next ``partitions.AHEAD_DAYS`` days exist
+        (run at start and by the housekeeping, so that writes rarely create one)."""
+        if self.dialect == "postgresql":
+            today = partitions.day_of(now)
+            with self.engine.begin() as conn:
+                partitions.ensure(conn, range(today, today + partitions.AHEAD_DAYS + 1))
+                self._days = set(partitions.partitions(conn))
 
     def keys_in(self, table, keys: list) -> list:
         """WHERE clauses that together match the ``(model, prediction_id)`` pairs in ``keys``.
@@ -303,6 +314,17 @@ class Database:
             (out.duplicates if key in seen else fresh).append(r)
             seen.add(key)
         rows = [_prediction_tuple(r, now) for r in fresh]
+        if self.dialect == "postgresql":
+            self._ensure_partitions(r.time for r in fresh)
+            try:
+                return self._store_predictions(fresh, rows, now, out, fast=False)
+            except sa_exc.IntegrityError as e:
+                if "no partition" not in str(e.orig):
+                    raise
+                # another replica's retention dropped a day this one still thought it had
+                self._days.clear()
+                self._ensure_partitions(r.time for r in fresh)
+                return self._store_predictions(fresh, rows, now, out, fast=False)
         if self.dialect == "sqlite":
             try:
                 return self._store_predictions(fresh, rows, now, out, fast=True)
@@ -316,13 +338,11 @@ class Database:
             if self.dialect == "postgresql":
                 # Held from before the ids are drawn until the commit: committed_watermark().
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({INGEST_LOCK_KEY})")
-                # One statement with one binary array parameter per column (INSERT ... SELECT
-                # unnest(...)); ON CONFLICT DO NOTHING RETURNING names the rows that were new.
+                # COPY into a staging table, then INSERT ... SELECT the new rows (store/pg_copy.py).
                 # Batches of 512 x 20 features: a lookup then one INSERT per row ran at ~3 300
-                # rows/s, multi-row VALUES at ~8 700 (the driver rewrites 7 000 placeholders),
-                # text arrays at ~10 000 (quote escaping), this at ~21 000 (docs/scaling.md).
-                stored = {(m, p): i for m, p, i in conn.exec_driver_sql(
-                    _PG_INSERT_PREDICTIONS, tuple(list(column) for column in zip(*rows)))}
+                # rows/s, multi-row VALUES at ~8 700, INSERT ... SELECT unnest(one binary array per
+                # column) at ~21 000; BENCHMARKS.md, "Database floor", has this one against COPY.
+                stored, waiting_somewhere = pg_copy.copy_predictions(conn, rows, self.replica, now)
             elif fast:
                 # The driver's executemany with plain tuples: when every row was new (duplicates
                 # are rare: they come from retries) its rowcount is the whole answer. Otherwise the
@@ -350,7 +370,7 @@ class Database:
                     else:
                         out.inserted.append(r)
                         out.ids.append(i)
-            if out.inserted:
+            if out.inserted and self.dialect != "postgresql":   # PostgreSQL: in the move already
                 versions = {(r.model, r.model_version): r.task for r in out.inserted}
                 # sorted: concurrent writers take the rows' locks in one order (no deadlock); on
                 # PostgreSQL a known version is skipped without a lock (DO NOTHING), so replicas
@@ -362,7 +382,8 @@ class Database:
             for r, seq in zip(out.inserted, out.ids):
                 by_model.setdefault(r.model, {})[r.prediction_id] = (r, seq)
             # Most batches find no label waiting: a one-row probe spares the key lookups.
-            waiting_somewhere = bool(by_model) and conn.execute(LABELS_WAITING_PROBE).first() is not None
+            if self.dialect != "postgresql":
+                waiting_somewhere = bool(by_model) and conn.execute(LABELS_WAITING_PROBE).first() is not None
             for model, preds in by_model.items():
                 if not waiting_somewhere:
                     break
@@ -470,7 +491,14 @@ class Database:
             conn.execute(delete(_L).where(where))
 
     def apply_retention(self, now: float, retention: float, batch: int = 10_000) -> int:
-        """Delete predictions (and their labels) stored longer ago than ``retention``, in batches."""
+        """Remove predictions (and their labels) older than ``retention``; returns how many.
+
+        SQLite: those stored longer ago than ``retention`` (``received_at``), deleted in batches.
+        PostgreSQL: the partitions whose whole day of record time is older than ``retention``,
+        dropped (``store/partitions.py``); the partitions of the coming days are made here too.
+        """
+        if self.dialect == "postgresql":
+            return self._drop_partitions(now, retention)
         deleted = 0
         while True:
             with self.engine.begin() as conn:
@@ -482,11 +510,27 @@ class Database:
                     return deleted
                 conn.execute(delete(_P).where(_P.c.id.in_([r.id for r in rows])))
                 self._delete_labels(conn, [(r.model, r.prediction_id) for r in rows])
-                # a version whose last prediction went has no owner and no snapshot any more
-                for table in (_MV, _MS, _LEASE):
-                    left = select(_P.c.id).where(_P.c.model == table.c.model, _P.c.model_version == table.c.model_version)
-                    conn.execute(delete(table).where(~left.exists()))
+                self._forget_empty_versions(conn)
                 deleted += len(rows)
+
+    def _drop_partitions(self, now: float, retention: float) -> int:
+        with self.engine.begin() as conn:
+            if not self._housekeeper(conn):
+                return 0
+            today = partitions.day_of(now)
+            partitions.ensure(conn, range(today, today + partitions.AHEAD_DAYS + 1))
+            dropped = partitions.drop_older(conn, now - retention)
+            if dropped:
+                self._forget_empty_versions(conn)
+            self._days = set(partitions.partitions(conn))
+        return sum(rows for _day, rows in dropped)
+
+    @staticmethod
+    def _forget_empty_versions(conn: Connection) -> None:
+        """A version whose last prediction went has no owner, no snapshot and no lease any more."""
+        for table in (_MV, _MS, _LEASE):
+            left = select(_P.c.id).where(_P.c.model == table.c.model, _P.c.model_version == table.c.model_version)
+            conn.execute(delete(table).where(~left.exists()))
 
     # --- reads ------------------------------------------------------------------------------------
 
