@@ -127,10 +127,10 @@ class Watch(threading.Thread):
         super().__init__(name="watch", daemon=True)
         self.rs, self.period = rs, period
         self.samples: list = []
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             t = time.time()
             try:
                 stored = {m: n for m, (n, _d) in self.rs.stored().items()}
@@ -138,9 +138,9 @@ class Watch(threading.Thread):
                 self.samples.append((t, stored, exports))
             except Exception:  # noqa: BLE001 - one missed sample is not a finding
                 pass
-            self._stop.wait(self.period)
+            self._done.wait(self.period)
 
     def stop(self) -> list:
-        self._stop.set()
+        self._done.set()
         self.join(30)
         return self.samples
