@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import pytest
 from sqlalchemy import text
@@ -208,3 +209,28 @@ def test_the_holder_alone_has_the_window_and_loses_it_when_its_lease_goes(dbs):
     assert [(k, w.prediction_ids.tolist()) for k, w, _lw in wb.snapshots(T0)] == [(("m0", "1"), ["p1"])]
     sa = wa.sync(T0)                        # a is back: b holds it, unexpired
     assert sa.owned == [] and sa.lost == [("m0", "1")] and wa.snapshots(T0) == []
+
+
+def test_a_replica_that_cannot_renew_its_leases_stops_exporting(dbs, monkeypatch):
+    """Past the lease's time to live without a successful sync, the computed snapshot is emptied."""
+    from otel_ml_processor.compute.manager import Computer
+
+    models = [{"name": "m0", "reference": {"first_n": 1}}]
+    config = parse_config({"models": models, "compute": {"interval": "30s"}})
+    db = dbs("a")
+    windows = ModelWindows(config, db, Caps(100, 500, Counters(), initial_models=["m0"]))
+    now = time.time()       # the cycle applies the retention with the clock
+    db.insert_predictions([pred("r0", t=now), pred("p1", t=now + 1)], now=now)
+    computer = Computer(config, db, windows, Counters())
+    computer.cycle()
+    assert list(computer.snapshot.models) == [("m0", "1")]
+
+    def unreachable(now=None):
+        raise ConnectionError("database unreachable")
+
+    monkeypatch.setattr(windows, "sync", unreachable)
+    computer.cycle()                                   # within the lease's life: still exported
+    assert list(computer.snapshot.models) == [("m0", "1")]
+    computer._synced -= windows.lease_ttl + 1           # its life is over
+    computer.cycle()
+    assert computer.snapshot.models == {}

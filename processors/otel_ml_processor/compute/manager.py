@@ -619,19 +619,24 @@ class Computer:
         self._thread = threading.Thread(target=self._loop, name="otel-ml-compute", daemon=True)
         self._thread.start()
 
+    def cycle(self) -> None:
+        """One cycle of the loop: :meth:`run_once`, a failure logged. On PostgreSQL, once the leases
+        have gone unrenewed for their time to live (the database unreachable), they belong to
+        other replicas by now: this one stops exporting every computed series rather than export
+        them twice."""
+        try:
+            self.run_once()
+        except Exception:
+            log.exception("compute cycle failed")
+            if self.db.leases is not None and time.monotonic() - self._synced > self.windows.lease_ttl:
+                self.snapshot = Snapshot(labels_pending=self.snapshot.labels_pending)
+
     def _loop(self) -> None:
         interval = self.config.compute.interval
         due = time.monotonic()
         while not self._stop.is_set():
             due += interval
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("compute cycle failed")
-                if self.db.leases is not None and time.monotonic() - self._synced > self.windows.lease_ttl:
-                    # Leases unrenewed past their time to live belong to others by now: stop
-                    # exporting their versions rather than export them twice.
-                    self.snapshot = Snapshot(labels_pending=self.snapshot.labels_pending)
+            self.cycle()
             # start to start: a cycle that took long does not push every later one back
             due = max(due, time.monotonic())
             self._stop.wait(due - time.monotonic())
