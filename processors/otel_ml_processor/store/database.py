@@ -150,6 +150,8 @@ def engine_url(url: str):
 
 
 _COLUMNS = tuple(c for c, _t in pg_copy.COLUMNS)
+#: SQLSTATEs of a PostgreSQL write: a key stored concurrently; a row whose day has no partition
+_UNIQUE_VIOLATION, _NO_PARTITION = "23505", "23514"
 _SQLITE_INSERT_PREDICTIONS = (
     f"INSERT INTO predictions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
     "ON CONFLICT (model, prediction_id) DO NOTHING"
@@ -304,13 +306,17 @@ class Database:
         if self.dialect == "postgresql":
             self._ensure_partitions(r.time for r in fresh)
             try:
-                return self._store_predictions(fresh, rows, now, out, fast=False)
+                return self._store_predictions(fresh, rows, now, out, fast=True)
             except sa_exc.IntegrityError as e:
-                if "no partition" not in str(e.orig):
+                # rolled back, nothing recorded in out
+                state = getattr(e.orig, "sqlstate", None)
+                if state == _NO_PARTITION:
+                    # another replica's retention dropped a day this one still thought it had
+                    self._days.clear()
+                    self._ensure_partitions(r.time for r in fresh)
+                elif state != _UNIQUE_VIOLATION:
                     raise
-                # another replica's retention dropped a day this one still thought it had
-                self._days.clear()
-                self._ensure_partitions(r.time for r in fresh)
+                # else another replica stored some of these ids a moment ago: the staging way skips them
                 return self._store_predictions(fresh, rows, now, out, fast=False)
         if self.dialect == "sqlite":
             try:
@@ -323,11 +329,12 @@ class Database:
                            fast: bool) -> PredictionWrite:
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                # COPY into a staging table, then INSERT ... SELECT the new rows (store/pg_copy.py).
-                # Batches of 512 x 20 features: a lookup then one INSERT per row ran at ~3 300
+                # COPY into the table (fast), or into a staging table then INSERT ... SELECT the
+                # new rows (store/pg_copy.py). Batches of 512 x 20 features: a lookup then one INSERT per row ran at ~3 300
                 # rows/s, multi-row VALUES at ~8 700, INSERT ... SELECT unnest(one binary array per
                 # column) at ~21 000; BENCHMARKS.md, "Database floor", has this one against COPY.
-                stored, waiting_somewhere = pg_copy.copy_predictions(conn, rows, self.replica, now)
+                copy = pg_copy.copy_predictions if fast else pg_copy.copy_via_staging
+                stored, waiting_somewhere = copy(conn, rows, self.replica, now)
             elif fast:
                 # The driver's executemany with plain tuples: when every row was new (duplicates
                 # are rare: they come from retries) its rowcount is the whole answer. Otherwise the
