@@ -12,6 +12,9 @@ write records its ``replica`` in ``model_versions``, in the same transaction. La
 database's clock of their last change (``changed_at``), so a replica reads the labels joined
 since it last looked (:meth:`Database.label_changes`), whichever replica joined them; each
 owner keeps its last computed snapshot in ``model_snapshots`` for any replica to read.
+On PostgreSQL a prediction batch is one binary ``COPY`` into ``predictions``, a table
+partitioned by day of record time, and retention drops whole days (``store/pg_copy.py``,
+``store/partitions.py``, ``docs/scaling.md``).
 A URL without a driver (``postgresql://user@host/db``) uses psycopg 3, the driver the
 ``postgresql`` extra installs (SQLAlchemy 2.0 would otherwise pick psycopg2).
 
