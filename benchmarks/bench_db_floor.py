@@ -42,12 +42,12 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "processors"))
-from otel_ml_processor.clean.records import PredictionRecord  # noqa: E402
-from otel_ml_processor.store import schema  # noqa: E402
-from otel_ml_processor.store.database import Database, _prediction_tuple, engine_url  # noqa: E402
-from otel_ml_processor.store.migrations import MIGRATIONS  # noqa: E402
-from otel_ml_processor.store.pg_copy import COLUMNS  # noqa: E402
-from tests.postgres import SUPERUSER, PostgresCluster  # noqa: E402
+from otel_ml_processor.clean.records import PredictionRecord
+from otel_ml_processor.store import schema
+from otel_ml_processor.store.database import Database, _prediction_tuple, engine_url
+from otel_ml_processor.store.migrations import MIGRATIONS
+from otel_ml_processor.store.pg_copy import COLUMNS
+from tests.postgres import SUPERUSER, PostgresCluster
 
 BATCH, FEATURES = 512, 20
 NAMES = ", ".join(c for c, _t in COLUMNS)

@@ -79,8 +79,7 @@ def _read_all(body: bytes) -> int:
             for lr in sl.log_records:
                 for kv in lr.attributes:
                     v = kv.value
-                    getattr(v, v.WhichOneof("value"))
-                    kv.key
+                    _ = kv.key, getattr(v, v.WhichOneof("value"))
                 n += 1
     return n
 

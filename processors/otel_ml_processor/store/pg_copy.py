@@ -37,7 +37,7 @@ Example::
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
@@ -126,8 +126,7 @@ def copy_via_staging(conn: Connection, rows: Sequence[tuple], replica: str, now:
 
     Returns ``({(model, prediction_id): id}`` of those that were new, whether any label waits
     for its prediction``)``: one round trip for the move, the ownership and the probe."""
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
+    raw: Any = conn.connection.dbapi_connection    # psycopg's: its cursors have copy()
     with _driver_errors(conn, _MOVE), raw.cursor() as cur:
         with cur.copy(_COPY) as copy:
             copy.set_types(_TYPES)
@@ -144,8 +143,7 @@ def copy_predictions(conn: Connection, rows: Sequence[tuple], replica: str, now:
     of the versions stored; returns ``({(model, prediction_id): id} of the new rows, whether any
     label waits)``. A row stored concurrently by another writer fails it with
     SQLAlchemy's ``IntegrityError`` (SQLSTATE 23505): roll back and use :func:`copy_via_staging`."""
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
+    raw: Any = conn.connection.dbapi_connection    # psycopg's: its cursors have copy()
     models, pids, times = [r[0] for r in rows], [r[2] for r in rows], [r[4] for r in rows]
     with _driver_errors(conn, _COPY_DIRECT), raw.cursor() as cur:
         cur.execute(_CLAIM, {"n": len(rows), "models": models, "pids": pids, "times": times})
