@@ -146,7 +146,9 @@ def copy_predictions(conn: Connection, rows: Sequence[tuple], replica: str, now:
     raw: Any = conn.connection.dbapi_connection    # psycopg's: its cursors have copy()
     models, pids, times = [r[0] for r in rows], [r[2] for r in rows], [r[4] for r in rows]
     with _driver_errors(conn, _COPY_DIRECT), raw.cursor() as cur:
-        cur.execute(_CLAIM, {"n": len(rows), "models": models, "pids": pids, "times": times})
+        with raw.pipeline():
+            # the transaction's BEGIN and the claim in one round trip
+            cur.execute(_CLAIM, {"n": len(rows), "models": models, "pids": pids, "times": times})
         ids, stored_already = cur.fetchone()
         skip = {i - 1 for i in stored_already or ()}
         new = [(i, row) for k, (i, row) in enumerate(zip(ids, rows)) if k not in skip]
