@@ -10,12 +10,15 @@ and, in each round, on fresh databases made by the processor's own migrations:
 - ``psql COPY``: the same rows (copied out of the processor's database with ``\\copy ... TO``)
   loaded by one ``psql -c "\\copy predictions (...) FROM file"``: no duplicate check, no other
   table, one transaction: the floor;
+- ``psql COPY/batch``: the same rows and batches, one ``\\copy`` (one transaction, one WAL flush)
+  per batch of 512 in one ``psql`` session: the floor for a writer that acknowledges each
+  request only once it is committed, as the processor must;
 - ``unnest INSERT`` (with ``--unnest``): the previous release's statement (``INSERT ... SELECT
   unnest(one binary array per column) ON CONFLICT DO NOTHING RETURNING``) into the previous,
   unpartitioned layout, for comparison.
 
-Rounds alternate the order of the runs (the machine's load drifts); the figure is the ratio
-processor / COPY of each round, and the median of the rounds.
+Rounds alternate the order of the runs (the machine's load drifts); the figures are the ratios
+processor / COPY and processor / COPY per batch of each round, and their medians.
 
 Usage::
 
@@ -39,12 +42,12 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "processors"))
-from otel_ml_processor.clean.records import PredictionRecord  # noqa: E402
-from otel_ml_processor.store import schema  # noqa: E402
-from otel_ml_processor.store.database import Database, _prediction_tuple, engine_url  # noqa: E402
-from otel_ml_processor.store.migrations import MIGRATIONS  # noqa: E402
-from otel_ml_processor.store.pg_copy import COLUMNS  # noqa: E402
-from tests.postgres import SUPERUSER, PostgresCluster  # noqa: E402
+from otel_ml_processor.clean.records import PredictionRecord
+from otel_ml_processor.store import schema
+from otel_ml_processor.store.database import Database, _prediction_tuple, engine_url
+from otel_ml_processor.store.migrations import MIGRATIONS
+from otel_ml_processor.store.pg_copy import COLUMNS
+from tests.postgres import SUPERUSER, PostgresCluster
 
 BATCH, FEATURES = 512, 20
 NAMES = ", ".join(c for c, _t in COLUMNS)
@@ -111,6 +114,28 @@ def run_copy(cluster: PostgresCluster, database: str, url: str, path: Path) -> f
     return time.perf_counter() - t0
 
 
+def run_copy_batches(cluster: PostgresCluster, database: str, url: str, files: list, script: Path) -> float:
+    Database(url).close()
+    script.write_text("".join(f"\\copy predictions ({NAMES}) FROM '{f}'\n" for f in files))
+    cmd = [str(cluster.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p",
+           str(cluster.port), "-U", SUPERUSER, "-d", database, "-f", str(script)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return time.perf_counter() - t0
+
+
+def split(dump: Path, sizes: list) -> list:
+    """``dump`` (COPY text, one row a line) cut into files of ``sizes`` rows."""
+    lines = dump.read_text().splitlines(keepends=True)
+    files, start = [], 0
+    for k, n in enumerate(sizes):
+        f = dump.with_name(f"batch{k:05d}.txt")
+        f.write_text("".join(lines[start:start + n]))
+        files.append(f)
+        start += n
+    return files
+
+
 def count(url: str) -> int:
     engine = create_engine(engine_url(url))
     with engine.connect() as conn:
@@ -129,38 +154,44 @@ def main() -> None:
     n = sum(len(b) for b in batches)
     print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
           f"Python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f}")
-    ratios: list = []
-    rates: dict = {"processor": [], "psql COPY": [], "unnest INSERT": []}
+    ratios: dict = {"psql COPY": [], "psql COPY/batch": []}
+    rates: dict = {"processor": [], "psql COPY": [], "psql COPY/batch": [], "unnest INSERT": []}
     with PostgresCluster(fsync=True) as cluster, tempfile.TemporaryDirectory() as tmp:
         print(f"PostgreSQL: {cluster.bindir}, fsync on; {n:,} rows in batches of {BATCH} x {FEATURES} features")
         dump = Path(tmp) / "rows.txt"
         seed = cluster.create_database("seed")
         run_processor(seed, batches)
         psql(cluster, "seed", f"\\copy (SELECT {NAMES} FROM predictions ORDER BY id) TO '{dump}'")
+        files = split(dump, [len(b) for b in batches])
         for k in range(args.rounds):
-            runs = ["processor", "psql COPY"] + (["unnest INSERT"] if args.unnest else [])
+            runs = ["processor", "psql COPY", "psql COPY/batch"] + (["unnest INSERT"] if args.unnest else [])
             if k % 2:
                 runs.reverse()
             took = {}
             for name in runs:
-                db = f"r{k}_{name.split()[0].lower()}"
+                db = f"r{k}_{name.replace(' ', '_').replace('/', '_').lower()}"
                 url = cluster.create_database(db)
                 if name == "processor":
                     took[name] = run_processor(url, batches)
                 elif name == "unnest INSERT":
                     took[name] = run_unnest(url, batches)
+                elif name == "psql COPY/batch":
+                    took[name] = run_copy_batches(cluster, db, url, files, Path(tmp) / "batches.sql")
                 else:
                     took[name] = run_copy(cluster, db, url, dump)
                 assert count(url) == n, f"{name} stored {count(url)} of {n} rows"
                 rates[name].append(n / took[name])
-                print(f"round {k + 1}: {name:14s} {n / took[name]:9,.0f} rows/s  ({took[name]:.2f} s)")
-            ratios.append(took["psql COPY"] / took["processor"])
-            print(f"round {k + 1}: processor / COPY = {ratios[-1]:.2f}")
+                print(f"round {k + 1}: {name:16s} {n / took[name]:9,.0f} rows/s  ({took[name]:.2f} s)")
+            for name, r in ratios.items():
+                r.append(took[name] / took["processor"])
+            print(f"round {k + 1}: processor / COPY = {ratios['psql COPY'][-1]:.2f}, "
+                  f"processor / COPY per batch = {ratios['psql COPY/batch'][-1]:.2f}")
     for name, r in rates.items():
         if r:
-            print(f"median {name:14s} {statistics.median(r):9,.0f} rows/s")
-    print(f"median ratio processor / COPY: {statistics.median(ratios):.2f}  (rounds: "
-          + ", ".join(f"{x:.2f}" for x in ratios) + ")")
+            print(f"median {name:16s} {statistics.median(r):9,.0f} rows/s")
+    for name, r in ratios.items():
+        print(f"median ratio processor / {name}: {statistics.median(r):.2f}  (rounds: "
+              + ", ".join(f"{x:.2f}" for x in r) + ")")
 
 
 if __name__ == "__main__":

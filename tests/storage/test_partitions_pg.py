@@ -4,6 +4,7 @@ race), retention by dropping whole days, and the migration of a database made be
 
 from __future__ import annotations
 
+import re
 import threading
 
 from sqlalchemy import create_engine, event, text
@@ -137,4 +138,21 @@ def test_a_database_made_before_partitions_migrates_with_every_row(pg_url):
     write = db.insert_predictions([pred("old3", t=T0 + 1.5 * DAY), pred("new")], now=T0)
     assert [r.prediction_id for r in write.duplicates] == ["old3"]
     assert write.ids[0] > before[-1][0]          # new ids continue the old sequence
+    db.close()
+
+
+def test_a_versions_first_rows_by_arrival_are_read_from_an_index_not_sorted(pg_url):
+    """``first_rows`` / ``reference_cut`` (every start or takeover of a first_n version) read the
+    version's first ids from ``ix_predictions_arrival`` in each partition, merged: no sort of all
+    its rows (with the sort disabled the planner still finds a plan without one)."""
+    db = Database(pg_url)
+    db.insert_predictions([pred(f"p{i}", t=T0 + (i % 3) * DAY) for i in range(30)], now=T0)
+    with db.engine.begin() as conn:
+        conn.execute(text("SET LOCAL enable_sort = off"))
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(conn.execute(text(
+            "EXPLAIN SELECT id FROM predictions WHERE model = 'm' AND model_version = '1' ORDER BY id LIMIT 5")).scalars())
+    assert "ix_predictions_arrival" in plan or "model_version_id_idx" in plan, plan
+    assert "Merge Append" in plan and not re.search(r"(^|->)\s*Sort\s+\(", plan, re.M), plan
+    assert [r["prediction_id"] for r in db.first_rows("m", "1", 5)] == [f"p{i}" for i in range(5)]
     db.close()

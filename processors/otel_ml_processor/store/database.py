@@ -16,6 +16,9 @@ and the watermark is read under the exclusive one, so every id at or below it is
 database's clock of their last change (``changed_at``), so a replica reads the labels joined
 since it last looked (:meth:`Database.label_changes`), whichever replica joined them; each
 owner keeps its last computed snapshot in ``model_snapshots`` for any replica to read.
+On PostgreSQL a prediction batch is one binary ``COPY`` into ``predictions``, a table
+partitioned by day of record time, and retention drops whole days (``store/pg_copy.py``,
+``store/partitions.py``, ``docs/scaling.md``).
 A URL without a driver (``postgresql://user@host/db``) uses psycopg 3, the driver the
 ``postgresql`` extra installs (SQLAlchemy 2.0 would otherwise pick psycopg2).
 
@@ -62,9 +65,8 @@ _CHUNK = 500  # bound on the size of IN (...) lists
 RETRYABLE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 #: Advisory lock key of the housekeeping (PostgreSQL); "otelmlhk" in ASCII.
 HOUSEKEEPING_LOCK_KEY = 0x6F74656C6D6C686B
-#: Advisory lock key of prediction writes (shared) and of the watermark read (exclusive);
-#: "otelmlid" in ASCII.
-INGEST_LOCK_KEY = 0x6F74656C6D6C6964
+#: Advisory lock key of prediction writes (shared) and of the watermark read (exclusive)
+INGEST_LOCK_KEY = pg_copy.INGEST_LOCK_KEY
 
 
 @dataclass(slots=True)
@@ -159,6 +161,8 @@ def engine_url(url: str):
 
 
 _COLUMNS = tuple(c for c, _t in pg_copy.COLUMNS)
+#: SQLSTATEs of a PostgreSQL write: a key stored concurrently; a row whose day has no partition
+_UNIQUE_VIOLATION, _NO_PARTITION = "23505", "23514"
 _SQLITE_INSERT_PREDICTIONS = (
     f"INSERT INTO predictions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
     "ON CONFLICT (model, prediction_id) DO NOTHING"
@@ -317,13 +321,17 @@ class Database:
         if self.dialect == "postgresql":
             self._ensure_partitions(r.time for r in fresh)
             try:
-                return self._store_predictions(fresh, rows, now, out, fast=False)
+                return self._store_predictions(fresh, rows, now, out, fast=True)
             except sa_exc.IntegrityError as e:
-                if "no partition" not in str(e.orig):
+                # rolled back, nothing recorded in out
+                state = getattr(e.orig, "sqlstate", None)
+                if state == _NO_PARTITION:
+                    # another replica's retention dropped a day this one still thought it had
+                    self._days.clear()
+                    self._ensure_partitions(r.time for r in fresh)
+                elif state != _UNIQUE_VIOLATION:
                     raise
-                # another replica's retention dropped a day this one still thought it had
-                self._days.clear()
-                self._ensure_partitions(r.time for r in fresh)
+                # else another replica stored some of these ids a moment ago: the staging way skips them
                 return self._store_predictions(fresh, rows, now, out, fast=False)
         if self.dialect == "sqlite":
             try:
@@ -336,13 +344,13 @@ class Database:
                            fast: bool) -> PredictionWrite:
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                # Held from before the ids are drawn until the commit: committed_watermark().
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({INGEST_LOCK_KEY})")
-                # COPY into a staging table, then INSERT ... SELECT the new rows (store/pg_copy.py).
-                # Batches of 512 x 20 features: a lookup then one INSERT per row ran at ~3 300
+                # COPY into the table (fast), or into a staging table then INSERT ... SELECT the
+                # new rows (store/pg_copy.py; each takes the shared ingest lock before its ids are
+                # drawn: committed_watermark()). Batches of 512 x 20 features: a lookup then one INSERT per row ran at ~3 300
                 # rows/s, multi-row VALUES at ~8 700, INSERT ... SELECT unnest(one binary array per
                 # column) at ~21 000; BENCHMARKS.md, "Database floor", has this one against COPY.
-                stored, waiting_somewhere = pg_copy.copy_predictions(conn, rows, self.replica, now)
+                copy = pg_copy.copy_predictions if fast else pg_copy.copy_via_staging
+                stored, waiting_somewhere = copy(conn, rows, self.replica, now)
             elif fast:
                 # The driver's executemany with plain tuples: when every row was new (duplicates
                 # are rare: they come from retries) its rowcount is the whole answer. Otherwise the

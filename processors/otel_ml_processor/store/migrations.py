@@ -68,7 +68,7 @@ def _v3(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE predictions RENAME TO predictions_v2"))
     conn.execute(text("ALTER TABLE predictions_v2 DROP CONSTRAINT IF EXISTS uq_predictions_model_pid"))
     conn.execute(text("ALTER TABLE predictions_v2 DROP CONSTRAINT IF EXISTS predictions_pkey"))
-    for name in ("ix_predictions_window", "ix_predictions_received"):
+    for name in ("ix_predictions_window", "ix_predictions_received", "ix_predictions_arrival"):
         conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
     partitions.create_partitioned(conn)
     # the days that hold rows (not every day between the first and the last: one stray record

@@ -46,10 +46,10 @@ PARTITION_LOCK_KEY = 0x6F74656C6D6C7074
 _NAME = re.compile(r"^predictions_p(\d{8})$")
 
 #: The partitioned table; its columns and names are those of ``schema.predictions``, its unique
-#: constraint includes the partition key ``time``. No primary key index: ids come from one
-#: sequence, nothing looks a row up by id alone, and each index costs every insert (the
-#: ``(id, time)`` key the partition key would force was 1 of 4). ``ix_predictions_received`` is
-#: gone too: retention no longer searches by storage time.
+#: constraint includes the partition key ``time``. No primary key: ids come from one sequence
+#: and nothing looks a row up by id alone (the ``(id, time)`` key the partition key would force
+#: serves nothing); ``ix_predictions_arrival`` serves the reads in arrival order of one version.
+#: ``ix_predictions_received`` is gone: retention no longer searches by storage time.
 CREATE_PARTITIONED = """
 CREATE TABLE predictions (
     id BIGINT NOT NULL DEFAULT nextval('predictions_id_seq'),
@@ -105,6 +105,9 @@ def create_partitioned(conn: Connection) -> None:
     conn.execute(text(CREATE_PARTITIONED))
     conn.execute(text("ALTER SEQUENCE predictions_id_seq OWNED BY predictions.id"))
     conn.execute(text("CREATE INDEX ix_predictions_window ON predictions (model, model_version, time)"))
+    # A version's first predictions by arrival (its first_n reference, read again at every start
+    # or takeover) without sorting all its rows: what the primary key on id served before.
+    conn.execute(text("CREATE INDEX ix_predictions_arrival ON predictions (model, model_version, id)"))
 
 
 def partitions(conn: Connection) -> list:

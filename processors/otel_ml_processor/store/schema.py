@@ -2,7 +2,9 @@
 
 Tables:
 - ``predictions``: one row per accepted ``ml.prediction`` event, unique by
-  ``(model, prediction_id)``. ``time`` is the record time (seconds since the epoch),
+  ``(model, prediction_id)``. On PostgreSQL the table is partitioned by day of record time and
+  made by migration 3 from ``store/partitions.py``'s DDL (unique by ``(model, prediction_id,
+  time)``, no primary key); this definition is SQLite's, and the columns of both. ``time`` is the record time (seconds since the epoch),
   ``received_at`` when the processor stored it. ``features``, ``segments``,
   ``probabilities`` and ``attributes`` are JSON objects (already anonymized).
 - ``labels``: the latest true label per ``(model, prediction_id)``; ``joined_at`` is null
