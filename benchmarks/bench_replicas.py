@@ -120,6 +120,15 @@ def takeovers(pg: PostgresCluster, tmp: Path, rounds: int, interval: float) -> l
     return out
 
 
+def _report(r: dict) -> None:
+    print(f"{r['replicas']} replica(s): {r['predictions']} predictions of one model in {r['seconds']:.1f} s = "
+          f"{r['per_second']:,.0f} predictions/s end to end (stored in PostgreSQL); received per replica "
+          f"{r['received']}")
+    for name, cpu in r["cpu_per_1000"].items():
+        print(f"    {name:12s} {cpu:7.3f} CPU s per 1000 predictions")
+    sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=100, help="requests of 512 predictions per replica count")
@@ -129,14 +138,10 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=2.0, help="compute interval of the takeover runs (s)")
     args = parser.parse_args()
     with PostgresCluster() as pg, tempfile.TemporaryDirectory(prefix="otel-ml-replicas-") as tmp:
-        results = [hot_model(pg, Path(tmp), int(n), args.batches, args.clients) for n in args.replicas.split(",") if n]
+        for n in args.replicas.split(","):
+            if n:
+                _report(hot_model(pg, Path(tmp), int(n), args.batches, args.clients))
         taken = takeovers(pg, Path(tmp), args.takeovers, args.interval) if args.takeovers else []
-    for r in results:
-        print(f"{r['replicas']} replica(s): {r['predictions']} predictions of one model in {r['seconds']:.1f} s = "
-              f"{r['per_second']:,.0f} predictions/s end to end (stored in PostgreSQL); received per replica "
-              f"{r['received']}")
-        for name, cpu in r["cpu_per_1000"].items():
-            print(f"    {name:12s} {cpu:7.3f} CPU s per 1000 predictions")
     for t in taken:
         print(f"takeover: {t['models']} models of the SIGKILLed replica computed elsewhere after "
               f"{t['seconds'] if t['seconds'] is None else round(t['seconds'], 2)} s (interval {args.interval:g} s)")
