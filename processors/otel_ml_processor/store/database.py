@@ -525,12 +525,12 @@ class Database:
         with self.engine.begin() as conn:
             if not self._housekeeper(conn):
                 return 0
-            today = partitions.day_of(now)
-            partitions.ensure(conn, range(today, today + partitions.AHEAD_DAYS + 1))
             dropped = partitions.drop_older(conn, now - retention)
             if dropped:
                 self._forget_empty_versions(conn)
-            self._days = set(partitions.partitions(conn))
+        # the coming days, in a transaction of their own: a CREATE ... PARTITION OF, like a DROP,
+        # locks the table until its transaction ends
+        self.ensure_partitions(now)
         return sum(rows for _day, rows in dropped)
 
     @staticmethod

@@ -137,17 +137,20 @@ def ensure(conn: Connection, days: Iterable[int]) -> list:
 
 def drop_older(conn: Connection, horizon: float) -> list:
     """Drop the partitions wholly older than ``horizon`` (their day ends at or before it), with
-    the labels of their predictions; returns ``[(day, rows)]`` of what was dropped."""
+    the labels of their predictions; returns ``[(day, rows)]`` of what was dropped.
+
+    The labels are deleted and the rows counted first, the partitions dropped last: a ``DROP``
+    locks the whole table until the transaction ends, so nothing slow may follow it."""
     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PARTITION_LOCK_KEY})
+    old = [day for day in partitions(conn) if (day + 1) * DAY <= horizon]
     dropped = []
-    for day in partitions(conn):
-        if (day + 1) * DAY > horizon:
-            break
+    for day in old:
         name = partition_name(day)
         rows = conn.execute(text(f"SELECT count(*) FROM {name}")).scalar_one()
         # Labels are keyed by (model, prediction_id) only: those of the day's predictions go with them.
         conn.execute(text(f"DELETE FROM labels l USING {name} p "
                           "WHERE l.model = p.model AND l.prediction_id = p.prediction_id"))
-        conn.execute(text(f"DROP TABLE {name}"))
         dropped.append((day, rows))
+    for day in old:
+        conn.execute(text(f"DROP TABLE {partition_name(day)}"))
     return dropped
