@@ -4,7 +4,7 @@ Real processes (tests/collector/replicas.py): model servers with the public ``ot
 its disk buffer -> agent otelcol (agent.yaml) -> gateway otelcol (gateway-replicas.yaml:
 ``round_robin`` over a DNS name served on loopback) -> three ``otel-ml processor`` replicas on
 127.0.0.2-4 -> one PostgreSQL. Ten models, one of them hot (its events reach every replica);
-a compute interval of 2 s. One replica holding leases is SIGKILLed mid-stream. Then:
+a compute interval of 3 s. One replica holding leases is SIGKILLed mid-stream. Then:
 
 - no stall: while a model's events keep coming, its stored count never stands still > 10 s;
 - takeover: every model is computed again within three compute intervals of the kill, each by
@@ -34,7 +34,7 @@ from tests.support import ProcessorProcess, grpc_export, wait_for
 
 pytestmark = pytest.mark.e2e
 
-INTERVAL = 2.0
+INTERVAL = 3.0
 HOT = "m00"
 COLD = [f"m{k:02d}" for k in range(1, 10)]
 MODELS = [HOT] + COLD
@@ -70,6 +70,10 @@ def run(tmp_path_factory, module_pg_url):
         expected = {HOT: N_HOT, **{m: N_COLD for m in COLD}}
         wait_for(lambda: {m: rs.stored().get(m, (0, 0))[0] for m in MODELS} == expected, timeout=180,
                  what=f"every prediction stored: {expected}")
+        # (the watch goes on until every model was computed after the kill, or long past it)
+        wait_for(lambda: all(any(e.get(m, 0) > killed_at for e in exports)
+                             for m in MODELS for _t, _s, exports in watch.samples[-1:]),
+                 timeout=10 * INTERVAL, interval=0.5, what="every model computed after the kill")
         samples = watch.stop()
         yield {"rs": rs, "tmp": tmp, "victim": victim, "victims_models": victims_models, "killed_at": killed_at,
                "samples": samples, "progress": progress, "expected": expected}

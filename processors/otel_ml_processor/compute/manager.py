@@ -46,9 +46,10 @@ log = logging.getLogger(__name__)
 #: A compute cycle slower than this share of compute.interval is logged as a warning.
 SLOW_CYCLE_SHARE = 0.5
 #: A compute lease lives this many compute intervals past its last renewal (PostgreSQL): a
-#: holder renews it every interval, so one late cycle does not lose it, and a dead holder's
-#: versions are computed elsewhere within LEASE_INTERVALS + 1 intervals.
-LEASE_INTERVALS = 2.0
+#: holder renews it every interval, so a cycle late by up to half an interval keeps it, and a
+#: dead holder's versions are computed elsewhere within LEASE_INTERVALS + 1 intervals plus the
+#: taker's compute (2.0 made that over three intervals on a loaded machine: 6.6 s at 2 s).
+LEASE_INTERVALS = 1.5
 
 
 def model_spec(m: ModelConfig, config: Config) -> ModelSpec:

@@ -15,7 +15,7 @@ compute of each model version belongs to one replica at a time, the holder of it
 
 Nothing else coordinates the replicas: no membership protocol, no leader. A dead replica's
 versions are taken within ``ttl`` plus one compute interval of its last renewal; with the
-default ``ttl`` of two intervals, within three intervals. All times are the database's clock,
+default ``ttl`` of 1.5 intervals, within 2.5 intervals plus the taker's compute. All times are the database's clock,
 so the replicas' own clocks may differ.
 
 Example::
