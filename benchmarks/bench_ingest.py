@@ -5,10 +5,17 @@ Starts a real processor (``otel-ml processor``) on a temporary SQLite file (or t
 ``--clients`` concurrent senders, and reports records/s from first send to last answer (every
 answer comes after the batch is committed), plus the processor's RSS.
 
+With ``--floor``, the same run also measures the protobuf parse floor: the same requests
+parsed (``ExportLogsServiceRequest.FromString``) and every attribute of every record read
+(key, value kind, value), in one process per core, fed as the processor's ingest workers are;
+no processor can ingest faster in Python on this machine. The ratio ingest rate / floor is the
+figure (measured before and after the ingest run, the mean taken: the machine's load drifts).
+
 Usage::
 
     python benchmarks/bench_ingest.py                       # both protocols, 100 batches each
     python benchmarks/bench_ingest.py --batches 2000 --protocol grpc   # ~1M records, RSS figure
+    python benchmarks/bench_ingest.py --batches 200 --protocol grpc --floor   # ingest / parse floor
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -61,6 +69,29 @@ def build_request(model: str, seed: int) -> bytes:
                               _kv(sc.feature_key("country"), ("fr", "de", "us", "jp")[i % 4])])
         sl.log_records.append(lr)
     return req.SerializeToString()
+
+
+def _read_all(body: bytes) -> int:
+    """Parse one request and read every attribute of every record: the floor's unit of work."""
+    n = 0
+    for rl in ExportLogsServiceRequest.FromString(body).resource_logs:
+        for sl in rl.scope_logs:
+            for lr in sl.log_records:
+                for kv in lr.attributes:
+                    v = kv.value
+                    _ = kv.key, getattr(v, v.WhichOneof("value"))
+                n += 1
+    return n
+
+
+def parse_floor(bodies: list) -> float:
+    """Records/s of :func:`_read_all` over ``bodies`` in one process per core."""
+    workers = os.cpu_count() or 1
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_read_all, bodies[:workers]))      # started and warm
+        t0 = time.perf_counter()
+        n = sum(pool.map(_read_all, bodies))
+        return n / (time.perf_counter() - t0)
 
 
 def run(proc: ProcessorProcess, protocol: str, bodies: list, clients: int) -> float:
@@ -107,6 +138,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--protocol", choices=["grpc", "http", "both"], default="both")
     ap.add_argument("--db-url", default=None)
+    ap.add_argument("--floor", action="store_true", help="also the protobuf parse floor, before and after")
     ap.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster (Debian's postgresql)")
     args = ap.parse_args()
     cluster = None
@@ -155,6 +187,7 @@ def run_all(args: argparse.Namespace) -> None:
             total = 0
             for protocol in protocols:
                 bodies = [build_request("bench", s) for s in range(args.batches)]
+                floor = parse_floor(bodies) if args.floor else 0.0
                 before = cpu_seconds(ps)
                 rate = run(proc, protocol, bodies, args.clients)
                 n = len(bodies) * RECORDS
@@ -162,6 +195,10 @@ def run_all(args: argparse.Namespace) -> None:
                 used = {k: (v - before[k]) / n * 1e6 for k, v in cpu_seconds(ps).items()}
                 print(f"{protocol:5s}: {rate:9,.0f} records/s  ({n:,} records); CPU µs per record: "
                       + ", ".join(f"{k} {v:.1f}" for k, v in used.items()))
+                if args.floor:
+                    after = parse_floor(bodies)
+                    print(f"{protocol:5s}: parse floor {floor:9,.0f} / {after:,.0f} records/s (before / after); "
+                          f"ingest / floor = {rate / ((floor + after) / 2):.2f}")
             wait_for(lambda: proc.sample("ml_records_received_total", {"model": "bench", "signal": "prediction"}) == total,
                      timeout=120, what="all records counted")
             print(f"processor RSS after {total:,} records: {rss()}")

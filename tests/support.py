@@ -287,6 +287,7 @@ COLLECTOR_ENV = {
     "gateway": "OTEL_ML_GATEWAY_ENDPOINT",
     "processor": "OTEL_ML_PROCESSOR_ENDPOINT",
     "replicas": "OTEL_ML_PROCESSOR_REPLICAS",
+    "replicas_dns": "OTEL_ML_PROCESSOR_REPLICAS_DNS",
     "prometheus": "OTEL_ML_PROMETHEUS_EXPORTER_ENDPOINT",
     "logs_backend": "OTEL_ML_LOGS_BACKEND",
     "traces_backend": "OTEL_ML_TRACES_BACKEND",

@@ -162,7 +162,8 @@ class ProcessorService:
         self._runners: list = []
 
     async def start(self) -> None:
-        claimed = self.db.claim_unowned()   # versions stored before owners were recorded
+        # SQLite: versions stored before owners were recorded (PostgreSQL: leases own compute)
+        claimed = self.db.claim_unowned() if self.db.leases is None else 0
         # Admit the models this replica owns (by name) so that restarts keep the same set.
         for v in self.db.model_owners():
             if v.owner == self.replica:
@@ -221,6 +222,11 @@ class ProcessorService:
         if self.handlers.pool is not None:
             self.handlers.pool.shutdown(wait=True)
         self.computer.stop()
+        if self.db.leases is not None:
+            try:   # the other replicas take this one's versions at their next cycle, not after ttl
+                self.db.leases.give_up()
+            except RETRYABLE_ERRORS:
+                log.warning("could not release the compute leases: they expire by themselves")
         self.db.close()
         log.info("otel-ml processor stopped in %.2fs", time.monotonic() - started)
 

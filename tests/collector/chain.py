@@ -115,7 +115,8 @@ class Chain:
         self.tmp = Path(tmp)
         self.pg_url = pg_url
         configs = [model_config(m) for m in models]
-        self.replicas = [ProcessorProcess(self.tmp / f"replica{k}", models=configs, db_url=pg_url, interval=interval)
+        self.replicas = [ProcessorProcess(self.tmp / f"replica{k}", models=configs, db_url=pg_url, interval=interval,
+                                          env={sc.ENV_REPLICA_ID: f"replica-{k}"})
                          for k in range(2)]
         endpoints = ", ".join(r.grpc_endpoint for r in self.replicas)
         from tests.support import COLLECTOR_ENV, free_port
@@ -162,6 +163,14 @@ class Chain:
         seen = wait_for(landed, timeout=90, what="every probe prediction reached a replica")
         assert all(len(v) == 1 for v in seen.values()), f"a model reached both replicas: {seen}"
         return {m: v[0] for m, v in seen.items()}
+
+    def holders(self) -> dict:
+        """{model: index of the replica holding its compute lease} (unexpired, version VERSION)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("select model, holder from compute_leases where model_version = :v "
+                                     "and expires_at >= extract(epoch from clock_timestamp())"), {"v": VERSION}).all()
+        index = {f"replica-{k}": k for k in range(len(self.replicas))}
+        return {m: index[h] for m, h in rows if h in index}
 
     def stored(self) -> dict:
         """{model: (rows, distinct prediction ids)} in the predictions table."""

@@ -19,7 +19,7 @@ from tests.support import COLLECTOR_CONFIGS, COLLECTOR_ENV, CollectorProcess, fr
 
 pytestmark = pytest.mark.e2e
 
-CONFIGS = ["agent.yaml", "gateway.yaml", "gateway-loadbalancing.yaml"]
+CONFIGS = ["agent.yaml", "gateway.yaml", "gateway-loadbalancing.yaml", "gateway-replicas.yaml"]
 SECTIONS = ("receivers", "processors", "exporters", "extensions", "connectors")
 
 

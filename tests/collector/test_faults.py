@@ -9,7 +9,8 @@ it resends, so anything missing at the end was lost after an acknowledgement.
   acknowledges a whole stream (its only copy is the agent's disk queue), is SIGKILLed, restarted,
   and the gateway restarted: every record comes back from the disk queue.
 - A replica is SIGKILLed mid-stream; the gateway holds that replica's models in its persistent
-  queue (acknowledged to the agent), is SIGKILLed and restarted itself, then the replica restarts.
+  queue (acknowledged to the agent), is SIGKILLed and restarted itself, then the replica restarts
+  and takes compute leases again.
 - The counter-examples: the same agent with a ``batch`` processor in front of its queue
   acknowledges records it only holds in memory, and a SIGKILL loses them; the same gateway
   with the load balancer's per-replica sub-exporters on their default in-memory queues empties
@@ -101,20 +102,21 @@ def test_replica_and_gateway_killed_lose_nothing(replica_killed):
     wait_for(lambda: _queued(chain.gateway) == 0, what="the gateway's queue drained")
 
 
-def test_restarted_replica_exports_only_its_own_models(replica_killed):
-    """Rebuilt from the shared database, the restarted replica exports the models it owns, and no other."""
+def test_restarted_replica_exports_only_the_models_it_holds(replica_killed):
+    """Back after its SIGKILL, the replica takes leases again and exports those models, and no other."""
     chain, owners, victim = replica_killed
     replica = chain.replicas[victim]
-    mine = {m for m in STREAM if owners[m] == victim}
     from prometheus_client.parser import text_string_to_metric_families
 
     def exported() -> set:
         return {s.labels["model"] for fam in text_string_to_metric_families(replica.metrics_text())
                 for s in fam.samples if s.name == "ml_window_predictions"}
 
-    wait_for(lambda: exported() >= mine, what=f"the restarted replica exports {sorted(mine)}")
-    assert exported() <= {m for m, k in owners.items() if k == victim}, \
-        f"the restarted replica exports models it does not own: {sorted(exported())}"
+    def settled():
+        mine = {m for m, k in chain.holders().items() if k == victim}
+        return mine if mine and exported() == mine else None
+
+    wait_for(settled, timeout=60, what="the restarted replica exports exactly the models it holds")
 
 
 def test_counter_example_batch_processor_loses_acknowledged_records(tmp_path):

@@ -22,7 +22,7 @@ from otel_ml_processor.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "collector-config"
-COLLECTOR_FILES = ["agent.yaml", "gateway.yaml", "gateway-loadbalancing.yaml"]
+COLLECTOR_FILES = ["agent.yaml", "gateway.yaml", "gateway-loadbalancing.yaml", "gateway-replicas.yaml"]
 SECTIONS = ("receivers", "processors", "exporters", "connectors", "extensions")
 #: The ports the processor moves to when a Collector runs on the same host (docs/collector.md).
 SIDE_BY_SIDE_GRPC, SIDE_BY_SIDE_HTTP = "127.0.0.1:14317", "127.0.0.1:14318"
@@ -139,7 +139,7 @@ def test_gateway_sends_ml_events_to_the_side_by_side_processor_config():
 
 
 def test_ml_event_filters_are_complements():
-    for name in ("gateway.yaml", "gateway-loadbalancing.yaml"):
+    for name in ("gateway.yaml", "gateway-loadbalancing.yaml", "gateway-replicas.yaml"):
         procs = _load(name)["processors"]
         keep_ml = procs["filter/ml_events"]["log_conditions"]
         drop_ml = procs["filter/not_ml_events"]["log_conditions"]
@@ -161,6 +161,19 @@ def test_loadbalancing_routes_logs_by_model_name_to_processor_replicas():
     sub = lb["protocol"]["otlp"]
     assert sub["sending_queue"] == {"enabled": False}
     assert sub["retry_on_failure"]["enabled"] is True and sub["retry_on_failure"]["max_elapsed_time"] != 0
+
+
+def test_replicas_gateway_spreads_ml_events_over_every_replica_of_a_dns_name():
+    """gateway-replicas.yaml: gRPC round_robin over a dns:/// name on the replicas' default port,
+    from a persistent queue that retries for ever (a dead replica's batch goes to another)."""
+    cfg = _load("gateway-replicas.yaml")
+    exporter = cfg["exporters"]["otlp_grpc/otel_ml"]
+    assert exporter["balancer_name"] == "round_robin"
+    assert exporter["endpoint"].startswith("dns:///")
+    assert exporter["endpoint"].rsplit(":", 1)[1] == Config().receiver.grpc_endpoint.rsplit(":", 1)[1]
+    assert cfg["service"]["pipelines"]["logs/ml"]["exporters"] == ["otlp_grpc/otel_ml"]
+    assert exporter["sending_queue"]["storage"] == "file_storage"
+    assert exporter["retry_on_failure"]["max_elapsed_time"] == 0
 
 
 def test_docs_name_the_version_and_the_ports():

@@ -1,14 +1,14 @@
 """Any replica serves any model's page (DESIGN.md, "Scale beyond one machine"; issue 15).
 
 Real processes on loopback: two ``otel-ml processor`` replicas on one throwaway PostgreSQL,
-each model's predictions sent to one replica over OTLP/gRPC (as the Collector's load-balancing
-exporter routes them). Then:
+each model's predictions sent to one replica over OTLP/gRPC; each replica computes the model
+whose lease it holds (one each: the leases spread). Then:
 
 1. each replica's ``/`` lists both models with the replica that computes each;
-2. replica B serves the page of A's model with exactly A's figures (the drift scores on the page
-   are A's ``/metrics`` values), and A serves B's;
-3. with A stopped, B still serves A's model from the database, marked stale once older than
-   three compute intervals; an unknown model or version is a 404 as on one processor.
+2. each replica serves the page of the other's model with exactly its holder's figures (the drift
+   scores on the page are the holder's ``/metrics`` values);
+3. with one replica stopped, the other takes its model over and serves both pages, computed by
+   itself now, with the same figures; an unknown model or version is a 404 as on one processor.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 
 FIRST_N, N = 20, 80        # each model's reference: its first 20 predictions
 INTERVAL = 1.0             # compute.interval (s): the pages call a snapshot stale after 3 of them
-OWNERS = {"alpha": "replica-a", "beta": "replica-b"}
+MODELS = ("alpha", "beta")
 
 
 @pytest.fixture(scope="module")
@@ -85,17 +85,27 @@ def _computed(proc: ProcessorProcess, model: str) -> bool:
 
 def test_any_replica_serves_any_models_page_from_the_database(tmp_path, pg):
     url = pg.create_database("pages")
-    models = [{"name": m, "task": "classification", "reference": {"first_n": FIRST_N}} for m in OWNERS]
+    models = [{"name": m, "task": "classification", "reference": {"first_n": FIRST_N}} for m in MODELS]
     a = ProcessorProcess(tmp_path / "a", models=models, db_url=url, interval=f"{INTERVAL:g}s",
-                         env={sc.ENV_REPLICA_ID: OWNERS["alpha"]}).start()
+                         env={sc.ENV_REPLICA_ID: "replica-a"}).start()
     b = ProcessorProcess(tmp_path / "b", models=models, db_url=url, interval=f"{INTERVAL:g}s",
-                         env={sc.ENV_REPLICA_ID: OWNERS["beta"]}).start()
+                         env={sc.ENV_REPLICA_ID: "replica-b"}).start()
+    names = {id(a): "replica-a", id(b): "replica-b"}
     try:
         _send(a.grpc_endpoint, "alpha", 2.0, seed=1)
         _send(b.grpc_endpoint, "beta", 1.0, seed=2)
-        wait_for(lambda: _computed(a, "alpha") and _computed(b, "beta"), timeout=90, what="both models computed")
-        assert not _metric_scores(b, "alpha") and not _metric_scores(a, "beta")     # each on its owner only
-        figures = {"alpha": _metric_scores(a, "alpha"), "beta": _metric_scores(b, "beta")}
+
+        def one_each():
+            held = {m: [p for p in (a, b) if _computed(p, m)] for m in MODELS}
+            if all(len(v) == 1 for v in held.values()) and held["alpha"] != held["beta"]:
+                return {m: v[0] for m, v in held.items()}
+            return None
+
+        holder = wait_for(one_each, timeout=90, what="both models computed, one on each replica")
+        other = {m: (b if holder[m] is a else a) for m in MODELS}
+        assert not any(_metric_scores(other[m], m) for m in MODELS)     # each on its holder only
+        figures = {m: _metric_scores(holder[m], m) for m in MODELS}
+        OWNERS = {m: names[id(holder[m])] for m in MODELS}
 
         # 1. Either replica's index: both models, each with its owner, fresh.
         fresh = {("alpha", "1"): (OWNERS["alpha"], False), ("beta", "1"): (OWNERS["beta"], False)}
@@ -110,14 +120,16 @@ def test_any_replica_serves_any_models_page_from_the_database(tmp_path, pg):
                 assert status == 200 and f'computed by <span data-owner="{owner}">' in page
                 assert _page_scores(page) == figures[model], (proc.metrics_endpoint, model)
 
-        # 3. The owner stops: its last snapshot is still served, marked stale once old.
-        assert a.stop() == 0
-        stale = wait_for(lambda: (lambda p: p if p[0] == 200 and 'id="stale"' in p[1] else None)(
-            _get(b, "/models/alpha")), timeout=30, what="alpha's page marked stale on B")[1]
-        assert f"{OWNERS['alpha']}, may be down" in stale and _page_scores(stale) == figures["alpha"]
-        assert _index(b) == {("alpha", "1"): (OWNERS["alpha"], True), ("beta", "1"): (OWNERS["beta"], False)}
-        status, page = _get(b, "/models/beta")
-        assert status == 200 and 'id="stale"' not in page and _page_scores(page) == figures["beta"]
+        # 3. alpha's holder stops (releasing its lease): the other takes alpha over, computes it
+        #    from the database, and serves both pages, fresh, with the same figures.
+        gone, left = holder["alpha"], other["alpha"]
+        assert gone.stop() == 0
+        both = {("alpha", "1"): (names[id(left)], False), ("beta", "1"): (names[id(left)], False)}
+        wait_for(lambda: _index(left) == both, timeout=30, what="alpha taken over by the other replica")
+        for model in MODELS:
+            status, page = _get(left, f"/models/{model}")
+            assert status == 200 and 'id="stale"' not in page and _page_scores(page) == figures[model]
+        b = left
 
         for path in ("/models/nope", "/models/alpha?version=9"):
             status, page = _get(b, path)

@@ -99,7 +99,16 @@ def test_expire_labels_by_ttl_then_pending_max_oldest_first(db):
     assert db.expire_labels(T0, ttl=100, pending_max=1) == 0
 
 
-def test_retention_deletes_old_predictions_and_their_labels_in_batches(db):
+@pytest.fixture
+def sqlite_db(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'otel-ml.db'}")
+    yield database
+    database.close()
+
+
+def test_retention_deletes_old_predictions_and_their_labels_in_batches(sqlite_db):
+    """SQLite: by storage time, in batches of row deletes (PostgreSQL drops partitions: test_partitions_pg.py)."""
+    db = sqlite_db
     db.insert_predictions([pred(f"old{i}") for i in range(7)], now=T0 - 1000)
     db.insert_predictions([pred(f"new{i}") for i in range(3)], now=T0)
     db.upsert_labels([label("old1", "1"), label("new1", "0")], now=T0)
@@ -223,16 +232,16 @@ def test_housekeeping_runs_in_one_replica_at_a_time_on_postgresql(pg_url):
     from otel_ml_processor.store.database import HOUSEKEEPING_LOCK_KEY
 
     db = Database(pg_url)
-    db.insert_predictions([pred("old")], now=T0 - 1000)
+    db.insert_predictions([pred("old", t=T0 - 3 * 86400)], now=T0 - 1000)
     db.upsert_labels([label("waiting", "1")], now=T0 - 1000)
     other = create_engine(engine_url(pg_url))
     with other.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": HOUSEKEEPING_LOCK_KEY})
         assert db.expire_labels(T0, ttl=10, pending_max=100) == 0
-        assert db.apply_retention(T0, retention=10) == 0
+        assert db.apply_retention(T0, retention=86400) == 0
     other.dispose()
     assert db.expire_labels(T0, ttl=10, pending_max=100) == 1
-    assert db.apply_retention(T0, retention=10) == 1
+    assert db.apply_retention(T0, retention=86400) == 1
     db.close()
 
 
@@ -251,7 +260,9 @@ def test_inserted_ids_are_the_stored_ids_with_and_without_duplicates(db):
     assert second.ids == [stored[("m", "b0")], stored[("m", "b1")]] and min(second.ids) > max(first.ids)
 
 
-def test_the_replica_that_stored_the_latest_prediction_owns_the_version(db_url):
+def test_on_sqlite_the_replica_that_stored_the_latest_prediction_owns_the_version(tmp_path):
+    """One processor on SQLite: ownership by storing, as before leases (PostgreSQL: test_leases_pg.py)."""
+    db_url = f"sqlite:///{tmp_path / 'otel-ml.db'}"
     a, b = Database(db_url, replica="a"), Database(db_url, replica="b")
     a.insert_predictions([pred("p1"), pred("q1", model="other")], now=T0)
     a.insert_predictions([pred("p2")], now=T0 + 1)
@@ -293,21 +304,32 @@ def test_label_changes_are_those_other_replicas_made_since_a_time(db_url):
     b.close()
 
 
+def _own(db: Database) -> None:
+    """Make ``db`` the owner of what it can take: its lease round on PostgreSQL (the others gave
+    theirs up), its next write on SQLite (the caller stores a prediction after)."""
+    if db.leases is not None:
+        db.leases.round(ttl=60.0)
+
+
 def test_snapshots_are_kept_only_by_the_versions_owner(db_url):
     from otel_ml_processor.store.database import SnapshotRow
 
     a, b = Database(db_url, replica="a"), Database(db_url, replica="b")
     a.insert_predictions([pred("p1")], now=T0)
+    _own(a)
     assert a.latest_snapshot("m", "1") is None
     assert a.save_snapshots([SnapshotRow("m", "1", "a", T0, 0.5, '{"v": 1}')]) == 1
     assert b.save_snapshots([SnapshotRow("m", "1", "b", T0 + 1, 0.5, '{"v": 2}')]) == 0      # not b's
     assert b.latest_snapshot("m", "1") == SnapshotRow("m", "1", "a", T0, 0.5, '{"v": 1}')
+    if a.leases is not None:
+        a.leases.give_up()
+    _own(b)
     b.insert_predictions([pred("p2")], now=T0 + 2)                                          # b takes over
     assert a.save_snapshots([SnapshotRow("m", "1", "a", T0 + 3, 0.5, '{"v": 3}')]) == 0
     assert b.save_snapshots([SnapshotRow("m", "1", "b", T0 + 4, 0.25, '{"v": 4}')]) == 1
     assert a.latest_snapshot("m", "1") == SnapshotRow("m", "1", "b", T0 + 4, 0.25, '{"v": 4}')
     # Retention: a version whose predictions are all gone has no owner and no snapshot left.
-    assert a.apply_retention(T0 + 100, retention=10) == 2
+    assert a.apply_retention(T0 + 3 * 86400, retention=86400) == 2
     assert a.model_owners() == [] and a.latest_snapshot("m", "1") is None
     a.close()
     b.close()
@@ -333,7 +355,10 @@ def test_migration_from_version_1_records_no_owner_and_the_first_replica_claims(
     assert db.schema_version == len(MIGRATIONS)
     assert [(v.model, v.model_version, v.owner, v.stored_at) for v in db.model_owners()] == [
         ("m", "1", None, T0 + 1), ("m", "2", None, T0 + 2)]
-    assert db.claim_unowned() == 2 and Database(db_url, replica="second").claim_unowned() == 0
+    if db.leases is None:
+        assert db.claim_unowned() == 2 and Database(db_url, replica="second").claim_unowned() == 0
+    else:   # PostgreSQL: the versions are free leases, the first round takes them
+        assert sorted(db.leases.round(ttl=60.0).taken) == [("m", "1"), ("m", "2")]
     assert {v.owner for v in db.model_owners()} == {"first"}
     db.upsert_labels([label("a", "1")], now=T0)
     other = Database(db_url, replica="second")

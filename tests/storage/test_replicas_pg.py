@@ -1,23 +1,21 @@
 """Scale-out: two processor replicas sharing one PostgreSQL (DESIGN.md, "Scale beyond one machine").
 
 Real processes on loopback: two ``otel-ml processor`` replicas on one throwaway PostgreSQL, fed
-over OTLP/gRPC by the OTel SDK as the Collector's load-balancing exporter routes them (each
-model to one replica), labels sent both to the owner (OTLP) and to the other replica
+over OTLP/gRPC by the OTel SDK, labels sent both over OTLP and to the other replica
 (``POST /v1/labels``), a real Prometheus scraping both. In order:
 
-1. each model version is owned by the replica that stored its predictions; its labels reach
-   the owner's window wherever they entered, and its accuracy there equals scikit-learn's on
-   all the labeled rows after its reference; each replica's computed series are its own models' only;
-2. a restarted replica (same identity) rebuilds exactly the versions it owns;
-3. when the other replica stores a newer prediction, ownership moves: the new owner's window
-   holds the stored rows of both, and the former owner stops exporting the version at its next
-   compute cycle; the owner's last snapshot is in the database for any replica to read.
+1. any replica stores any model (alpha's predictions go to both); each model version is computed
+   by the holder of its lease, and the leases spread (each replica holds some); its labels reach
+   the holder's window wherever they entered, and its accuracy there equals scikit-learn's on
+   all the labeled rows after its reference; each model's computed series are on one replica only;
+2. a replica stopped (SIGTERM releases its leases): the other computes every model, from the
+   database, with the same values; started again, it takes some leases back;
+3. the holder's last snapshot is in the database for any replica to read.
 """
 
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -86,78 +84,73 @@ def _accuracy_reached(proc: ProcessorProcess, model: str, sent: dict):
     return wait_for(reached, timeout=90, what=f"accuracy {expected} of {model} on {len(rows)} labeled rows")
 
 
-def test_replicas_own_their_models_and_labels_reach_the_owner(tmp_path, pg_url):
+def _holders(db: Database) -> dict:
+    return {v.model: v.owner for v in db.model_owners()}
+
+
+def _exported_once(a: ProcessorProcess, b: ProcessorProcess) -> dict:
+    """{model: the one replica exporting it}, or {} while a model is on both or on neither."""
+    on_a, on_b = _models_computed(a), _models_computed(b)
+    if on_a & on_b or on_a | on_b != set(N):
+        return {}
+    return {m: (a if m in on_a else b) for m in N}
+
+
+def test_replicas_share_models_by_lease_and_labels_reach_the_holder(tmp_path, pg_url):
     models = [{"name": m, "task": "classification", "reference": {"first_n": FIRST_N}} for m in N]
     rng = np.random.default_rng(11)
     a = ProcessorProcess(tmp_path / "a", models=models, db_url=pg_url).start()
     b = ProcessorProcess(tmp_path / "b", models=models, db_url=pg_url).start()
+    db = Database(pg_url)
     try:
-        sent = {"alpha": _predict(a.grpc_endpoint, "alpha", N["alpha"], rng),
+        # alpha through both replicas (stateless ingest), one after the other: stored in this order
+        sent = {"alpha": {**_predict(a.grpc_endpoint, "alpha", N["alpha"] // 2, rng),
+                          **_predict(b.grpc_endpoint, "alpha", N["alpha"] - N["alpha"] // 2, rng,
+                                     start=N["alpha"] // 2)},
                 "gamma": _predict(a.grpc_endpoint, "gamma", N["gamma"], rng),
                 "beta": _predict(b.grpc_endpoint, "beta", N["beta"], rng)}
-        # Labels: alpha's half through its owner (OTLP), half posted to the other replica;
-        # beta's all posted to the other replica; gamma's none.
         alpha = list(sent["alpha"].items())
         _label_otlp(a.grpc_endpoint, "alpha", dict(alpha[::2]))
         _label_http(b, "alpha", dict(alpha[1::2]))
         _label_http(a, "beta", sent["beta"])
 
-        # 1. Each model on its owner only, with every label in the owner's window.
-        _accuracy_reached(a, "alpha", sent["alpha"])
-        _accuracy_reached(b, "beta", sent["beta"])
+        # 1. Leases spread; each model on its holder only, with every label in the holder's window.
+        owner = wait_for(lambda: _exported_once(a, b) if len(set(_holders(db).values()) - {None}) == 2 else {},
+                         what="three models over two replicas, each exported once")
+        _accuracy_reached(owner["alpha"], "alpha", sent["alpha"])
+        _accuracy_reached(owner["beta"], "beta", sent["beta"])
         with PrometheusProcess(tmp_path, targets=[a.metrics_endpoint, b.metrics_endpoint]) as prom:
             wait_for(lambda: len(prom.query("ml_window_predictions")) == 3, what="every model scraped")
-            owner = {r["metric"]["model"]: r["metric"]["instance"] for r in prom.query("ml_window_predictions")}
-            assert owner == {"alpha": a.metrics_endpoint, "gamma": a.metrics_endpoint, "beta": b.metrics_endpoint}
+            instance = {r["metric"]["model"]: r["metric"]["instance"] for r in prom.query("ml_window_predictions")}
+            assert instance == {m: p.metrics_endpoint for m, p in owner.items()}
             for name in COMPUTED:
                 for r in prom.query(name):
-                    assert owner[r["metric"]["model"]] == r["metric"]["instance"], (name, r["metric"])
-        assert a.sample("ml_window_predictions", {"model": "alpha"}) == N["alpha"] - FIRST_N
-        db = Database(pg_url)
-        owners = {(v.model, v.model_version): v.owner for v in db.model_owners()}
-        assert owners[("alpha", "1")] == owners[("gamma", "1")] != owners[("beta", "1")]
+                    assert instance[r["metric"]["model"]] == r["metric"]["instance"], (name, r["metric"])
+        assert owner["alpha"].sample("ml_window_predictions", {"model": "alpha"}) == N["alpha"] - FIRST_N
 
-        # 2. A restarted replica (same identity: host and endpoint) rebuilds its own versions only.
-        before = {n: a.sample(n, {"model": "alpha", **({"metric": "accuracy"} if n == "ml_performance" else {})})
-                  for n in COMPUTED[:3]}
+        # 2. One replica stops: the other computes everything, from the database, the same values.
+        before = {m: owner[m].sample("ml_window_predictions", {"model": m}) for m in N}
+        accuracy = owner["alpha"].sample("ml_performance", {"model": "alpha", "metric": "accuracy"})
         assert a.stop() == 0
+        wait_for(lambda: _models_computed(b) == set(N), what="b computes every model")
+        assert {m: b.sample("ml_window_predictions", {"model": m}) for m in N} == before
+        assert b.sample("ml_performance", {"model": "alpha", "metric": "accuracy"}) == accuracy
         a.start()
-        assert _models_computed(a) == {"alpha", "gamma"}       # computed once before it is ready
-        after = {n: a.sample(n, {"model": "alpha", **({"metric": "accuracy"} if n == "ml_performance" else {})})
-                 for n in COMPUTED[:3]}
-        assert after == before
+        back = wait_for(lambda: _exported_once(a, b) if _models_computed(a) else {}, timeout=60,
+                        what="a takes leases back, each model exported once")
+        assert {m: back[m].sample("ml_window_predictions", {"model": m}) for m in N} == before
 
-        # 3. Ownership moves with the latest stored prediction.
-        moved = _predict(b.grpc_endpoint, "alpha", 10, rng, start=N["alpha"])
-        stored_at = time.time()
-        _label_http(a, "alpha", moved)                         # to the former owner
-        everything = {**sent["alpha"], **moved}
-        _accuracy_reached(b, "alpha", everything)              # A's rows and B's, every label
-        # The former owner drops it at the first cycle that starts after the takeover: wait for
-        # two of its cycles computed after that moment (gamma's timestamps), then look.
-        cycles = set()
+        # 3. The holder's last computed snapshot, readable by anyone from the database.
+        holder = _holders(db)["alpha"]
 
-        def two_cycles_later():
-            t = a.sample("ml_last_computed_timestamp_seconds", {"model": "gamma"})
-            if t is not None and t > stored_at:
-                cycles.add(t)
-            return len(cycles) >= 2
-
-        wait_for(two_cycles_later, timeout=60, what="two compute cycles of the former owner")
-        assert _models_computed(a) == {"gamma"}
-        assert _models_computed(b) == {"alpha", "beta"}
-        info = {v.model: v for v in db.model_owners()}
-        assert info["alpha"].owner == owners[("beta", "1")] and info["alpha"].takeovers == 1
-
-        # The owner's last computed snapshot, readable by anyone from the database.
         def snapshot():
             row = db.latest_snapshot("alpha", "1")
-            return row if row is not None and row.owner == info["alpha"].owner else None
+            return row if row is not None and row.owner == holder else None
 
-        row = wait_for(snapshot, what="the new owner's snapshot of alpha")
+        row = wait_for(snapshot, what="the holder's snapshot of alpha")
         metrics = load(row.metrics)
-        assert isinstance(metrics, ModelMetrics) and metrics.window_predictions == N["alpha"] - FIRST_N + 10
-        db.close()
+        assert isinstance(metrics, ModelMetrics) and metrics.window_predictions == N["alpha"] - FIRST_N
     finally:
+        db.close()
         a.stop()
         b.stop()

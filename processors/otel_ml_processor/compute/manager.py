@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 
 #: A compute cycle slower than this share of compute.interval is logged as a warning.
 SLOW_CYCLE_SHARE = 0.5
+#: A compute lease lives this many compute intervals past its last renewal (PostgreSQL): a
+#: holder renews it every interval, so a cycle late by up to half an interval keeps it, and a
+#: dead holder's versions are computed elsewhere within LEASE_INTERVALS + 1 intervals plus the
+#: taker's compute (2.0 made that over three intervals on a loaded machine: 6.6 s at 2 s).
+LEASE_INTERVALS = 1.5
 
 
 def model_spec(m: ModelConfig, config: Config) -> ModelSpec:
@@ -114,6 +119,7 @@ class _Version:
     cut: Optional[int] = None
     rebuilt: bool = False     # True once filled from the database (not just from live arrivals)
     takeovers: int = -1       # model_versions.takeovers when it was filled: a change means refill
+    read_to: int = 0          # PostgreSQL: the committed watermark its window has read up to
 
 
 class _Label(NamedTuple):
@@ -134,6 +140,8 @@ class Sync:
     lost: list = field(default_factory=list)     # (model, version) another replica took
     rebuilt: list = field(default_factory=list)  # (model, version) filled from the database
     loaded: int = 0                              # rows read to fill them (window and labeled window)
+    followed: int = 0                            # rows read since the last sync (PostgreSQL: any replica's)
+    taken: list = field(default_factory=list)    # (model, version) whose lease this replica took
     labels: int = 0                              # labels joined (here or elsewhere) applied to a window held
     fetched: int = 0                             # labeled rows read for the labeled windows
 
@@ -141,14 +149,19 @@ class Sync:
 class ModelWindows:
     """The windows of the model versions this replica owns, among the admitted models.
 
-    A model version is owned by the replica that stored its latest prediction (``model_versions``
-    in the database, :class:`~otel_ml_processor.store.database.Database`). Each
-    :meth:`sync` (once per compute cycle) reads the owners, drops the windows of versions
-    another replica took, applies the labels other replicas joined since the last sync, reads
-    the rows the labeled windows now want, and fills from the database the windows of versions
-    this one gained (or holds only from live arrivals, or whose ``first_n`` reference just
-    completed). Between syncs, :meth:`committed` takes what this replica stores: predictions
-    (it owns their versions from that moment) and the labels it joins.
+    On PostgreSQL (several replicas) a model version is owned by the holder of its compute lease
+    (``store/leases.py``); every replica stores any model's events. Each :meth:`sync` (once per
+    compute cycle) takes the committed watermark, runs the lease round (heartbeat, renew, take
+    free leases, release past the fair share), drops the windows of versions it no longer holds,
+    applies the labels other replicas joined since the last sync, reads the rows the labeled
+    windows now want, fills the windows of versions it gained, and appends to the others the
+    rows stored since the last sync by any replica (ids between the previous watermark and
+    this one, at most ``window.size`` of them, newest by record time). Between syncs,
+    :meth:`committed` takes the labels this replica joins.
+
+    On SQLite (one processor) a version is owned by the replica that stored it
+    (``model_versions``): :meth:`committed` also appends the predictions it stores, as they are
+    committed, and :meth:`sync` fills what it gained from the database.
 
     Each version has two windows (DESIGN.md, "Statistics"): the window, its last
     ``window.size`` predictions stored after its reference was complete (a ``first_n``
@@ -162,6 +175,9 @@ class ModelWindows:
     def __init__(self, config: Config, db: Database, caps: Caps):
         self.config, self.db, self.caps = config, db, caps
         self.replica = db.replica
+        #: PostgreSQL: windows follow the database (leases, watermark), not this replica's writes
+        self.follow = db.leases is not None
+        self.lease_ttl = LEASE_INTERVALS * config.compute.interval
         self._lock = threading.Lock()
         self._versions: dict[tuple[str, str], _Version] = {}
         self._catchup: dict = {}         # (model, version) -> rows committed while it is being filled
@@ -213,7 +229,7 @@ class ModelWindows:
         groups: dict = {}
         for r, seq in zip(batch.predictions, batch.ids):
             groups.setdefault((r.model, r.model_version), []).append((r, seq))
-        groups = {key: group for key, group in groups.items() if self.caps.admitted(key[0])}
+        groups = {key: group for key, group in groups.items() if self.caps.admitted(key[0]) and not self.follow}
         if not groups and not batch.joins:
             return
         received_at = batch.received_at
@@ -247,6 +263,9 @@ class ModelWindows:
         """Follow the database: owners, then labels, then the windows to fill (see the class)."""
         now = time.time() if now is None else now
         out = Sync()
+        upto: Optional[int] = None
+        if self.leases_round(out):
+            upto = self.db.committed_watermark()   # before the reads below: each row read once
         mine = {(v.model, v.model_version): v for v in self.db.model_owners()
                 if v.owner == self.replica and self.caps.admitted(v.model)}
         out.owned = sorted(mine)
@@ -260,23 +279,56 @@ class ModelWindows:
         out.labels = self._apply_labels(now)
         out.fetched = self._fetch_wanted()
         for key, info in sorted(mine.items()):
-            cut = self._cut(key, info)
+            cut = self._cut(key, info, upto=upto)
             state = self._versions.get(key)
             if state is None or not state.rebuilt or state.takeovers != info.takeovers or state.cut != cut:
-                out.loaded += self._rebuild(key, info.task, info.takeovers, cut, now)
+                out.loaded += self._rebuild(key, info.task, info.takeovers, cut, now, upto)
                 out.rebuilt.append(key)
+            elif upto is not None and cut is not None:
+                out.followed += self._follow(key, state, cut, upto, now)
         return out
 
-    def _cut(self, key: tuple, info, record: bool = True) -> Optional[int]:
+    def leases_round(self, out: Sync) -> bool:
+        """PostgreSQL: heartbeat, renew, take and release compute leases (``store/leases.py``);
+        the models of the versions taken are admitted here. False on SQLite (no leases)."""
+        if self.db.leases is None:
+            return False
+        rnd = self.db.leases.round(self.lease_ttl)
+        out.taken = rnd.taken
+        for model, _version in rnd.held:
+            self.caps.model(model, count=False)
+        if rnd.taken or rnd.released:
+            log.info("compute leases: took %s, released %s; holding %d (share %d of %d live replicas)",
+                     rnd.taken, rnd.released, len(rnd.held), rnd.share, rnd.live)
+        return True
+
+    def _follow(self, key: tuple, state: _Version, cut: int, upto: int, now: float) -> int:
+        """Append to a held window the rows any replica stored since its last read: ids above what
+        it read (and its reference) up to the committed watermark ``upto``; only the newest
+        ``window.size`` of them by record time (older ones would be evicted at once)."""
+        model, version = key
+        if upto <= state.read_to:
+            return 0
+        spec = self.spec(model)
+        min_time = now - spec.window_max_age if spec.window_max_age else None
+        rows = self.db.window_rows(model, version, spec.window_size, min_time, after=max(cut, state.read_to), upto=upto)
+        with self._lock:
+            if self._versions.get(key) is state:
+                state.buffer.extend([self._row(model, state.buffer.task, row) for row in rows])
+                state.read_to = upto
+        return len(rows)
+
+    def _cut(self, key: tuple, info, record: bool = True, upto: Optional[int] = None) -> Optional[int]:
         """Where the version's window begins (see :class:`_Version`), recorded in the database once
-        known (unless ``record`` is false: a reader such as the offline report writes nothing)."""
+        known (unless ``record`` is false: a reader such as the offline report writes nothing);
+        ``upto``: counting only ids at or below the committed watermark (several writers)."""
         model, version = key
         if model in self.file_references:
             return 0
         n = self.config.model(model).reference.first_n
         if info.reference_first_n == n and info.reference_cut is not None:
             return info.reference_cut
-        cut = self.db.reference_cut(model, version, n)
+        cut = self.db.reference_cut(model, version, n, upto=upto)
         if cut is not None and record:
             self.db.set_reference_cut(model, version, n, cut)
         return cut
@@ -404,8 +456,10 @@ class ModelWindows:
                 n += lw.offer(row)
         return n
 
-    def _rebuild(self, key: tuple, task: str, takeovers: int, cut: Optional[int], now: float) -> int:
-        """Fill a version's windows from the database; rows committed meanwhile are appended after."""
+    def _rebuild(self, key: tuple, task: str, takeovers: int, cut: Optional[int], now: float,
+                 upto: Optional[int] = None) -> int:
+        """Fill a version's windows from the database (up to the committed watermark ``upto``, which
+        the next :meth:`_follow` reads on from); rows committed here meanwhile are appended after."""
         model, version = key
         spec = self.spec(model)
         state = self._new_version(model, version, task, cut)
@@ -415,7 +469,7 @@ class ModelWindows:
         try:
             min_time = now - spec.window_max_age if spec.window_max_age else None
             if cut is not None:
-                rows = self.db.window_rows(model, version, spec.window_size, min_time, after=cut)
+                rows = self.db.window_rows(model, version, spec.window_size, min_time, after=cut, upto=upto)
                 for row in rows:
                     state.buffer.append(self._row(model, state.buffer.task, row))
             # the labeled window does not wait for the reference (the first_n rows count too)
@@ -431,6 +485,7 @@ class ModelWindows:
                 state.buffer.extend([row for row in pending if row["seq"] > cut])
             # (labels joined meanwhile are in the queue the next sync applies)
             state.rebuilt, state.takeovers = True, takeovers
+            state.read_to = upto or 0
             self._versions[key] = state
         return len(rows) + len(labeled)
 
@@ -538,6 +593,7 @@ class Computer:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.cycles = 0
+        self._synced = time.monotonic()   # the last successful sync (lease renewal on PostgreSQL)
 
     def run_once(self, now: Optional[float] = None) -> Snapshot:
         now = time.time() if now is None else now
@@ -547,6 +603,7 @@ class Computer:
             self.counters.expired(expired)
         self.db.apply_retention(now, self.config.storage.retention)
         sync = self.windows.sync(now)
+        self._synced = time.monotonic()
         if sync.lost:
             old = self.snapshot
             keep = lambda d: {k: v for k, v in d.items() if k not in sync.lost}  # noqa: E731
@@ -587,15 +644,24 @@ class Computer:
         self._thread = threading.Thread(target=self._loop, name="otel-ml-compute", daemon=True)
         self._thread.start()
 
+    def cycle(self) -> None:
+        """One cycle of the loop: :meth:`run_once`, a failure logged. On PostgreSQL, once the leases
+        have gone unrenewed for their time to live (the database unreachable), they belong to
+        other replicas by now: this one stops exporting every computed series rather than export
+        them twice."""
+        try:
+            self.run_once()
+        except Exception:
+            log.exception("compute cycle failed")
+            if self.db.leases is not None and time.monotonic() - self._synced > self.windows.lease_ttl:
+                self.snapshot = Snapshot(labels_pending=self.snapshot.labels_pending)
+
     def _loop(self) -> None:
         interval = self.config.compute.interval
         due = time.monotonic()
         while not self._stop.is_set():
             due += interval
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("compute cycle failed")
+            self.cycle()
             # start to start: a cycle that took long does not push every later one back
             due = max(due, time.monotonic())
             self._stop.wait(due - time.monotonic())

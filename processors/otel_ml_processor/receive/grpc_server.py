@@ -73,11 +73,21 @@ def _method(kind: str, handlers: Handlers, auth: BearerAuth, gate: InflightGate)
     return export
 
 
+#: Milliseconds a client connection lives before the server asks it to reconnect (GOAWAY, then
+#: MAX_CONNECTION_AGE_GRACE_MS for the requests in flight): a gateway balancing over DNS
+#: (collector-config/gateway-replicas.yaml, round_robin) resolves the name again when it
+#: reconnects, so replicas added since get their share of the traffic.
+MAX_CONNECTION_AGE_MS = 300_000
+MAX_CONNECTION_AGE_GRACE_MS = 30_000
+
+
 async def start_grpc_server(cfg: ReceiverConfig, handlers: Handlers, auth: BearerAuth,
                             gate: InflightGate) -> grpc.aio.Server:
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", cfg.max_request_bytes),
         ("grpc.max_send_message_length", 4 << 20),
+        ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+        ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
     ])
     for service, kind in SERVICES.items():
         handler = grpc.unary_unary_rpc_method_handler(

@@ -4,14 +4,21 @@ One class for SQLite and PostgreSQL through SQLAlchemy Core. SQLite runs in WAL 
 ``synchronous=NORMAL``: a committed batch survives a process crash (SIGKILL), which is the
 promise the receivers make when they answer success.
 
-On PostgreSQL several processor replicas may share the database (``docs/scaling.md``): each
-writes only the models routed to it, and the housekeeping (label expiry, retention) runs in
-one replica at a time under a transaction-scoped advisory lock; the others skip that cycle.
-A model version is owned by the replica that stored its latest prediction: each prediction
-write records its ``replica`` in ``model_versions``, in the same transaction. Labels carry the
+On PostgreSQL several processor replicas may share the database (``docs/scaling.md``): any of
+them stores any model's events, and the housekeeping (label expiry, retention) runs in one
+replica at a time under a transaction-scoped advisory lock; the others skip that cycle. The
+compute of a model version belongs to the holder of its lease (``store/leases.py``,
+:attr:`Database.leases`); on SQLite, one processor, to the replica that stored it. A holder
+follows the rows any replica stored with :meth:`Database.committed_watermark`: every
+prediction write holds a shared advisory lock from before its ids are drawn until it commits,
+and the watermark is read under the exclusive one, so every id at or below it is committed
+(ids drawn by concurrent writers may otherwise become visible out of order). Labels carry the
 database's clock of their last change (``changed_at``), so a replica reads the labels joined
 since it last looked (:meth:`Database.label_changes`), whichever replica joined them; each
 owner keeps its last computed snapshot in ``model_snapshots`` for any replica to read.
+On PostgreSQL a prediction batch is one binary ``COPY`` into ``predictions``, a table
+partitioned by day of record time, and retention drops whole days (``store/pg_copy.py``,
+``store/partitions.py``, ``docs/scaling.md``).
 A URL without a driver (``postgresql://user@host/db``) uses psycopg 3, the driver the
 ``postgresql`` extra installs (SQLAlchemy 2.0 would otherwise pick psycopg2).
 
@@ -45,17 +52,21 @@ from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from otel_ml_processor.clean.records import AuditRecord, LabelRecord, PredictionRecord
-from otel_ml_processor.store import schema
+from otel_ml_processor.store import partitions, pg_copy, schema
+from otel_ml_processor.store.leases import NOBODY, Leases
 from otel_ml_processor.store.migrations import migrate
 
 _P, _L = schema.predictions, schema.labels
 _MV, _MS = schema.model_versions, schema.model_snapshots
+_LEASE = schema.compute_leases
 _CHUNK = 500  # bound on the size of IN (...) lists
 #: Database errors that mean "try again later" (connection lost, server down, lock timeout): the
 #: receivers answer them with OTLP's retryable codes.
 RETRYABLE_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 #: Advisory lock key of the housekeeping (PostgreSQL); "otelmlhk" in ASCII.
 HOUSEKEEPING_LOCK_KEY = 0x6F74656C6D6C686B
+#: Advisory lock key of prediction writes (shared) and of the watermark read (exclusive)
+INGEST_LOCK_KEY = pg_copy.INGEST_LOCK_KEY
 
 
 @dataclass(slots=True)
@@ -149,21 +160,12 @@ def engine_url(url: str):
     return parsed
 
 
-_PG_COLUMNS = (
-    ("model", "text"), ("model_version", "text"), ("prediction_id", "text"), ("task", "text"),
-    ("time", "float8"), ("received_at", "float8"), ("features", "text"), ("segments", "text"),
-    ("output_label", "text"), ("output_value", "float8"), ("score", "float8"), ("probabilities", "text"),
-    ("attributes", "text"), ("trace_id", "text"), ("span_id", "text"),
-)
-_COLUMNS = tuple(c for c, _t in _PG_COLUMNS)
+_COLUMNS = tuple(c for c, _t in pg_copy.COLUMNS)
+#: SQLSTATEs of a PostgreSQL write: a key stored concurrently; a row whose day has no partition
+_UNIQUE_VIOLATION, _NO_PARTITION = "23505", "23514"
 _SQLITE_INSERT_PREDICTIONS = (
     f"INSERT INTO predictions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
     "ON CONFLICT (model, prediction_id) DO NOTHING"
-)
-_PG_INSERT_PREDICTIONS = (
-    f"INSERT INTO predictions ({', '.join(_COLUMNS)}) "
-    f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for _c, t in _PG_COLUMNS)}) "
-    "ON CONFLICT (model, prediction_id) DO NOTHING RETURNING model, prediction_id, id"
 )
 
 
@@ -226,11 +228,21 @@ class Database:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite:// or postgresql://")
         self._insert = insert
         self.schema_version = migrate(self.engine)
+        #: the days that have a partition of ``predictions`` (PostgreSQL), as far as this replica knows
+        self._days: set = set()
+        if self.dialect == "postgresql":
+            event.listen(self.engine, "connect", pg_copy.prepare)
+            self.engine.dispose()   # connections made before the listener have no staging table
+            self.ensure_partitions(_time.time())
         own = insert(_MV).values(takeovers=0)
-        #: a prediction write makes its replica the owner of the versions it stored (counting takeovers)
+        #: SQLite (one processor): a prediction write makes its replica the owner of the versions it
+        #: stored (counting takeovers). PostgreSQL: it only records the version (leases own compute).
         self._own = own.on_conflict_do_update(index_elements=[_MV.c.model, _MV.c.model_version], set_={
             "owner": own.excluded.owner, "stored_at": own.excluded.stored_at,
-            "takeovers": _MV.c.takeovers + case((_MV.c.owner == own.excluded.owner, 0), else_=1)})
+            "takeovers": _MV.c.takeovers + case((_MV.c.owner == own.excluded.owner, 0), else_=1)}) \
+            if self.dialect == "sqlite" else own.on_conflict_do_nothing()
+        #: the compute leases (several replicas on PostgreSQL); None on SQLite
+        self.leases: Optional[Leases] = Leases(self.engine, replica) if self.dialect == "postgresql" else None
 
     def _changed(self):
         """What ``labels.changed_at`` is set to: :meth:`clock`, the database server's clock on
@@ -253,6 +265,22 @@ class Database:
         if self.dialect != "postgresql":
             return True
         return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": HOUSEKEEPING_LOCK_KEY}).scalar())
+
+    def _ensure_partitions(self, times: Iterable[float]) -> None:
+        days = partitions.days_of(times) - self._days
+        if days:
+            with self.engine.begin() as conn:
+                partitions.ensure(conn, days)
+            self._days |= days
+
+    def ensure_partitions(self, now: float) -> None:
+        """PostgreSQL: the partitions of today and the next ``partitions.AHEAD_DAYS`` days exist
+        (run at start and by the housekeeping, so that writes rarely create one)."""
+        if self.dialect == "postgresql":
+            today = partitions.day_of(now)
+            with self.engine.begin() as conn:
+                partitions.ensure(conn, range(today, today + partitions.AHEAD_DAYS + 1))
+                self._days = set(partitions.partitions(conn))
 
     def keys_in(self, table, keys: list) -> list:
         """WHERE clauses that together match the ``(model, prediction_id)`` pairs in ``keys``.
@@ -290,6 +318,21 @@ class Database:
             (out.duplicates if key in seen else fresh).append(r)
             seen.add(key)
         rows = [_prediction_tuple(r, now) for r in fresh]
+        if self.dialect == "postgresql":
+            self._ensure_partitions(r.time for r in fresh)
+            try:
+                return self._store_predictions(fresh, rows, now, out, fast=True)
+            except sa_exc.IntegrityError as e:
+                # rolled back, nothing recorded in out
+                state = getattr(e.orig, "sqlstate", None)
+                if state == _NO_PARTITION:
+                    # another replica's retention dropped a day this one still thought it had
+                    self._days.clear()
+                    self._ensure_partitions(r.time for r in fresh)
+                elif state != _UNIQUE_VIOLATION:
+                    raise
+                # else another replica stored some of these ids a moment ago: the staging way skips them
+                return self._store_predictions(fresh, rows, now, out, fast=False)
         if self.dialect == "sqlite":
             try:
                 return self._store_predictions(fresh, rows, now, out, fast=True)
@@ -301,13 +344,13 @@ class Database:
                            fast: bool) -> PredictionWrite:
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                # One statement with one binary array parameter per column (INSERT ... SELECT
-                # unnest(...)); ON CONFLICT DO NOTHING RETURNING names the rows that were new.
-                # Batches of 512 x 20 features: a lookup then one INSERT per row ran at ~3 300
-                # rows/s, multi-row VALUES at ~8 700 (the driver rewrites 7 000 placeholders),
-                # text arrays at ~10 000 (quote escaping), this at ~21 000 (docs/scaling.md).
-                stored = {(m, p): i for m, p, i in conn.exec_driver_sql(
-                    _PG_INSERT_PREDICTIONS, tuple(list(column) for column in zip(*rows)))}
+                # COPY into the table (fast), or into a staging table then INSERT ... SELECT the
+                # new rows (store/pg_copy.py; each takes the shared ingest lock before its ids are
+                # drawn: committed_watermark()). Batches of 512 x 20 features: a lookup then one INSERT per row ran at ~3 300
+                # rows/s, multi-row VALUES at ~8 700, INSERT ... SELECT unnest(one binary array per
+                # column) at ~21 000; BENCHMARKS.md, "Database floor", has this one against COPY.
+                copy = pg_copy.copy_predictions if fast else pg_copy.copy_via_staging
+                stored, waiting_somewhere = copy(conn, rows, self.replica, now)
             elif fast:
                 # The driver's executemany with plain tuples: when every row was new (duplicates
                 # are rare: they come from retries) its rowcount is the whole answer. Otherwise the
@@ -335,9 +378,11 @@ class Database:
                     else:
                         out.inserted.append(r)
                         out.ids.append(i)
-            if out.inserted:
+            if out.inserted and self.dialect != "postgresql":   # PostgreSQL: in the move already
                 versions = {(r.model, r.model_version): r.task for r in out.inserted}
-                # sorted: concurrent writers take the rows' locks in one order (no deadlock)
+                # sorted: concurrent writers take the rows' locks in one order (no deadlock); on
+                # PostgreSQL a known version is skipped without a lock (DO NOTHING), so replicas
+                # storing one hot model do not queue on its row
                 conn.execute(self._own, [
                     {"model": m, "model_version": v, "task": t, "owner": self.replica, "stored_at": now}
                     for (m, v), t in sorted(versions.items())])
@@ -345,7 +390,8 @@ class Database:
             for r, seq in zip(out.inserted, out.ids):
                 by_model.setdefault(r.model, {})[r.prediction_id] = (r, seq)
             # Most batches find no label waiting: a one-row probe spares the key lookups.
-            waiting_somewhere = bool(by_model) and conn.execute(LABELS_WAITING_PROBE).first() is not None
+            if self.dialect != "postgresql":
+                waiting_somewhere = bool(by_model) and conn.execute(LABELS_WAITING_PROBE).first() is not None
             for model, preds in by_model.items():
                 if not waiting_somewhere:
                     break
@@ -465,7 +511,14 @@ class Database:
             conn.execute(delete(_L).where(where))
 
     def apply_retention(self, now: float, retention: float, batch: int = 10_000) -> int:
-        """Delete predictions (and their labels) stored longer ago than ``retention``, in batches."""
+        """Remove predictions (and their labels) older than ``retention``; returns how many.
+
+        SQLite: those stored longer ago than ``retention`` (``received_at``), deleted in batches.
+        PostgreSQL: the partitions whose whole day of record time is older than ``retention``,
+        dropped (``store/partitions.py``); the partitions of the coming days are made here too.
+        """
+        if self.dialect == "postgresql":
+            return self._drop_partitions(now, retention)
         deleted = 0
         while True:
             with self.engine.begin() as conn:
@@ -477,11 +530,27 @@ class Database:
                     return deleted
                 conn.execute(delete(_P).where(_P.c.id.in_([r.id for r in rows])))
                 self._delete_labels(conn, [(r.model, r.prediction_id) for r in rows])
-                # a version whose last prediction went has no owner and no snapshot any more
-                for table in (_MV, _MS):
-                    left = select(_P.c.id).where(_P.c.model == table.c.model, _P.c.model_version == table.c.model_version)
-                    conn.execute(delete(table).where(~left.exists()))
+                self._forget_empty_versions(conn)
                 deleted += len(rows)
+
+    def _drop_partitions(self, now: float, retention: float) -> int:
+        with self.engine.begin() as conn:
+            if not self._housekeeper(conn):
+                return 0
+            dropped = partitions.drop_older(conn, now - retention)
+            if dropped:
+                self._forget_empty_versions(conn)
+        # the coming days, in a transaction of their own: a CREATE ... PARTITION OF, like a DROP,
+        # locks the table until its transaction ends
+        self.ensure_partitions(now)
+        return sum(rows for _day, rows in dropped)
+
+    @staticmethod
+    def _forget_empty_versions(conn: Connection) -> None:
+        """A version whose last prediction went has no owner, no snapshot and no lease any more."""
+        for table in (_MV, _MS, _LEASE):
+            left = select(_P.c.id).where(_P.c.model == table.c.model, _P.c.model_version == table.c.model_version)
+            conn.execute(delete(table).where(~left.exists()))
 
     # --- reads ------------------------------------------------------------------------------------
 
@@ -490,11 +559,37 @@ class Database:
         return [(v.model, v.model_version, v.task) for v in self.model_owners()]
 
     def model_owners(self) -> list:
-        """Every stored model version with its owner (:class:`VersionInfo`), by model and version."""
+        """Every stored model version with its owner (:class:`VersionInfo`), by model and version:
+        on PostgreSQL the holder of its compute lease (None when nobody holds it), on SQLite the
+        replica that stored it."""
+        if self.leases is None:
+            cols = (_MV.c.model, _MV.c.model_version, _MV.c.task, _MV.c.owner, _MV.c.stored_at, _MV.c.takeovers,
+                    _MV.c.reference_first_n, _MV.c.reference_cut)
+            stmt = select(*cols)
+        else:
+            holder = case((_LEASE.c.holder == NOBODY, None), else_=_LEASE.c.holder)
+            stmt = select(_MV.c.model, _MV.c.model_version, _MV.c.task, holder, _MV.c.stored_at,
+                          func.coalesce(_LEASE.c.takeovers, 0), _MV.c.reference_first_n, _MV.c.reference_cut
+                          ).select_from(_MV.outerjoin(_LEASE, and_(_LEASE.c.model == _MV.c.model,
+                                                                   _LEASE.c.model_version == _MV.c.model_version)))
         with self.engine.connect() as conn:
-            return [VersionInfo(*r) for r in conn.execute(select(
-                _MV.c.model, _MV.c.model_version, _MV.c.task, _MV.c.owner, _MV.c.stored_at, _MV.c.takeovers,
-                _MV.c.reference_first_n, _MV.c.reference_cut).order_by(_MV.c.model, _MV.c.model_version))]
+            return [VersionInfo(*r) for r in conn.execute(stmt.order_by(_MV.c.model, _MV.c.model_version))]
+
+    def committed_watermark(self) -> int:
+        """An id at or below which every prediction row is committed (or will never be): the
+        predictions' sequence read under the exclusive ingest lock, which waits for the writes in
+        flight (each holds the shared lock from before it draws its ids until it commits) and
+        holds new ones back for that instant. A reader that follows rows with ``id > previous
+        watermark`` and ``id <= this`` sees each row once, whichever replica stored it and in
+        whatever order their transactions committed. SQLite: the largest id (one writer, ids
+        committed in order)."""
+        with self.engine.begin() as conn:
+            if self.dialect != "postgresql":
+                return int(conn.execute(select(func.coalesce(func.max(_P.c.id), 0))).scalar_one())
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({INGEST_LOCK_KEY})")
+            seq = conn.execute(text("SELECT pg_get_serial_sequence('predictions', 'id')")).scalar_one()
+            last, called = conn.execute(text(f"SELECT last_value, is_called FROM {seq}")).one()
+            return int(last) if called else int(last) - 1
 
     def claim_unowned(self) -> int:
         """Make this replica the owner of the versions nobody owns (stored before ownership was
@@ -519,8 +614,10 @@ class Database:
         if not rows:
             return 0
         with self.engine.begin() as conn:
-            mine = {tuple(r) for r in conn.execute(select(_MV.c.model, _MV.c.model_version).where(
-                _MV.c.owner == self.replica))}
+            held = select(_MV.c.model, _MV.c.model_version).where(_MV.c.owner == self.replica) \
+                if self.leases is None else \
+                select(_LEASE.c.model, _LEASE.c.model_version).where(_LEASE.c.holder == self.replica)
+            mine = {tuple(r) for r in conn.execute(held)}
             keep = [r for r in rows if (r.model, r.model_version) in mine]
             if keep:
                 stmt = self._insert(_MS)
@@ -588,15 +685,20 @@ class Database:
         return out[::-1] if reverse else out
 
     def window_rows(self, model: str, version: str, size: int, min_time: Optional[float] = None,
-                    after: Optional[int] = None) -> list:
+                    after: Optional[int] = None, upto: Optional[int] = None) -> list:
         """The latest ``size`` predictions of a model version by record time (ties by arrival),
         oldest first, with labels; only those recorded at or after ``min_time`` and stored after
-        the prediction with id ``after`` (the end of its ``first_n`` reference)."""
+        the prediction with id ``after`` (the end of its ``first_n`` reference, or what a reader
+        has read already) and up to id ``upto`` (a :meth:`committed_watermark`). A hot model's
+        new rows past ``size`` are never read: the index on (model, version, time) is walked
+        from the newest."""
         where = [_P.c.model == model, _P.c.model_version == version]
         if min_time is not None:
             where.append(_P.c.time >= min_time)
         if after is not None:
             where.append(_P.c.id > after)
+        if upto is not None:
+            where.append(_P.c.id <= upto)
         return self._window_rows(and_(*where), (_P.c.time.desc(), _P.c.id.desc()), size, reverse=True)
 
     def labeled_rows(self, model: str, version: str, size: int, min_time: Optional[float] = None,
@@ -625,10 +727,14 @@ class Database:
         where = and_(_P.c.model == model, _P.c.model_version == version)
         return self._window_rows(where, (_P.c.id,), n)
 
-    def reference_cut(self, model: str, version: str, n: int) -> Optional[int]:
+    def reference_cut(self, model: str, version: str, n: int, upto: Optional[int] = None) -> Optional[int]:
         """The id of the ``n``-th prediction of a model version by arrival (None while it has fewer):
-        where its ``first_n`` reference ends and its window begins."""
-        stmt = select(_P.c.id).where(and_(_P.c.model == model, _P.c.model_version == version)).order_by(
+        where its ``first_n`` reference ends and its window begins. ``upto``: only ids at or below
+        a :meth:`committed_watermark`, below which no row can appear later (several writers)."""
+        where = [_P.c.model == model, _P.c.model_version == version]
+        if upto is not None:
+            where.append(_P.c.id <= upto)
+        stmt = select(_P.c.id).where(and_(*where)).order_by(
             _P.c.id).limit(1).offset(max(0, int(n) - 1))
         with self.engine.connect() as conn:
             return conn.execute(stmt).scalar()

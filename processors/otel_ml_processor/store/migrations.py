@@ -3,7 +3,11 @@
 Version 1 creates the tables of ``store/schema.py``; version 2 adds replica ownership
 (``model_versions``, filled from the stored predictions with no owner yet), the computed
 snapshots (``model_snapshots``) and ``labels.changed_at`` / ``changed_by``; the step
-``_audit_ids`` adds ``audit.audit_id`` and its unique index. A later change to the schema appends
+``_audit_ids`` adds ``audit.audit_id`` and its unique index; ``_v3`` makes
+PostgreSQL's ``predictions`` a table partitioned by record time (``store/partitions.py``),
+moving the rows an earlier version stored, ids and all (SQLite: nothing to do); ``_leases``
+adds the compute leases and the replicas' heartbeats (``compute_leases``,
+``replicas``). A later change to the schema appends
 a step (a function taking a SQLAlchemy connection) and never edits an earlier one. Steps create
 tables from the current ``schema`` with ``checkfirst``, so a step that adds a column to a table
 an earlier step created checks that the column is not there yet (a new database gets it from
@@ -25,7 +29,7 @@ from typing import Callable
 
 from sqlalchemy import Connection, Engine, func, inspect, literal, select, text
 
-from otel_ml_processor.store import schema
+from otel_ml_processor.store import partitions, schema
 
 
 def _v1(conn: Connection) -> None:
@@ -63,10 +67,38 @@ def _audit_ids(conn: Connection) -> None:
         conn.execute(text("CREATE UNIQUE INDEX ux_audit_audit_id ON audit (audit_id)"))
 
 
+def _v3(conn: Connection) -> None:
+    """PostgreSQL: ``predictions`` partitioned by day of record time, with every stored row kept."""
+    if conn.dialect.name != "postgresql" or partitions.is_partitioned(conn):
+        return
+    # The old table steps aside under another name; its constraint and index names are
+    # schema-wide in PostgreSQL, so they go first (the rows are copied by a plain scan). Its id
+    # sequence is kept, so new rows continue the ids (and the order of arrival) of the old ones.
+    conn.execute(text("ALTER SEQUENCE predictions_id_seq OWNED BY NONE"))
+    conn.execute(text("ALTER TABLE predictions RENAME TO predictions_v2"))
+    conn.execute(text("ALTER TABLE predictions_v2 DROP CONSTRAINT IF EXISTS uq_predictions_model_pid"))
+    conn.execute(text("ALTER TABLE predictions_v2 DROP CONSTRAINT IF EXISTS predictions_pkey"))
+    for name in ("ix_predictions_window", "ix_predictions_received", "ix_predictions_arrival"):
+        conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
+    partitions.create_partitioned(conn)
+    # the days that hold rows (not every day between the first and the last: one stray record
+    # time must not make thousands of empty partitions)
+    partitions.ensure(conn, conn.execute(text(
+        f"SELECT DISTINCT floor(time / {partitions.DAY})::bigint FROM predictions_v2")).scalars())
+    columns = ", ".join(c.name for c in schema.predictions.columns)
+    conn.execute(text(f"INSERT INTO predictions ({columns}) SELECT {columns} FROM predictions_v2 ORDER BY id"))
+    conn.execute(text("DROP TABLE predictions_v2"))
+
+
+def _leases(conn: Connection) -> None:
+    """Compute leases and replica heartbeats (several replicas on PostgreSQL, docs/scaling.md)."""
+    schema.metadata.create_all(conn, tables=[schema.compute_leases, schema.replicas])
+
+
 #: Advisory lock key of the schema migration (any constant; "otelmlsv" in ASCII).
 MIGRATION_LOCK_KEY = 0x6F74656C6D6C7376
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _audit_ids]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _audit_ids, _v3, _leases]
 
 
 def current_version(conn: Connection) -> int:

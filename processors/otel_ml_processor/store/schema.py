@@ -2,7 +2,9 @@
 
 Tables:
 - ``predictions``: one row per accepted ``ml.prediction`` event, unique by
-  ``(model, prediction_id)``. ``time`` is the record time (seconds since the epoch),
+  ``(model, prediction_id)``. On PostgreSQL the table is partitioned by day of record time and
+  made by migration 3 from ``store/partitions.py``'s DDL (unique by ``(model, prediction_id,
+  time)``, no primary key); this definition is SQLite's, and the columns of both. ``time`` is the record time (seconds since the epoch),
   ``received_at`` when the processor stored it. ``features``, ``segments``,
   ``probabilities`` and ``attributes`` are JSON objects (already anonymized).
 - ``labels``: the latest true label per ``(model, prediction_id)``; ``joined_at`` is null
@@ -17,6 +19,11 @@ Tables:
   reference ends (``reference_cut``: the id of its ``reference_first_n``-th prediction).
 - ``model_snapshots``: each model version's last computed metrics (``metrics``: JSON of
   ``compute.persist``), with the replica that computed them and when.
+- ``compute_leases`` (PostgreSQL, several replicas): one row per model version, the replica that
+  holds its compute (``holder``) until ``expires_at`` (the database's clock), renewed every
+  compute interval; ``takeovers`` counts the changes of holder (``compute/leases.py``).
+- ``replicas``: each replica's last heartbeat (``seen_at``, the database's clock): the live ones
+  share the leases.
 - ``schema_version``: the migration level (see ``store/migrations.py``).
 
 Example (reading stored predictions with plain sqlite3)::
@@ -102,6 +109,22 @@ audit = Table(
     Column("time", Float, nullable=False),
     Column("audit_id", String(64), nullable=True),   # ml.audit.id; null from older SDKs
     Index("ux_audit_audit_id", "audit_id", unique=True),
+)
+
+compute_leases = Table(
+    "compute_leases", metadata,
+    Column("model", String(255), primary_key=True),
+    Column("model_version", String(255), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("acquired_at", Float, nullable=False),
+    Column("takeovers", Integer, nullable=False),
+)
+
+replicas = Table(
+    "replicas", metadata,
+    Column("replica", String(255), primary_key=True),
+    Column("seen_at", Float, nullable=False),
 )
 
 schema_version = Table(
