@@ -38,7 +38,7 @@ from functools import lru_cache
 import numpy as np
 
 from otel_ml import semconv as sc
-from otel_ml_processor.stats.registry import (
+from otel_ml_processor.stats.drift_types import (
     DISTANCE, LARGE, NUMERIC, DriftScore, DriftTest, FeatureReference, FeatureWindow,
 )
 

@@ -31,6 +31,8 @@ from otel_ml import semconv as sc
 from otel_ml_processor.export.pages.source import ModelSnapshot
 from otel_ml_processor.export.pages.svg import histogram_svg, interval_svg, number
 from otel_ml_processor.export.pages.theme import CSP, CSS
+from otel_ml_processor.stats.multivariate import DEFAULT_THRESHOLD as MULTIVARIATE_THRESHOLD
+from otel_ml_processor.stats.registry import builtin_tests
 
 __all__ = ["PageOptions", "page_options", "hidden_features", "render_index", "render_model", "render_not_found", "drift_order", "ANCHORS",
            "DEFAULT_DOCS_URL", "docs_url_from_env", "STALE_INTERVALS", "is_stale"]
@@ -135,11 +137,8 @@ def _model_href(model: str, version: Optional[str] = None, prefix: str = "") -> 
 # --- drift ordering -------------------------------------------------------------------------------
 
 def _default_threshold(method: str) -> float:
-    from otel_ml_processor.stats.multivariate import DEFAULT_THRESHOLD
-    from otel_ml_processor.stats.registry import builtin_tests
-
     if method == sc.METHOD_PCA_RECONSTRUCTION:
-        return DEFAULT_THRESHOLD
+        return MULTIVARIATE_THRESHOLD
     test = builtin_tests().get(method)
     return test.default_threshold if test is not None else 1.0
 
