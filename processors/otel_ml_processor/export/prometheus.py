@@ -101,7 +101,7 @@ class MLCollector(Collector):
                       "drift.alpha (the reference's own unseen share; MLOODRatioHigh needs ml_ood_ratio above it).", MV)
         food = g(sc.M_FEATURE_OOD_RATIO, "Fraction of window predictions with this feature out of distribution.", MV + [sc.L_FEATURE])
         fmiss = g(sc.M_FEATURE_MISSING_RATIO, "Fraction of window predictions with this input feature missing (absent, "
-                  "null, NaN or unreadable; the score of drift method missing).", MV + [sc.L_FEATURE])
+                  "null or a non-finite number; the score of drift method missing).", MV + [sc.L_FEATURE])
         dscore = g(sc.M_DRIFT_SCORE, "Drift statistic of the window against the reference.", MV + [sc.L_FEATURE, sc.L_METHOD])
         dp = g(sc.M_DRIFT_PVALUE, "P-value of the drift test (methods that have one).", MV + [sc.L_FEATURE, sc.L_METHOD])
         dq = g(sc.M_DRIFT_QVALUE, "Benjamini-Hochberg q-value of the drift p-value across the model's features.",
