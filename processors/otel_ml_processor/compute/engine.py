@@ -108,6 +108,7 @@ class ModelMetrics:
     ood_ratio_floor: Optional[float] = None                    # what a stable window's ood_ratio stays under
     feature_ood_ratio: dict = field(default_factory=dict)      # feature -> fraction
     feature_missing_ratio: dict = field(default_factory=dict)  # feature -> missing fraction (method "missing")
+    feature_missing_reference: dict = field(default_factory=dict)  # feature -> the reference's missing fraction (pages)
     drift: list = field(default_factory=list)                  # [DriftResult]
     fairness: dict = field(default_factory=dict)               # (attribute, metric) -> value
     fairness_pvalue: dict = field(default_factory=dict)        # (attribute, metric) -> p-value
@@ -345,6 +346,8 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
                 tested.append(t)
                 if t.pf.method == sc.METHOD_MISSING:
                     m.feature_missing_ratio[name] = t.score
+                    if t.pf.ref.rows:
+                        m.feature_missing_reference[name] = t.pf.ref.missing / t.pf.ref.rows
         if n:
             anyood = np.zeros(n, dtype=bool)
             for mask in masks:
