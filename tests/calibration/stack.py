@@ -35,7 +35,7 @@ from tests.calibration import streams, wire
 from tests.support import ProcessorProcess, PrometheusProcess, grpc_export, wait_for
 
 #: The model-quality alerts (docs/runbook.md, "What a model-quality alert promises").
-MODEL_QUALITY = ("MLFeatureDrift", "MLPredictionDrift", "MLMultivariateDrift", "MLPerformanceBelowThreshold",
+MODEL_QUALITY = ("MLFeatureDrift", "MLFeatureMissingValues", "MLPredictionDrift", "MLMultivariateDrift", "MLPerformanceBelowThreshold",
                  "MLPerformanceBelowBaseline", "MLEstimatedPerformanceDrop", "MLOODRatioHigh", "MLFairnessGap")
 #: ``for:`` of the test copy of the alerts (the shipped ones are 15m to 1h).
 SHORT_FOR = "2s"

@@ -6,7 +6,9 @@ A row is a binary classifier's prediction (``positive_label`` "1"):
   correlated with it (r = 0.8, so the multivariate score has a correlation to lose), ``amount``
   log-normal, ``visits`` Poisson and ``items`` negative-binomial integer counts (sent as OTLP
   ints), ``plan`` 5 levels and ``region`` 40 Zipf levels (spaces, symbols, non-ASCII), ``member``
-  an OTLP bool; with ``high_cardinality``, ``merchant`` of 300 Zipf levels;
+  an OTLP bool; with ``high_cardinality``, ``merchant`` of 300 Zipf levels; ``amount`` is missing
+  (no attribute; an empty cell in a reference file) in 5 % of rows and ``plan`` in 2 %, in the
+  reference as after it (MISSING);
 - the prediction is "1" for 30 % of rows in every group of ``segment`` (7 groups, the smallest 3 %
   of rows), whatever the inputs;
 - its score (confidence of the predicted class) is 0.5 + 0.5 Beta(4, 1), mean 0.9, and the
@@ -46,7 +48,12 @@ CHANGES = {
     "prediction_shift": "the positive class predicted 60 % of the time instead of 30 %",
     "correlation_break": "income_2 drawn independently of income (same marginal)",
     "confidence_drop": "scores (and, calibrated, correctness) fall to a mean of 0.6",
+    "missing_values": "region missing (no attribute) in 30 % of rows, never in the reference",
 }
+#: each feature's share of rows without a value, in the reference and in a stable stream alike
+MISSING = {"amount": 0.05, "plan": 0.02}
+#: the missing_values change: this feature goes this empty
+MISSING_CHANGE = ("region", 0.3)
 
 
 #: region's levels are named in their order of frequency: the mix change swaps the i-th most frequent
@@ -107,7 +114,12 @@ def generate(rng: np.random.Generator, n: int, high_cardinality: bool = False, c
         score = 0.5 + 0.5 * rng.beta(1.0, 4.0, n)
     right = rng.random(n) < (0.6 if change == "accuracy_drop" else score)
     truth = np.where(right, predicted, ~predicted)
-    return Rows(features={name: values.tolist() for name, values in cols.items()}, predicted=["1" if p else "0" for p in predicted], scores=score.tolist(),
+    features = {name: values.tolist() for name, values in cols.items()}
+    gone = dict(MISSING, **dict([MISSING_CHANGE] if change == "missing_values" else []))
+    for name, share in gone.items():
+        for i in np.flatnonzero(rng.random(n) < share).tolist():
+            features[name][i] = None
+    return Rows(features=features, predicted=["1" if p else "0" for p in predicted], scores=score.tolist(),
                 labels=["1" if t else "0" for t in truth], segments=groups.tolist())
 
 

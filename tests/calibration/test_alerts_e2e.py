@@ -9,7 +9,8 @@ expressions as shipped, checked below). Each alert's condition is the shipped al
 
 Stable models (tests/calibration/streams.py: every row from the distribution of the model's
 reference; numeric features of several shapes including integer counts, categorical ones up to
-40 levels, a boolean, a fairness attribute of 7 groups down to 3 % of rows with the same
+40 levels, a boolean, two features missing in 5 % and 2 % of rows as in their reference
+(the missing-value test's null), a fairness attribute of 7 groups down to 3 % of rows with the same
 positive rate in every group, accuracy about 0.9, labels one step late) in cohorts (COHORTS):
 the first_n default reference (the first 1 000 predictions) with windows growing to a full
 2 000 and sliding; 1 000-row reference files with windows growing to a full 400 and sliding;
@@ -75,6 +76,7 @@ CAUGHT_BY = {
     "prediction_shift": ("MLPredictionDrift", ("warning",)),
     "correlation_break": ("MLMultivariateDrift", ("warning",)),
     "confidence_drop": ("MLEstimatedPerformanceDrop", ("warning", "critical")),
+    "missing_values": ("MLFeatureMissingValues", ("warning",)),
 }
 #: an alert's condition can be true only where its own minimum count is met: other evaluations
 #: are not counted for it

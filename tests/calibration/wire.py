@@ -74,7 +74,8 @@ def prediction_record(model: str, pid: str, time_ns: int, features: dict, label:
     parts = [b"\x09" + _FIXED64(time_ns), _string_attribute(sc.ML_MODEL_NAME, model),
              _string_attribute(sc.ML_MODEL_VERSION, "1"), _text_attribute(sc.ML_PREDICTION_ID, pid),
              _string_attribute(sc.ML_OUTPUT_LABEL, label), attribute(sc.ML_OUTPUT_SCORE, score)]
-    parts += [attribute(sc.feature_key(k), v) for k, v in features.items()]
+    # a missing value (None) is an absent attribute, as an SDK sends it
+    parts += [attribute(sc.feature_key(k), v) for k, v in features.items() if v is not None]
     parts += [_string_attribute(sc.segment_key(k), v) for k, v in segments.items()]
     parts.append(_PREDICTION)
     return _field(b"\x12", b"".join(parts))
