@@ -290,7 +290,7 @@ def test_test_modules_import_only_the_leaf_not_the_registry():
     import otel_ml_processor.stats as pkg
 
     root = pathlib.Path(pkg.__file__).parent
-    for name, t in TESTS.items():
+    for name in TESTS:
         src = (root / f"{name}.py").read_text()
         imported = {n.module for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom)}
         assert "otel_ml_processor.stats.registry" not in imported, name
@@ -298,3 +298,25 @@ def test_test_modules_import_only_the_leaf_not_the_registry():
     leaf = ast.parse((root / "drift_types.py").read_text())
     assert not {n.module for n in ast.walk(leaf) if isinstance(n, ast.ImportFrom)
                 if n.module and n.module.startswith("otel_ml_processor.stats.") and n.module != "otel_ml_processor.stats._codes"}
+
+
+@SETTINGS
+@given(st.integers(1, 200_000), st.integers(1, 200_000), st.floats(0, 1), st.floats(0, 1), st.booleans())
+def test_fisher_two_sided_is_scipys_on_large_tables(n_ref, n_win, p_ref, p_win, equal_margins):
+    # equal margins make a mirror point exactly as probable as the table: scipy's 1 + 1e-14
+    # tolerance includes it, and so must the log-gamma shortcut
+    from otel_ml_processor.stats.missing import fisher_two_sided
+
+    n_win = n_ref if equal_margins else n_win
+    a, c = round(n_ref * p_ref), round(n_win * p_win)
+    want = stats.fisher_exact([[a, n_ref - a], [c, n_win - c]]).pvalue
+    assert fisher_two_sided(a, n_ref - a, c, n_win - c) == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("table", [(10, 990, 10, 990), (7, 993, 13, 987), (13, 987, 7, 993), (0, 1000, 1000, 0),
+                                   (5000, 95000, 5100, 94900), (50, 950, 600, 9400), (1, 0, 0, 1), (0, 5, 0, 7)])
+def test_fisher_two_sided_on_ties_and_edges(table):
+    from otel_ml_processor.stats.missing import fisher_two_sided
+
+    a, b, c, d = table
+    assert fisher_two_sided(*table) == pytest.approx(stats.fisher_exact([[a, b], [c, d]]).pvalue, rel=1e-9, abs=1e-12)
