@@ -65,6 +65,11 @@ def probability_key(cls: str) -> str:
     return ML_OUTPUT_PROBABILITY_PREFIX + cls
 
 
+def reference_probability_column(cls: str) -> str:
+    """Reference-file column of the probability of class ``cls`` (``__probability_<cls>__``)."""
+    return REFERENCE_PROBABILITY_COLUMN_PREFIX + cls + REFERENCE_PROBABILITY_COLUMN_SUFFIX
+
+
 def summary_key(key: str, summary: str) -> str:
     """Attribute key of one summary (a ``FEATURE_SUMMARY_*`` suffix) of the feature ``key``
     (e.g. ``ml.feature.embedding.mean``)."""
@@ -136,6 +141,8 @@ M_LABEL_JOIN_DELAY = "ml_label_join_delay_seconds"
 M_PERFORMANCE = "ml_performance"
 M_PERFORMANCE_INTERVAL = "ml_performance_interval"
 M_ESTIMATED_PERFORMANCE = "ml_estimated_performance"
+#: NannyML's sampling-error band of each estimate (issue 21): estimate ± 3 standard errors.
+M_ESTIMATED_PERFORMANCE_INTERVAL = "ml_estimated_performance_interval"
 M_OOD_RATIO = "ml_ood_ratio"
 M_OOD_RATIO_FLOOR = "ml_ood_ratio_floor"
 M_FEATURE_OOD_RATIO = "ml_feature_ood_ratio"
@@ -220,7 +227,7 @@ PERF_MAE = "mae"
 PERF_RMSE = "rmse"
 PERF_R2 = "r2"
 
-# ``bound`` of ml_performance_interval.
+# ``bound`` of ml_performance_interval and ml_estimated_performance_interval.
 BOUND_LOWER = "lower"
 BOUND_UPPER = "upper"
 
@@ -249,6 +256,9 @@ METHOD_MISSING = "missing"
 REFERENCE_PREDICTION_COLUMN = "__prediction__"
 REFERENCE_SCORE_COLUMN = "__score__"
 REFERENCE_LABEL_COLUMN = "__label__"
+#: ``__probability_<class>__``: a class's probability in a reference file (multi-class CBPE, issue 21).
+REFERENCE_PROBABILITY_COLUMN_PREFIX = "__probability_"
+REFERENCE_PROBABILITY_COLUMN_SUFFIX = "__"
 FEATURE_PREDICTION = "__prediction__"
 FEATURE_MULTIVARIATE = "__multivariate__"
 OVERFLOW_LABEL_VALUE = "__other__"

@@ -338,11 +338,14 @@ def estimated_performance_alerts(t: dict) -> list[Alert]:
         alerts.append(Alert(
             name="MLEstimatedPerformanceDrop",
             severity=severity,
-            expr=with_at_least(f"{sel(sc.M_ESTIMATED_PERFORMANCE, eq(sc.L_METRIC, estimated['metric']))} < {threshold}",
-                               sc.M_WINDOW_PREDICTIONS, estimated["min_window"]),
+            # the interval's upper bound (estimate + 3 of NannyML's sampling errors), as the labeled
+            # performance alerts compare the Wilson upper bound: a small window's wide band does not page
+            expr=with_at_least(f"{sel(sc.M_ESTIMATED_PERFORMANCE_INTERVAL, eq(sc.L_METRIC, estimated['metric']), eq(sc.L_BOUND, sc.BOUND_UPPER))}"
+                               f" < {threshold}", sc.M_WINDOW_PREDICTIONS, estimated["min_window"]),
             for_=estimated["for"],
             summary="The label-free performance estimate (CBPE) fell below its threshold.",
-            description=f"Estimated {estimated['metric']} of {MODEL_TEXT} is {VALUE_3F} (threshold {threshold}).",
+            description=(f"Estimated {estimated['metric']} of {MODEL_TEXT} is at most {VALUE_3F} (upper bound of "
+                         f"its interval; threshold {threshold})."),
             model_quality=True,
         ))
     return alerts

@@ -1,7 +1,8 @@
 """The per-model metrics engine: one :class:`ModelMetrics` from a window and its prepared reference.
 
 :func:`compute_model_metrics` applies DESIGN.md's "Statistics" to one (model, version):
-performance and its Wilson intervals on the labeled window, CBPE's estimate, OOD, drift per
+performance and its Wilson intervals on the labeled window, the label-free estimates (CBPE,
+DLE) with NannyML's sampling-error intervals, OOD, drift per
 feature / of the prediction / multivariate with their decisions, fairness with p-values and
 per-group numbers, data quality counts, cardinality caps. Every value is finite; what is
 undefined is absent (see docs/metrics.md for each rule).
@@ -51,7 +52,7 @@ from otel_ml_processor.clean.values import NUMBER, read_column, read_value, TEXT
 from otel_ml_processor.compute.histograms import feature_histograms
 from otel_ml_processor.compute.reference import PreparedFeature, PreparedReference, positive_probability
 from otel_ml_processor.compute.window import QUALITY_MISSING, QUALITY_NAN, WindowData
-from otel_ml_processor.stats import cbpe, fairness, performance
+from otel_ml_processor.stats import cbpe, fairness, performance, sampling_error
 from otel_ml_processor.stats._codes import value_counts
 from otel_ml_processor.stats.decisions import DEFAULT_ALPHA, bh_qvalues
 from otel_ml_processor.stats.ood import DEFAULT_MARGIN, categorical_ood, numeric_ood, ood_ratio_floor, stable_ood_bound
@@ -103,7 +104,8 @@ class ModelMetrics:
     window_labeled: int = 0
     performance: dict = field(default_factory=dict)            # metric -> value
     performance_interval: dict = field(default_factory=dict)   # (metric, "lower" | "upper") -> value
-    estimated_performance: dict = field(default_factory=dict)  # metric -> value (CBPE)
+    estimated_performance: dict = field(default_factory=dict)  # metric -> value (CBPE, DLE)
+    estimated_performance_interval: dict = field(default_factory=dict)  # (metric, bound) -> value
     ood_ratio: Optional[float] = None
     ood_ratio_floor: Optional[float] = None                    # what a stable window's ood_ratio stays under
     feature_ood_ratio: dict = field(default_factory=dict)      # feature -> fraction
@@ -267,7 +269,7 @@ def _performance(m: ModelMetrics, lab: _Labeled, task: str, binary: bool, pos: O
 def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], spec: ModelSpec,
                           executor: Optional[Executor] = None,
                           labeled: Optional[WindowData] = None) -> ModelMetrics:
-    """All metrics of one (model, version) window; ``ref`` None -> no drift, OOD or CBPE.
+    """All metrics of one (model, version) window; ``ref`` None -> no drift, OOD or estimates.
 
     ``labeled``: the labeled window (every row has a joined label; it may hold predictions that
     left ``window``); None -> the rows of ``window`` that carry a label. ``executor`` (e.g. a
@@ -369,7 +371,7 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
                 m.drift.append(DriftResult(sc.FEATURE_MULTIVARIATE, sc.METHOD_PCA_RECONSTRUCTION, s, None,
                                            s >= th, None, th))
 
-        # -- CBPE ---------------------------------------------------------------------------------
+        # -- label-free estimates: CBPE (binary, multi-class), DLE (regression) ----------------------
         if binary and n and pos is not None:
             p_all = positive_probability(pos, window.output_label, window.score, window.probabilities)
             ok = has_pred & np.isfinite(p_all) & (p_all >= 0) & (p_all <= 1)
@@ -377,6 +379,25 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
             if ref.calibrator is not None and p.size:
                 p = ref.calibrator.transform(p)
             m.estimated_performance = cbpe.estimate(p, window.output_label[ok] == pos)
+            for k, v in m.estimated_performance.items():
+                iv = sampling_error.interval(v, ref.binary_coefficients.get(k), int(p.size))
+                if iv is not None:
+                    m.estimated_performance_interval[(k, sc.BOUND_LOWER)], \
+                        m.estimated_performance_interval[(k, sc.BOUND_UPPER)] = iv
+        elif ref.multiclass is not None and n:
+            mc = ref.multiclass
+            probs = np.column_stack([window.probabilities.get(c, np.full(n, np.nan)) for c in mc.classes])
+            preds = np.full(n, None, dtype=object)
+            preds[has_pred] = _labels_str(window.output_label, has_pred)
+            est, est_rows = mc.estimate(probs, preds)
+            m.estimated_performance = est
+            m.estimated_performance_interval = mc.intervals(est, est_rows)
+        elif ref.dle is not None and n:
+            feats = {name: read_column(pf.value_type, window.features[name])[0]
+                     for name, pf in ref.features.items() if name in window.features}
+            est_r, rows_r = ref.dle.estimate(feats, window.output_value)
+            m.estimated_performance = est_r
+            m.estimated_performance_interval = ref.dle.intervals(est_r, rows_r)
 
     # -- fairness and groups ----------------------------------------------------------------------
     ld = lab.data

@@ -2,8 +2,8 @@
 
 A reference is a CSV or Parquet file (Parquet needs pyarrow) whose columns are the model's
 feature names plus the optional reserved columns ``__prediction__`` (predicted label or value),
-``__score__`` (confidence of the predicted label, as ``ml.output.score``) and ``__label__`` (true
-label); or the first N predictions of the model version (:func:`reference_from_window`).
+``__score__`` (confidence of the predicted label, as ``ml.output.score``), ``__label__`` (true
+label) and ``__probability_<class>__`` (a class's probability, as ``ml.output.probability.<class>``); or the first N predictions of the model version (:func:`reference_from_window`).
 Typing (one type per feature, :mod:`otel_ml_processor.clean.values`): an empty CSV cell is missing;
 a column whose present values all read as numbers is numeric; one whose values are all true/false
 words (``True``, ``true``, ``FALSE``, ...; 1 / 0 may appear among them) is boolean, written
@@ -43,7 +43,9 @@ from otel_ml_processor.clean.values import (
     BOOLEAN, FALSE, NUMBER, TEXT, TRUE, column_type, file_column, read_value,
 )
 from otel_ml_processor.compute.window import WindowData
+from otel_ml_processor.stats import sampling_error
 from otel_ml_processor.stats.cbpe import IsotonicCalibrator
+from otel_ml_processor.stats.cbpe_multiclass import MulticlassCBPE
 from otel_ml_processor.stats.multivariate import DEFAULT_THRESHOLD as MULTIVARIATE_THRESHOLD
 from otel_ml_processor.stats.multivariate import PCAReconstruction
 from otel_ml_processor.stats.decisions import DEFAULT_ALPHA, family_level
@@ -129,6 +131,13 @@ def _read_columns(path: str) -> dict[str, list]:
         raise ReferenceError(f"cannot read CSV reference {path!r}: {exc}") from exc
 
 
+def _probability_columns(cols: dict) -> dict[str, str]:
+    """column -> class, of the reserved ``__probability_<class>__`` columns."""
+    pre, suf = sc.REFERENCE_PROBABILITY_COLUMN_PREFIX, sc.REFERENCE_PROBABILITY_COLUMN_SUFFIX
+    return {k: k[len(pre):-len(suf)] for k in cols
+            if k.startswith(pre) and k.endswith(suf) and len(k) > len(pre) + len(suf)}
+
+
 def check_reference_columns(ref: ReferenceData, features: list[str]) -> None:
     """Raise ReferenceError naming the columns when the reference's features differ from ``features``."""
     have, want = set(ref.features), set(features)
@@ -150,7 +159,12 @@ def load_reference_file(path: str, features: Optional[list[str]] = None) -> Refe
     n = len(next(iter(cols.values()))) if cols else 0
     if n == 0:
         raise ReferenceError(f"reference file {path!r} has no rows")
-    feats = {k: file_column(v, csv_text) for k, v in cols.items() if k not in RESERVED}
+    probs = {cls: file_column(cols[k], csv_text) for k, cls in _probability_columns(cols).items()}
+    for k, v in probs.items():
+        if v.dtype == object:
+            raise ReferenceError(f"reference {path!r}: column {sc.reference_probability_column(k)} must hold numbers")
+    feats = {k: file_column(v, csv_text) for k, v in cols.items()
+             if k not in RESERVED and k not in _probability_columns(cols)}
     pred = cols.get(sc.REFERENCE_PREDICTION_COLUMN)
     score = cols.get(sc.REFERENCE_SCORE_COLUMN)
     label = cols.get(sc.REFERENCE_LABEL_COLUMN)
@@ -162,6 +176,7 @@ def load_reference_file(path: str, features: Optional[list[str]] = None) -> Refe
         prediction=None if pred is None else _label_column(pred, csv_text),
         score=score_col,
         label=None if label is None else _label_column(label, csv_text),
+        probabilities={k: v.astype(float) for k, v in probs.items()},
         source=str(path),
     )
     if features is not None:
@@ -264,6 +279,10 @@ class PreparedReference:
     multivariate_features: tuple = ()
     multivariate_threshold: float = MULTIVARIATE_THRESHOLD
     calibrator: Optional[IsotonicCalibrator] = None
+    #: binary CBPE's sampling-error coefficients (stats/sampling_error.py): metric -> c
+    binary_coefficients: dict = field(default_factory=dict)
+    multiclass: Optional[MulticlassCBPE] = None    # multi-class CBPE (stats/cbpe_multiclass.py)
+    dle: Any = None                                 # regression DLE (stats/dle.py; imports lightgbm)
     tests: dict = field(default_factory=dict)
     alpha: float = DEFAULT_ALPHA
     multivariate_floors: dict = field(default_factory=dict, repr=False, compare=False)
@@ -358,6 +377,7 @@ def prepare_reference(ref: ReferenceData, spec: "ModelSpec", tests: Optional[dic
     if len(numeric) >= 2:
         mv = PCAReconstruction.fit_columns(np.stack([ref.features[k].astype(float, copy=False) for k in numeric]))
     calibrator = None
+    binary_coefficients: dict = {}
     if spec.positive_label is not None and ref.label is not None and ref.prediction is not None:
         pos = spec.positive_label
         out_label = ref.prediction if ref.prediction.dtype == object else _label_strings(ref.prediction)
@@ -366,9 +386,61 @@ def prepare_reference(ref: ReferenceData, spec: "ModelSpec", tests: Optional[dic
         ok = np.isfinite(p) & np.array([v is not None for v in labels.tolist()], dtype=bool)
         if np.any(ok):
             calibrator = IsotonicCalibrator.fit(p[ok], (labels[ok] == pos).astype(float))
+        has = np.array([v is not None for v in labels.tolist()], dtype=bool) & \
+            np.array([v is not None for v in out_label.tolist()], dtype=bool)
+        y01, yp01 = (labels[has] == pos).astype(int), (out_label[has] == pos).astype(int)
+        binary_coefficients = sampling_error.binary_coefficients(
+            y01, yp01, p[has] if np.all(np.isfinite(p[has])) else None)
+    multiclass = None
+    if task == sc.TASK_CLASSIFICATION and spec.positive_label is None and len(ref.probabilities) >= 2:
+        multiclass = _fit_multiclass(ref)
+    dle = None
+    if task == sc.TASK_REGRESSION and ref.label is not None and ref.prediction is not None:
+        dle = _fit_dle(ref, kept)
     return PreparedReference(
         n_rows=n, features=feats, dropped_features=dropped, companions=companions, prediction=pred, multivariate=mv,
         multivariate_features=numeric if mv is not None else (),
         multivariate_threshold=MULTIVARIATE_THRESHOLD if mv_threshold is None else float(mv_threshold),
-        calibrator=calibrator, tests=tests, alpha=spec.drift_alpha,
+        calibrator=calibrator, binary_coefficients=binary_coefficients, multiclass=multiclass, dle=dle,
+        tests=tests, alpha=spec.drift_alpha,
     )
+
+
+def _fit_multiclass(ref: ReferenceData) -> MulticlassCBPE:
+    """Multi-class CBPE from the reference's ``__probability_<class>__`` columns (classes sorted)."""
+    classes = sorted(ref.probabilities)
+    n = ref.n_rows
+    probs = np.column_stack([np.asarray(ref.probabilities[c], dtype=float) for c in classes])
+    labels = _label_strings(ref.label) if ref.label is not None else np.full(n, None, dtype=object)
+    preds = None
+    if ref.prediction is not None:
+        preds = ref.prediction if ref.prediction.dtype == object else _label_strings(ref.prediction)
+    return MulticlassCBPE.fit(classes, probs, labels, preds)
+
+
+def _numbers(col: np.ndarray) -> np.ndarray:
+    out = np.full(len(col), np.nan)
+    for i, v in enumerate(col.tolist()):
+        if v is None or isinstance(v, bool):
+            continue
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError):
+            pass
+    return out
+
+
+def _fit_dle(ref: ReferenceData, kept: list) -> Any:
+    """Regression DLE (LightGBM, imported only here) on the kept features; None without
+    labeled rows or without LightGBM (the estimate is then absent, and the log says why)."""
+    try:
+        from otel_ml_processor.stats.dle import DLE
+        import lightgbm  # noqa: F401 - only to fail here, with the message below
+    except ImportError:
+        import logging
+        logging.getLogger(__name__).warning(
+            "regression estimates (DLE) need lightgbm: pip install 'otel-ml[processor]'")
+        return None
+    assert ref.label is not None and ref.prediction is not None
+    pred = ref.prediction if ref.prediction.dtype != object else _numbers(ref.prediction)
+    return DLE.fit({k: ref.features[k] for k in kept}, pred, _numbers(ref.label))

@@ -95,7 +95,9 @@ class MLCollector(Collector):
         perf = g(sc.M_PERFORMANCE, "Model performance on the labeled window.", MV + [sc.L_METRIC])
         perf_ci = g(sc.M_PERFORMANCE_INTERVAL, "95 % Wilson interval of accuracy, precision and recall on the labeled window.",
                     MV + [sc.L_METRIC, sc.L_BOUND])
-        est = g(sc.M_ESTIMATED_PERFORMANCE, "Label-free performance estimate (CBPE) on the window.", MV + [sc.L_METRIC])
+        est = g(sc.M_ESTIMATED_PERFORMANCE, "Label-free performance estimate (CBPE, DLE) on the window.", MV + [sc.L_METRIC])
+        est_ci = g(sc.M_ESTIMATED_PERFORMANCE_INTERVAL, "The estimate +- 3 of NannyML's sampling errors "
+                   "(clipped to [0, 1], or at 0 for mae and rmse).", MV + [sc.L_METRIC, sc.L_BOUND])
         ood = g(sc.M_OOD_RATIO, "Fraction of window predictions with any out-of-distribution feature.", MV)
         ood_floor = g(sc.M_OOD_RATIO_FLOOR, "The OOD fraction a stable window of this size stays under at level "
                       "drift.alpha (the reference's own unseen share; MLOODRatioHigh needs ml_ood_ratio above it).", MV)
@@ -129,6 +131,9 @@ class MLCollector(Collector):
             for k, v in sorted(m.estimated_performance.items()):
                 if _ok(v):
                     est.add_metric(mv + [k], v)
+            for (k, bound), v in sorted(m.estimated_performance_interval.items()):
+                if _ok(v):
+                    est_ci.add_metric(mv + [k, bound], v)
             if _ok(m.ood_ratio):
                 ood.add_metric(mv, m.ood_ratio)
             if _ok(m.ood_ratio_floor):
@@ -167,4 +172,5 @@ class MLCollector(Collector):
             if (model, version) in snap.computed_at:
                 last.add_metric(mv, snap.computed_at[(model, version)])
                 dur.add_metric(mv, snap.durations[(model, version)])
-        yield from (perf, perf_ci, est, ood, ood_floor, food, fmiss, dscore, dp, dq, dt, dd, fair, fair_p, gperf, gpred, wp, wl, last, dur)
+        yield from (perf, perf_ci, est, est_ci, ood, ood_floor, food, fmiss, dscore, dp, dq, dt, dd, fair, fair_p, gperf, gpred,
+                    wp, wl, last, dur)

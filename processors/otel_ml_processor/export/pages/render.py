@@ -47,6 +47,7 @@ DEFAULT_DOCS_URL = "https://github.com/otel-ml/otel-ml/blob/main/docs/"
 ANCHORS = {
     "window": "window", "performance": "performance", "performance_interval": "performance-interval",
     "estimated_performance": "estimated-performance", "ood": "ood", "drift": "drift",
+    "estimated_performance_interval": "estimated-performance-interval",
     "drift_detected": "drift-detected", "fairness": "fairness", "group": "group-metrics",
     "histogram": "histograms", "data_quality": "data-quality", "missing": "missing",
     **{f"method:{m}": f"drift-{m}" for m in (sc.METHOD_KS, sc.METHOD_PSI, sc.METHOD_JENSENSHANNON,
@@ -320,12 +321,20 @@ def _interval_of(m, metric: str) -> tuple:
     return iv.get((metric, "lower")), iv.get((metric, "upper"))
 
 
+def _estimate_interval(m, metric: str) -> str:
+    """"lower – upper" of ``ModelMetrics.estimated_performance_interval`` ("—" when absent)."""
+    iv = getattr(m, "estimated_performance_interval", None) or {}
+    lo, hi = iv.get((metric, sc.BOUND_LOWER)), iv.get((metric, sc.BOUND_UPPER))
+    return f"{number(lo)} – {number(hi)}" if lo is not None and hi is not None else "—"
+
+
 def _performance_section(s: ModelSnapshot, o: PageOptions) -> str:
     m = s.metrics
     metrics = list(dict.fromkeys([*m.performance, *m.estimated_performance]))
     if not metrics:
         return (f'<h2 id="performance">Performance{_def(o, "performance")}</h2><p class="muted">No labeled row and no '
-                "estimate yet: performance needs true labels; the label-free estimate needs a binary model.</p>")
+                "estimate yet: performance needs true labels; the label-free estimate needs a reference (with "
+                "class probabilities for a multi-class model, with labels for a regression model).</p>")
     rows = []
     for k in metrics:
         v = m.performance.get(k)
@@ -334,12 +343,14 @@ def _performance_section(s: ModelSnapshot, o: PageOptions) -> str:
         interval = f"{number(lo)} – {number(hi)}" if lo is not None or hi is not None else "—"
         rows.append(f'<tr data-metric="{_e(k)}"><td>{_e(k)}</td><td class="num">{number(v)}</td>'
                     f'<td class="num">{interval}</td><td>{band}</td>'
-                    f'<td class="num">{number(m.estimated_performance.get(k))}</td></tr>')
+                    f'<td class="num">{number(m.estimated_performance.get(k))}</td>'
+                    f'<td class="num">{_estimate_interval(m, k)}</td></tr>')
     return (f'<h2 id="performance">Performance{_def(o, "performance")}</h2>'
             f'<p class="muted">On the {number(m.window_labeled)} labeled rows of the window; the estimate needs no label.</p>'
             '<div class="scroll"><table><thead><tr><th>metric</th><th class="num">labeled window</th>'
             f'<th class="num">95 % interval{_def(o, "performance_interval")}</th><th></th>'
-            f'<th class="num">estimated (CBPE){_def(o, "estimated_performance")}</th></tr></thead><tbody>'
+            f'<th class="num">estimated (CBPE, DLE){_def(o, "estimated_performance")}</th>'
+            f'<th class="num">estimate ± 3 SE{_def(o, "estimated_performance_interval")}</th></tr></thead><tbody>'
             + "".join(rows) + "</tbody></table></div>")
 
 

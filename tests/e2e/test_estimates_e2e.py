@@ -1,0 +1,101 @@
+"""Label-free estimates end to end (issue 21): the real processor, fed a multi-class and a
+regression model's reference file and then their predictions over OTLP/gRPC, serves on /metrics
+the CBPE and DLE estimates and their intervals that the stats functions give on the same rows."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from otel_ml import semconv as sc
+from otel_ml_processor.compute.engine import ModelSpec
+from otel_ml_processor.compute.reference import load_reference_file, prepare_reference
+from otel_ml_processor.export.pages.svg import number
+from tests.support import ProcessorProcess, grpc_export, http_get, otlp_logs_request, wait_for
+
+pytestmark = pytest.mark.e2e
+
+CLASSES = ("ant", "bee", "cat")
+REF_ROWS, WINDOW_ROWS = 600, 300
+
+
+def _multiclass_rows(rng, n: int, shift: float):
+    x = rng.normal(shift, 1, (n, 2))
+    logits = np.column_stack([x[:, 0], x[:, 1], -x[:, 0] - x[:, 1]]) * 1.5
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    # over-confident scores, so that calibration has something to do
+    shown = probs ** 1.5 / (probs ** 1.5).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(CLASSES, p=p) for p in probs], dtype=object)
+    preds = np.array(CLASSES, dtype=object)[shown.argmax(axis=1)]
+    return x, shown, preds, labels
+
+
+def _regression_rows(rng, n: int, shift: float):
+    x = rng.normal(shift, 1, n)
+    plan = rng.choice(["free", "pro", "team"], n)
+    noise = rng.normal(0, 1, n) * (1 + np.abs(x)) * np.where(plan == "team", 2.0, 1.0)
+    pred = 3 * x + 1
+    return x, plan, pred, pred + noise
+
+
+def test_processor_exports_multiclass_cbpe_and_regression_dle_as_the_stats_functions(tmp_path):
+    rng = np.random.default_rng(21)
+    x, probs, preds, labels = _multiclass_rows(rng, REF_ROWS, 0.0)
+    head = "x0,x1,__prediction__,__label__," + ",".join(sc.reference_probability_column(c) for c in CLASSES)
+    lines = [",".join([repr(float(a)), repr(float(b)), p, t, *(repr(float(v)) for v in pr)])
+             for (a, b), p, t, pr in zip(x, preds, labels, probs)]
+    (tmp_path / "mc.csv").write_text(head + "\n" + "\n".join(lines) + "\n")
+    rx, rplan, rpred, rlabel = _regression_rows(rng, REF_ROWS, 0.0)
+    (tmp_path / "reg.csv").write_text("x,plan,__prediction__,__label__\n" + "".join(
+        f"{float(a)!r},{b},{float(p)!r},{float(t)!r}\n" for a, b, p, t in zip(rx, rplan, rpred, rlabel)))
+    models = [{"name": "mc", "task": sc.TASK_CLASSIFICATION, "reference": {"path": "mc.csv"}},
+              {"name": "reg", "task": sc.TASK_REGRESSION, "reference": {"path": "reg.csv"}}]
+
+    # the windows: a covariate shift, so the estimates move away from the reference's own performance
+    wx, wprobs, wpreds, _ = _multiclass_rows(rng, WINDOW_ROWS, 0.7)
+    gx, gplan, gpred, _ = _regression_rows(rng, WINDOW_ROWS, 1.0)
+    records = []
+    for i in range(WINDOW_ROWS):
+        attrs = {sc.ML_MODEL_NAME: "mc", sc.ML_MODEL_VERSION: "1", sc.ML_PREDICTION_ID: f"m{i}",
+                 sc.ML_MODEL_TASK: sc.TASK_CLASSIFICATION, sc.ML_OUTPUT_LABEL: str(wpreds[i]),
+                 sc.feature_key("x0"): float(wx[i, 0]), sc.feature_key("x1"): float(wx[i, 1])}
+        attrs.update({sc.probability_key(c): float(wprobs[i, k]) for k, c in enumerate(CLASSES)})
+        records.append(("ml.prediction", attrs))
+        records.append(("ml.prediction", {
+            sc.ML_MODEL_NAME: "reg", sc.ML_MODEL_VERSION: "1", sc.ML_PREDICTION_ID: f"r{i}",
+            sc.ML_MODEL_TASK: sc.TASK_REGRESSION, sc.ML_OUTPUT_VALUE: float(gpred[i]),
+            sc.feature_key("x"): float(gx[i]), sc.feature_key("plan"): str(gplan[i])}))
+
+    # what the stats functions give on the same rows
+    mc = prepare_reference(load_reference_file(str(tmp_path / "mc.csv")), ModelSpec(task=sc.TASK_CLASSIFICATION)).multiclass
+    assert mc is not None
+    mc_est, mc_rows = mc.estimate(wprobs, wpreds)
+    mc_bounds = mc.intervals(mc_est, mc_rows)
+    dle = prepare_reference(load_reference_file(str(tmp_path / "reg.csv")), ModelSpec(task=sc.TASK_REGRESSION)).dle
+    assert dle is not None
+    reg_est, reg_rows = dle.estimate({"x": gx, "plan": gplan.astype(object)}, gpred)
+    reg_bounds = dle.intervals(reg_est, reg_rows)
+    assert set(mc_est) == {sc.PERF_ACCURACY, sc.PERF_PRECISION, sc.PERF_RECALL, sc.PERF_F1, sc.PERF_ROC_AUC}
+    assert set(reg_est) == {sc.PERF_MAE, sc.PERF_RMSE}
+
+    with ProcessorProcess(tmp_path, models=models) as proc:
+        grpc_export(proc.grpc_endpoint, otlp_logs_request(records))
+        for model in ("mc", "reg"):
+            wait_for(lambda: proc.sample(sc.M_WINDOW_PREDICTIONS, {"model": model}) == WINDOW_ROWS,
+                     what=f"{model}'s window of {WINDOW_ROWS}")
+        for model, est, bounds in (("mc", mc_est, mc_bounds), ("reg", reg_est, reg_bounds)):
+            for metric, value in est.items():
+                got = wait_for(lambda: proc.sample(sc.M_ESTIMATED_PERFORMANCE, {"model": model, "metric": metric}),
+                               what=f"{model} estimated {metric}")
+                assert math.isclose(got, value, rel_tol=1e-9), (model, metric, got, value)
+                for bound in (sc.BOUND_LOWER, sc.BOUND_UPPER):
+                    b = proc.sample(sc.M_ESTIMATED_PERFORMANCE_INTERVAL, {"model": model, "metric": metric, "bound": bound})
+                    assert b is not None and math.isclose(b, bounds[(metric, bound)], rel_tol=1e-9), (model, metric, bound)
+                assert bounds[(metric, sc.BOUND_LOWER)] <= value <= bounds[(metric, sc.BOUND_UPPER)]
+        # the model page shows each estimate beside its interval
+        page = http_get(f"http://{proc.metrics_endpoint}/models/reg")[1].decode()
+        row = page[page.index('data-metric="mae"'):].split("</tr>")[0]
+        shown = f"{number(reg_bounds[(sc.PERF_MAE, sc.BOUND_LOWER)])} – {number(reg_bounds[(sc.PERF_MAE, sc.BOUND_UPPER)])}"
+        assert number(reg_est[sc.PERF_MAE]) in row and shown in row
