@@ -52,6 +52,7 @@ class Cohort:
     reference_file: int = 0           # rows of the reference file; 0: the first_n default (1000)
     high_cardinality: bool = False
     change: str = ""                  # a key of streams.CHANGES: the stream after the reference changes
+    task: str = "binary"              # "binary" | "multiclass" | "regression" (streams.multiclass / regression)
 
     def model_names(self) -> list:
         return [f"{self.name}-{k:02d}" for k in range(self.models)]
@@ -108,10 +109,19 @@ class CalibrationRun:
     def _model_config(self, cohort: Cohort, name: str, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.cohorts.index(cohort), index])
         reference_rows = cohort.reference_file or DEFAULT_FIRST_N
-        reference = streams.stable(rng, reference_rows, cohort.high_cardinality)
-        stream = streams.generate(rng, cohort.rows_after[-1], cohort.high_cardinality, cohort.change)
-        config = {"name": name, "task": sc.TASK_CLASSIFICATION, "positive_label": streams.POSITIVE,
-                  "window": {"size": cohort.window}, "fairness": {"attributes": [streams.SEGMENT]}}
+        if cohort.task == "multiclass":
+            reference = streams.multiclass(rng, reference_rows)
+            stream = streams.multiclass(rng, cohort.rows_after[-1], cohort.change)
+            config = {"name": name, "task": sc.TASK_CLASSIFICATION, "window": {"size": cohort.window}}
+        elif cohort.task == "regression":
+            reference = streams.regression(rng, reference_rows)
+            stream = streams.regression(rng, cohort.rows_after[-1])
+            config = {"name": name, "task": sc.TASK_REGRESSION, "window": {"size": cohort.window}}
+        else:
+            reference = streams.stable(rng, reference_rows, cohort.high_cardinality)
+            stream = streams.generate(rng, cohort.rows_after[-1], cohort.high_cardinality, cohort.change)
+            config = {"name": name, "task": sc.TASK_CLASSIFICATION, "positive_label": streams.POSITIVE,
+                      "window": {"size": cohort.window}, "fairness": {"attributes": [streams.SEGMENT]}}
         if cohort.reference_file:
             path = streams.write_reference(self.tmp / f"{name}.csv", reference)
             config["reference"] = {"path": str(path)}
@@ -159,7 +169,9 @@ class CalibrationRun:
         names = list(rows.features)
         return [wire.prediction_record(name, f"{name}-{offset + i}", self._time(offset + i),
                                        {f: rows.features[f][i] for f in names}, rows.predicted[i], rows.scores[i],
-                                       {streams.SEGMENT: rows.segments[i]})
+                                       {streams.SEGMENT: rows.segments[i]},
+                                       {c: p[i] for c, p in rows.probabilities.items()},
+                                       rows.values[i] if rows.values else None)
                 for i in range(start, stop)]
 
     def _labels(self, name: str, rows: streams.Rows, start: int, stop: int, offset: int) -> list:

@@ -63,8 +63,14 @@ COHORTS = [
     Cohort("lowtraffic", 16, 2000, (100, 110, 120, 130, 140, 150), reference_file=1000),
     Cohort("bigref", 8, 200, (100, 150, 200, 300, 400, 500), reference_file=5000),     # large file, small window
     Cohort("highcard", 8, 400, SLIDING, reference_file=1000, high_cardinality=True),
+    # issue 21: label-free estimates for every task (multi-class CBPE, regression DLE)
+    Cohort("multiclass", 8, 400, SLIDING, reference_file=1000, task="multiclass"),
+    Cohort("regression", 8, 400, SLIDING, reference_file=1000, task="regression"),
 ]
-CHANGED = [Cohort(change.replace("_", ""), 1, 400, SLIDING, reference_file=1000, change=change)
+#: the task of the model each change is made on (the others: the binary stream)
+CHANGE_TASK = {"covariate_shift": "multiclass"}
+CHANGED = [Cohort(change.replace("_", ""), 1, 400, SLIDING, reference_file=1000, change=change,
+                  task=CHANGE_TASK.get(change, "binary"))
            for change in streams.CHANGES]
 #: what each change must raise: (alert, severities)
 CAUGHT_BY = {
@@ -77,7 +83,11 @@ CAUGHT_BY = {
     "correlation_break": ("MLMultivariateDrift", ("warning",)),
     "confidence_drop": ("MLEstimatedPerformanceDrop", ("warning", "critical")),
     "missing_values": ("MLFeatureMissingValues", ("warning",)),
+    "covariate_shift": ("MLEstimatedPerformanceDrop", ("warning", "critical")),
 }
+#: the tasks whose models an alert can read (the others have no such series: not counted for it)
+TASKS = {"MLFairnessGap": {"binary"}, "MLPerformanceBelowThreshold": {"binary", "multiclass"},
+         "MLEstimatedPerformanceDrop": {"binary", "multiclass"}}
 #: an alert's condition can be true only where its own minimum count is met: other evaluations
 #: are not counted for it
 ELIGIBLE = {
@@ -104,7 +114,10 @@ def rates(measurement, alert: str, severity: str, models: list) -> tuple:
     eligible = ELIGIBLE.get(alert, lambda window, labeled: True)
     hits = measurement.hits[(alert, severity)]
     shares, evaluations, total = [], 0, 0
+    tasks = TASKS.get(alert)
     for name in models:
+        if tasks is not None and measurement.models[name].task not in tasks:
+            continue
         steps = [s for s in range(measurement.steps)
                  if eligible(measurement.window[(name, s)], measurement.labeled[(name, s)])]
         if steps:
