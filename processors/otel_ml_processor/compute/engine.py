@@ -25,9 +25,14 @@ Row rules:
 - fairness (binary models only) uses rows with a predicted label and the attribute; groups past
   ``max_groups_per_attribute`` (fewest rows first) are folded into ``__other__``.
 
+Missing values: every input feature also runs the companion test ``missing`` (its window's
+missing fraction, ``feature_missing_ratio``, against its reference's, Fisher exact; a reference
+feature that no window row sent is missing in every row), whatever its ``method``.
+
 Decisions: p-value tests on the Benjamini-Hochberg q-values of the model version's input
-features (the prediction on its own p-value), distance tests and the multivariate score against
-max(threshold, noise floor) (:mod:`otel_ml_processor.stats.decisions`).
+features, the missing-value tests in the same family (the prediction on its own p-value),
+distance tests and the multivariate score against max(threshold, noise floor)
+(:mod:`otel_ml_processor.stats.decisions`).
 
 Example::
 
