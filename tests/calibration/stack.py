@@ -40,6 +40,8 @@ MODEL_QUALITY = ("MLFeatureDrift", "MLFeatureMissingValues", "MLPredictionDrift"
 #: ``for:`` of the test copy of the alerts (the shipped ones are 15m to 1h).
 SHORT_FOR = "2s"
 RECORDS_PER_REQUEST = 3000
+#: the otel-ml job's scrape interval and timeout (see __enter__)
+SCRAPE_INTERVAL = "3s"
 DEFAULT_FIRST_N = 1000
 
 
@@ -146,8 +148,10 @@ class CalibrationRun:
                                          extra={"limits": {"max_models": len(models) + 10}})
             self.proc.start()
             timings.append(("processor start", time.monotonic() - t))
+            # 120 models' series are ~2 MB of /metrics: ~1 s to write on a loaded 2-core machine,
+            # past a 1 s scrape's timeout (then no sample at all and every wait times out)
             self.prom = PrometheusProcess(self.tmp, targets=[self.proc.metrics_endpoint],
-                                          rule_files=[generate.RULES, alerts])
+                                          rule_files=[generate.RULES, alerts], scrape_interval=SCRAPE_INTERVAL)
             self.prom.start()
         except BaseException:
             self.__exit__()
