@@ -258,8 +258,13 @@ def performance_with_interval(filters: list, legend: str, title: str, descriptio
                query(bound(sc.BOUND_LOWER), f"{legend} 95% lower".strip(), "B"),
                query(bound(sc.BOUND_UPPER), f"{legend} 95% upper".strip(), "C")]
     if estimated:
-        targets.append(query(sel(sc.M_ESTIMATED_PERFORMANCE, *filters), "estimated (CBPE)", "D"))
+        targets.append(query(sel(sc.M_ESTIMATED_PERFORMANCE, *filters), "estimated (CBPE, DLE)", "D"))
+        # the estimate's band (+-3 of NannyML's sampling errors), dashed as the alert's line is drawn
+        targets += [query(sel(sc.M_ESTIMATED_PERFORMANCE_INTERVAL, *filters, eq(sc.L_BOUND, b)), f"estimated {b}", ref)
+                    for b, ref in ((sc.BOUND_LOWER, "E"), (sc.BOUND_UPPER, "F"))]
     panel = series_panel(title, description, targets, "short", width)
+    if estimated:
+        panel = panel.override_by_regexp("^estimated (lower|upper)$", THRESHOLD_LINE)
     band = [dm.DynamicConfigValue(id_val="custom.lineWidth", value=0)]
     if legend:  # one band per model: the bounds as thin dashed lines of the model's colour
         return panel.override_by_regexp(".* 95% (lower|upper)$", THRESHOLD_LINE)
@@ -391,7 +396,8 @@ def model_detail() -> db.Dashboard:
     one_version = [MODEL_FILTER, VERSION_FILTER]
     features = query_var(VAR_FEATURE, "Feature",
                          f"label_values({sel(sc.M_DRIFT_SCORE, *one_version)}, {sc.L_FEATURE})")
-    metrics = query_var(VAR_METRIC, "Metric", f"label_values({sel(sc.M_PERFORMANCE, *one_version)}, {sc.L_METRIC})")
+    # the metrics with a labeled value or a label-free estimate (a regression model's mae before its labels)
+    metrics = query_var(VAR_METRIC, "Metric", f"label_values({sel('', match('__name__', f'{sc.M_PERFORMANCE}|{sc.M_ESTIMATED_PERFORMANCE}'), *one_version)}, {sc.L_METRIC})")
     fairness_pvalues = series_panel(
         "Fairness p-values (what MLFairnessGap compares)",
         "ml_fairness_pvalue multiplied by the model version's number of fairness tests (Bonferroni): below the "
@@ -436,7 +442,9 @@ def model_detail() -> db.Dashboard:
             [*one_version, match(sc.L_METRIC, f"${VAR_METRIC}")], "", f"${VAR_METRIC}",
             "The metric on the labeled window (the last window.size labeled predictions, late labels included), "
             "shaded inside its 95% Wilson interval (accuracy, precision, recall: ml_performance_interval), beside "
-            "the label-free estimate (CBPE, binary models). One panel per metric.", 8, estimated=True
+            "the label-free estimate (CBPE for classification, DLE for regression: ml_estimated_performance) and "
+            "its band, the estimate +- 3 sampling errors (ml_estimated_performance_interval, dashed). One panel per metric.",
+            8, estimated=True
         ).repeat(VAR_METRIC).repeat_direction("h"),
         db.Row("Out-of-distribution and windows"),
         ood_against_floor(one_version, 8),

@@ -126,6 +126,9 @@ def build_report(config: Config, model: str, version: Optional[str] = None, prog
         window, labeled = loaded
         step(STAGES[2])
         ref = windows.reference(model, version, window.task, sorted(window.features))
+        for fit in (ref.multiclass, ref.dle) if ref is not None else ():
+            if fit is not None:
+                fit.result()     # a report shows the label-free estimates: wait for their fit
         step(STAGES[3])
         t0 = time.perf_counter()
         metrics = compute_model_metrics(window, ref, windows.spec(model), labeled=labeled)

@@ -69,11 +69,15 @@ def test_processor_exports_multiclass_cbpe_and_regression_dle_as_the_stats_funct
             sc.feature_key("x"): float(gx[i]), sc.feature_key("plan"): str(gplan[i])}))
 
     # what the stats functions give on the same rows
-    mc = prepare_reference(load_reference_file(str(tmp_path / "mc.csv")), ModelSpec(task=sc.TASK_CLASSIFICATION)).multiclass
+    mc_fit = prepare_reference(load_reference_file(str(tmp_path / "mc.csv")), ModelSpec(task=sc.TASK_CLASSIFICATION)).multiclass
+    assert mc_fit is not None
+    mc = mc_fit.result()
     assert mc is not None
     mc_est, mc_rows = mc.estimate(wprobs, wpreds)
     mc_bounds = mc.intervals(mc_est, mc_rows)
-    dle = prepare_reference(load_reference_file(str(tmp_path / "reg.csv")), ModelSpec(task=sc.TASK_REGRESSION)).dle
+    dle_fit = prepare_reference(load_reference_file(str(tmp_path / "reg.csv")), ModelSpec(task=sc.TASK_REGRESSION)).dle
+    assert dle_fit is not None
+    dle = dle_fit.result()
     assert dle is not None
     reg_est, reg_rows = dle.estimate({"x": gx, "plan": gplan.astype(object)}, gpred)
     reg_bounds = dle.intervals(reg_est, reg_rows)

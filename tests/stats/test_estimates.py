@@ -90,3 +90,54 @@ def test_interval_is_three_sampling_errors_clipped():
     # binary accuracy's coefficient is the std of the reference's correctness (NannyML's)
     y, yp = np.array([1, 0, 1, 1]), np.array([1, 1, 1, 0])
     assert sampling_error.binary_coefficients(y, yp)[sc.PERF_ACCURACY] == pytest.approx(np.std([1, 0, 1, 0]))
+
+
+def test_binary_interval_without_reference_labels_comes_from_the_window():
+    from otel_ml_processor.compute.engine import ModelSpec, compute_model_metrics
+    from otel_ml_processor.compute.reference import prepare_reference, reference_from_window
+    from otel_ml_processor.compute.window import WindowBuffer
+
+    rng = np.random.default_rng(4)
+    buf = WindowBuffer("m", "1", sc.TASK_CLASSIFICATION, size=1000)
+    for i in range(1000):
+        p = float(rng.uniform(0.05, 0.95))
+        buf.append(dict(prediction_id=str(i), timestamp=float(i), features={"x": float(rng.normal())},
+                        output_label="1" if p >= 0.5 else "0", output_value=None, score=max(p, 1 - p),
+                        probabilities={}, segments={}, label=None))          # no label anywhere
+    w = buf.snapshot()
+    spec = ModelSpec(positive_label="1")
+    m = compute_model_metrics(w, prepare_reference(reference_from_window(w, 400), spec), spec)
+    est = m.estimated_performance[sc.PERF_ACCURACY]
+    right = np.maximum(w.score, 1 - w.score)     # uncalibrated: each row's chance of being right
+    half = 3 * math.sqrt(float(np.sum(right * (1 - right)))) / right.size   # Poisson-binomial SE of the count / n
+    assert est == pytest.approx(float(np.mean(right)), rel=1e-12)
+    assert m.estimated_performance_interval[(sc.PERF_ACCURACY, sc.BOUND_LOWER)] == pytest.approx(est - half, rel=1e-12)
+    assert m.estimated_performance_interval[(sc.PERF_ACCURACY, sc.BOUND_UPPER)] == pytest.approx(est + half, rel=1e-12)
+    assert (sc.PERF_PRECISION, sc.BOUND_LOWER) not in m.estimated_performance_interval   # needs reference labels
+
+
+def test_reference_file_probability_columns_are_read_and_checked(tmp_path):
+    from otel_ml_processor.compute.reference import ReferenceError, load_reference_file
+
+    good = tmp_path / "ref.csv"
+    good.write_text("x,__prediction__,__label__,__probability_a__,__probability_b__\n1,a,a,0.7,0.3\n2,b,a,0.4,\n")
+    ref = load_reference_file(str(good), features=["x"])     # the probability columns are not features
+    assert sorted(ref.probabilities) == ["a", "b"]
+    assert ref.probabilities["a"].tolist() == [0.7, 0.4] and math.isnan(ref.probabilities["b"][1])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,__probability_a__\n1,high\n")
+    with pytest.raises(ReferenceError, match="__probability_a__ must hold numbers"):
+        load_reference_file(str(bad))
+
+
+def test_a_deferred_fit_never_blocks_nor_breaks_the_cycle():
+    import threading
+
+    from otel_ml_processor.compute.deferred import Deferred
+
+    assert Deferred(lambda: 1 / 0, "broken").result(timeout=30) is None     # logged, no estimate
+    gate = threading.Event()
+    slow = Deferred(lambda: gate.wait(30) and "fitted", "slow")
+    assert slow.ready() is None              # the engine reads this: no estimate yet, no wait
+    gate.set()
+    assert slow.result(timeout=30) == "fitted" and slow.ready() == "fitted"

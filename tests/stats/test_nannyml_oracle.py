@@ -53,7 +53,8 @@ def test_multiclass_cbpe_equals_nannyml_per_chunk(oracle_dir):
     oracle = _chunks(oracle_dir, "multiclass")
     prepared = prepare_reference(load_reference_file(str(oracle_dir / "multiclass_reference.csv")),
                                  ModelSpec(task=sc.TASK_CLASSIFICATION))
-    mc = prepared.multiclass
+    assert prepared.multiclass is not None
+    mc = prepared.multiclass.result()       # fitted on its own thread
     assert mc is not None and mc.classes == oracle["classes"]
     # the calibration test decides as NannyML's did, class by class
     assert {c: cal is not None for c, cal in zip(mc.classes, mc.calibrators)} == oracle["calibrated"]
@@ -88,6 +89,8 @@ def test_regression_dle_within_two_percent_of_nannyml_per_chunk(oracle_dir):
     assert list(reference.features) == oracle["features"]     # the same column order as NannyML's X
     prepared = prepare_reference(reference, ModelSpec(task=sc.TASK_REGRESSION))
     assert prepared.dle is not None
+    dle = prepared.dle.result()             # fitted on its own thread
+    assert dle is not None
     window = load_reference_file(str(oracle_dir / "regression_analysis.csv"))
     assert window.prediction is not None and window.label is not None
     y_pred = np.array(window.prediction.tolist(), dtype=float)
@@ -95,8 +98,8 @@ def test_regression_dle_within_two_percent_of_nannyml_per_chunk(oracle_dir):
     report = []
     for chunk in oracle["chunks"]:
         rows = slice(chunk["start"], chunk["end"])
-        est, n = prepared.dle.estimate({k: v[rows] for k, v in window.features.items()}, y_pred[rows])
-        bounds = prepared.dle.intervals(est, n)
+        est, n = dle.estimate({k: v[rows] for k, v in window.features.items()}, y_pred[rows])
+        bounds = dle.intervals(est, n)
         err = y_true[rows] - y_pred[rows]
         realized = {sc.PERF_MAE: float(np.mean(np.abs(err))), sc.PERF_RMSE: float(np.sqrt(np.mean(err ** 2)))}
         for metric in (sc.PERF_MAE, sc.PERF_RMSE):

@@ -384,25 +384,33 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
             if ref.calibrator is not None and p.size:
                 p = ref.calibrator.transform(p)
             m.estimated_performance = cbpe.estimate(p, window.output_label[ok] == pos)
+            coefficients = dict(ref.binary_coefficients)
+            if sc.PERF_ACCURACY not in coefficients:    # a reference without labels: from the window
+                right = np.where(window.output_label[ok] == pos, p, 1 - p)
+                coefficients[sc.PERF_ACCURACY] = sampling_error.correctness_coefficient(right)
             for k, v in m.estimated_performance.items():
-                iv = sampling_error.interval(v, ref.binary_coefficients.get(k), int(p.size))
+                iv = sampling_error.interval(v, coefficients.get(k), int(p.size))
                 if iv is not None:
                     m.estimated_performance_interval[(k, sc.BOUND_LOWER)], \
                         m.estimated_performance_interval[(k, sc.BOUND_UPPER)] = iv
-        elif ref.multiclass is not None and n:
-            mc = ref.multiclass
+        elif ref.multiclass is not None and ref.multiclass.ready() is not None and n:
+            mc = ref.multiclass.ready()
+            assert mc is not None
             probs = np.column_stack([window.probabilities.get(c, np.full(n, np.nan)) for c in mc.classes])
             preds = np.full(n, None, dtype=object)
             preds[has_pred] = _labels_str(window.output_label, has_pred)
             est, est_rows = mc.estimate(probs, preds)
             m.estimated_performance = est
-            m.estimated_performance_interval = mc.intervals(est, est_rows)
-        elif ref.dle is not None and n:
+            fallback = None
+            if sc.PERF_ACCURACY not in mc.coefficients:  # a reference without labels: from the window
+                fallback = sampling_error.correctness_coefficient(mc.correct_probability(probs, preds))
+            m.estimated_performance_interval = mc.intervals(est, est_rows, fallback)
+        elif ref.dle is not None and (dle := ref.dle.ready()) is not None and n:
             feats = {name: read_column(pf.value_type, window.features[name])[0]
                      for name, pf in ref.features.items() if name in window.features}
-            est_r, rows_r = ref.dle.estimate(feats, window.output_value)
+            est_r, rows_r = dle.estimate(feats, window.output_value)
             m.estimated_performance = est_r
-            m.estimated_performance_interval = ref.dle.intervals(est_r, rows_r)
+            m.estimated_performance_interval = dle.intervals(est_r, rows_r)
 
     # -- fairness and groups ----------------------------------------------------------------------
     ld = lab.data

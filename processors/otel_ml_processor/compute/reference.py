@@ -42,6 +42,7 @@ from otel_ml import semconv as sc
 from otel_ml_processor.clean.values import (
     BOOLEAN, FALSE, NUMBER, TEXT, TRUE, column_type, file_column, read_value,
 )
+from otel_ml_processor.compute.deferred import Deferred
 from otel_ml_processor.compute.window import WindowData
 from otel_ml_processor.stats import sampling_error
 from otel_ml_processor.stats.cbpe import IsotonicCalibrator
@@ -281,8 +282,10 @@ class PreparedReference:
     calibrator: Optional[IsotonicCalibrator] = None
     #: binary CBPE's sampling-error coefficients (stats/sampling_error.py): metric -> c
     binary_coefficients: dict = field(default_factory=dict)
-    multiclass: Optional[MulticlassCBPE] = None    # multi-class CBPE (stats/cbpe_multiclass.py)
-    dle: Any = None                                 # regression DLE (stats/dle.py; imports lightgbm)
+    #: multi-class CBPE (stats/cbpe_multiclass.py) and regression DLE (stats/dle.py), fitted off
+    #: the compute thread (compute/deferred.py): ``.ready()`` is None until done
+    multiclass: Optional[Deferred] = None
+    dle: Optional[Deferred] = None
     tests: dict = field(default_factory=dict)
     alpha: float = DEFAULT_ALPHA
     multivariate_floors: dict = field(default_factory=dict, repr=False, compare=False)
@@ -391,12 +394,12 @@ def prepare_reference(ref: ReferenceData, spec: "ModelSpec", tests: Optional[dic
         y01, yp01 = (labels[has] == pos).astype(int), (out_label[has] == pos).astype(int)
         binary_coefficients = sampling_error.binary_coefficients(
             y01, yp01, p[has] if np.all(np.isfinite(p[has])) else None)
-    multiclass = None
+    multiclass: Optional[Deferred] = None
     if task == sc.TASK_CLASSIFICATION and spec.positive_label is None and len(ref.probabilities) >= 2:
-        multiclass = _fit_multiclass(ref)
-    dle = None
+        multiclass = Deferred(lambda: _fit_multiclass(ref), f"multi-class CBPE ({ref.source})")
+    dle: Optional[Deferred] = None
     if task == sc.TASK_REGRESSION and ref.label is not None and ref.prediction is not None:
-        dle = _fit_dle(ref, kept)
+        dle = Deferred(lambda: _fit_dle(ref, kept), f"DLE ({ref.source})")
     return PreparedReference(
         n_rows=n, features=feats, dropped_features=dropped, companions=companions, prediction=pred, multivariate=mv,
         multivariate_features=numeric if mv is not None else (),

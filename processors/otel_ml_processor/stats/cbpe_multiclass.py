@@ -173,11 +173,26 @@ class MulticlassCBPE:
         keep = {k: v for k, v in out.items() if math.isfinite(v)}
         return keep, {k: rows[k] for k in keep}
 
-    def intervals(self, estimates: dict[str, float], rows: dict[str, int]) -> dict[tuple[str, str], float]:
-        """(metric, bound) -> value: NannyML's ± 3 sampling errors around each estimate."""
+    def correct_probability(self, probs: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+        """Each estimated row's calibrated probability of its predicted class (accuracy's terms)."""
+        probs = np.asarray(probs, dtype=float)
+        pred = np.asarray(predictions, dtype=object)
+        use = np.all(np.isfinite(probs), axis=1) & np.array([v is not None for v in pred.tolist()], dtype=bool)
+        if not np.any(use):
+            return np.zeros(0)
+        yp = np.column_stack([(pred[use] == c) for c in self.classes]).astype(float)
+        return np.max(yp * self.calibrate(probs[use]), axis=1)
+
+    def intervals(self, estimates: dict[str, float], rows: dict[str, int],
+                  accuracy_fallback: Optional[float] = None) -> dict[tuple[str, str], float]:
+        """(metric, bound) -> value: NannyML's ± 3 sampling errors around each estimate;
+        ``accuracy_fallback``: accuracy's coefficient when the reference had no labels."""
         out = {}
         for k, v in estimates.items():
-            iv = sampling_error.interval(v, self.coefficients.get(k), rows.get(k, 0))
+            c = self.coefficients.get(k)
+            if c is None and k == sc.PERF_ACCURACY:
+                c = accuracy_fallback
+            iv = sampling_error.interval(v, c, rows.get(k, 0))
             if iv is not None:
                 out[(k, sc.BOUND_LOWER)], out[(k, sc.BOUND_UPPER)] = iv
         return out

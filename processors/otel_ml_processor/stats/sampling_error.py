@@ -16,6 +16,10 @@ multi-class) and std / var with ddof 0:
   per-class s_k, f_k above (f1 without the factor); roc_auc: the same with the rank statistic, × 1.2;
 - regression mae: std(|y - ŷ|); rmse: std((y - ŷ)²) / (2 √mean((y - ŷ)²)) (the delta method).
 
+A classification reference without labels (a ``first_n`` reference taken before its labels came)
+has no such coefficients: accuracy's interval then comes from the window alone
+(:func:`correctness_coefficient`), the other metrics have none.
+
 Valid as NannyML's is: for a window drawn from the reference's distribution, it is the spread of
 the realized metric; it says nothing of the estimator's own bias under concept drift.
 
@@ -37,7 +41,7 @@ import numpy as np
 from otel_ml import semconv as sc
 
 __all__ = ["SAMPLING_ERROR_RANGE", "interval", "binary_coefficients", "multiclass_coefficients",
-           "regression_coefficients"]
+           "regression_coefficients", "correctness_coefficient"]
 
 #: NannyML's band: ± this many standard errors.
 SAMPLING_ERROR_RANGE = 3
@@ -53,6 +57,15 @@ def interval(estimate: float, coefficient: Optional[float], n: int, *, upper_lim
     if upper_limit is not None:
         upper = min(upper_limit, upper)
     return max(0.0, estimate - half), upper
+
+
+def correctness_coefficient(q: np.ndarray) -> Optional[float]:
+    """c of accuracy from the window alone, for a reference without labels (NannyML has none then):
+    √mean(q (1 − q)), q = each row's estimated probability of being right. c / √n is then the exact
+    standard error of the realized accuracy of those n rows given their (calibrated) probabilities
+    (a Poisson-binomial count), which NannyML's reference-based one approximates."""
+    q = np.asarray(q, dtype=float)
+    return _finite(math.sqrt(float(np.mean(q * (1 - q))))) if q.size else None
 
 
 def _finite(v: float) -> Optional[float]:
