@@ -15,7 +15,10 @@ positive rate in every group, accuracy about 0.9, labels one step late) in cohor
 the first_n default reference (the first 1 000 predictions) with windows growing to a full
 2 000 and sliding; 1 000-row reference files with windows growing to a full 400 and sliding;
 low-traffic models whose windows stay between 100 and 150 rows; 5 000-row reference files with
-200-row windows; a 300-level (Zipf) categorical feature. Every setting not named is the default.
+200-row windows; a 300-level (Zipf) categorical feature; since issue 21 a multi-class model
+(label-free CBPE) and a regression model (DLE) on 1 000-row reference files. Every setting not
+named is the default. An alert is counted only on models of the tasks that have its series
+(TASKS: fairness on binary models, performance and its estimate on classifiers).
 
 Tolerance (tests/calibration/tolerance.py): the evaluations of one model are correlated (one
 reference, overlapping windows), so the independent units are the models. Per alert and
