@@ -8,7 +8,11 @@ steady cycles (``compute_model_metrics`` on fresh windows), wall and CPU seconds
 scipy-per-feature baseline the fast path replaces, and the WindowBuffer's append and snapshot
 costs.
 
-Run: ``PYTHONPATH=.:processors python benchmarks/bench_compute.py [--rows 100000] [--features 100]``
+``--missing RATE`` (issue 21) blanks that share of every feature's values (NaN) in the reference
+and in each window, so that every feature's missing-value test (Fisher exact) has a real table
+to compute; run it beside ``--missing 0`` for the A/B.
+
+Run: ``PYTHONPATH=.:processors python benchmarks/bench_compute.py [--rows 100000] [--features 100] [--missing 0.05]``
 """
 
 from __future__ import annotations
@@ -57,14 +61,25 @@ def main() -> None:
     ap.add_argument("--ref-rows", type=int, default=None, help="reference rows (default: --rows)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-extras", action="store_true", help="skip the scipy baseline and WindowBuffer figures")
+    ap.add_argument("--missing", type=float, default=0.0, help="share of every feature's values blanked (NaN)")
     a = ap.parse_args()
     ref_rows = a.rows if a.ref_rows is None else a.ref_rows
+
+    def blank(feats: dict, seed: int) -> dict:
+        if a.missing:
+            rng = np.random.default_rng(seed + 1000)
+            for v in feats.values():
+                v[rng.random(v.size) < a.missing] = np.nan
+        return feats
+
     rf, rpred, rscore, rlabel, _ = make_data(ref_rows, a.features, 1, 0.0)
+    rf = blank(rf, 1)
     ref = ReferenceData(features=rf, prediction=rpred, score=rscore, label=rlabel, task="classification")
     n = a.rows
 
     def window_of(seed: int) -> WindowData:
         wf, wpred, wscore, wlabel, wsegs = make_data(a.rows, a.features, seed, 0.3)
+        wf = blank(wf, seed)
         return WindowData(
             model="bench", model_version="1", task="classification",
             prediction_ids=np.array([str(i) for i in range(n)], dtype=object), timestamps=np.arange(n, dtype=float),
@@ -79,7 +94,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
           f"numpy {np.__version__}")
     print(f"data: {a.features} numeric features, window {n} rows, reference {ref_rows} rows, binary, "
-          f"2 fairness attributes")
+          f"2 fairness attributes, {a.missing:.0%} of every feature's values missing")
     for method in ("auto", "psi"):
         spec = ModelSpec(positive_label="1", drift_default_method=method, fairness_attributes=("gender", "region"))
         it = iter(windows)

@@ -148,6 +148,8 @@ M_ESTIMATED_PERFORMANCE_INTERVAL = "ml_estimated_performance_interval"
 M_OOD_RATIO = "ml_ood_ratio"
 M_OOD_RATIO_FLOOR = "ml_ood_ratio_floor"
 M_FEATURE_OOD_RATIO = "ml_feature_ood_ratio"
+#: missing fraction of the window per input feature (the score of drift method ``missing``)
+M_FEATURE_MISSING_RATIO = "ml_feature_missing_ratio"
 M_DRIFT_SCORE = "ml_drift_score"
 M_DRIFT_PVALUE = "ml_drift_pvalue"
 M_DRIFT_QVALUE = "ml_drift_qvalue"
@@ -254,6 +256,8 @@ METHOD_WASSERSTEIN = "wasserstein"
 METHOD_CHI2 = "chi2"
 METHOD_AUTO = "auto"
 METHOD_PCA_RECONSTRUCTION = "pca_reconstruction"
+#: the companion test run on every input feature beside its ``method`` (never a feature's ``method``)
+METHOD_MISSING = "missing"
 
 # --- Reserved names: reference-file columns, pseudo-features (``feature`` label values) and the
 # overflow value that capped label values fold into ------------------------------------------------

@@ -152,14 +152,18 @@ class PrometheusProcess:
 
     def __init__(self, tmp: Path, targets: list, rule_files: Optional[list] = None,
                  alertmanager: Optional[str] = None, extra_args: Optional[list] = None,
-                 scrape_configs: Optional[list] = None):
+                 scrape_configs: Optional[list] = None, scrape_interval: str = "1s"):
         self.tmp = Path(tmp) / "prometheus"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        # ``scrape_interval`` of the otel-ml job (its scrape timeout too): a processor exporting
+        # many models' series may need more than a second to answer on a loaded machine
+        job = {"job_name": "otel-ml", "static_configs": [{"targets": targets}]}
+        if scrape_interval != "1s":
+            job.update(scrape_interval=scrape_interval, scrape_timeout=scrape_interval)
         cfg = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [{"job_name": "otel-ml", "static_configs": [{"targets": targets}]},
-                               *(scrape_configs or [])],
+            "scrape_configs": [job, *(scrape_configs or [])],
         }
         if rule_files:
             cfg["rule_files"] = [str(r) for r in rule_files]

@@ -430,7 +430,7 @@ def model_detail() -> db.Dashboard:
             "Drift detected per feature",
             "One row per input feature (and __prediction__, __multivariate__): red while the processor detects drift "
             "of the window against the reference (ml_drift_detected: q-value below its threshold, or distance score "
-            "at or above its threshold).",
+            "at or above its threshold), by any of the feature's tests, its missing-value test included.",
             query(f"max by {labels([sc.L_FEATURE])} ({sel(sc.M_DRIFT_DETECTED, *one_version)})", "{{feature}}")),
         table_panel("Drift per feature (now)",
                     "Latest drift statistic per feature and method; its threshold (for p-value tests the q-value "
@@ -465,6 +465,13 @@ def model_detail() -> db.Dashboard:
                      "ml_feature_ood_ratio: share of the window outside the reference (range widened by ood.margin, "
                      "or an unseen category), per feature.",
                      [query(sel(sc.M_FEATURE_OOD_RATIO, *one_version), "{{feature}}")], "percentunit", 8,
+                     lowest=0, highest=1),
+        series_panel("Missing values per feature",
+                     "ml_feature_missing_ratio: share of the window with no value for the input feature (absent, "
+                     "null, NaN; 1 when no row sends it). Its change from the reference's own share is the drift "
+                     "test method=\"missing\" (Fisher exact, q-value in the panels above); MLFeatureMissingValues "
+                     "fires on it.",
+                     [query(sel(sc.M_FEATURE_MISSING_RATIO, *one_version), "{{feature}}")], "percentunit", 8,
                      lowest=0, highest=1),
         series_panel("Window and labels", "Predictions in the window, labeled predictions in the labeled window "
                      "(those of a first_n reference included), and the reference's rows so far.",

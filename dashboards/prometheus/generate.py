@@ -65,6 +65,8 @@ INTERVAL_METRICS = (sc.PERF_ACCURACY, sc.PERF_PRECISION, sc.PERF_RECALL)
 HIGHER_IS_BETTER = (*INTERVAL_METRICS, sc.PERF_F1, sc.PERF_ROC_AUC, sc.PERF_R2)
 
 ON_MODEL_VERSION = f"on {labels(MODEL_VERSION)}"
+#: The matchers of the input features' distribution tests (not the pseudo-features, not ``missing``).
+DISTRIBUTION_TESTS = (not_match(sc.L_FEATURE, PSEUDO_FEATURES), ne(sc.L_METHOD, sc.METHOD_MISSING))
 BY_MODEL_VERSION = f"by {labels(MODEL_VERSION)}"
 
 # --- recording rule names (level:metric:operations) ---------------------------------------------------
@@ -135,10 +137,11 @@ def recording_rules(t: dict) -> list[Record]:
                f"sum(rate({counter(sc.M_RECORDS_RECEIVED)}[5m]))"),
         Record(LABEL_COVERAGE,
                f"sum {BY_MODEL_VERSION} ({sc.M_WINDOW_LABELED})\n  /\nsum {BY_MODEL_VERSION} ({sc.M_WINDOW_PREDICTIONS})"),
+        # the distribution tests only: the missing-value test of every feature has its own alert
         Record(DRIFTED_FEATURES,
-               f"sum {BY_MODEL_VERSION} ({sel(sc.M_DRIFT_DETECTED, not_match(sc.L_FEATURE, PSEUDO_FEATURES))})"),
+               f"sum {BY_MODEL_VERSION} ({sel(sc.M_DRIFT_DETECTED, *DISTRIBUTION_TESTS)})"),
         Record(DRIFTED_SHARE,
-               f"avg {BY_MODEL_VERSION} ({sel(sc.M_DRIFT_DETECTED, not_match(sc.L_FEATURE, PSEUDO_FEATURES))})"),
+               f"avg {BY_MODEL_VERSION} ({sel(sc.M_DRIFT_DETECTED, *DISTRIBUTION_TESTS)})"),
         Record(JOIN_DELAY_P90,
                f"histogram_quantile(0.9, sum by {labels([LE])} (rate({bucket(sc.M_LABEL_JOIN_DELAY)}[1h])))"),
         # The baseline of MLPerformanceBelowBaseline, one series per model version and metric
@@ -253,6 +256,28 @@ def drift_alerts(t: dict) -> list[Alert]:
             model_quality=True,
         ),
     ]
+
+
+def missing_value_alerts(t: dict) -> list[Alert]:
+    """MLFeatureMissingValues: a feature's missing fraction differs from its reference's (the
+    processor's Fisher exact test, in the BH family of the drift tests, decided at drift.alpha);
+    critical when most of the window has no value at all. The value is the missing fraction."""
+    missing = t["missing_values"]
+    detected = sel(sc.M_DRIFT_DETECTED, not_match(sc.L_FEATURE, PSEUDO_FEATURES), eq(sc.L_METHOD, sc.METHOD_MISSING))
+    on_feature = f"on {labels([*MODEL_VERSION, sc.L_FEATURE])}"
+    alerts = []
+    for severity, ratio in (("warning", ""), ("critical", f" >= {missing['critical_ratio_above']}")):
+        alerts.append(Alert(
+            name="MLFeatureMissingValues",
+            severity=severity,
+            expr=f"{sc.M_FEATURE_MISSING_RATIO}{ratio}\nand {on_feature} {detected} == 1",
+            for_=missing["for"],
+            summary="An input feature arrives empty at a rate its reference data does not show.",
+            description=(f"Feature {label(sc.L_FEATURE)} of {MODEL_TEXT} is missing in {VALUE_PERCENT} of the "
+                         f"window, a change from the reference's own rate (a broken join or a renamed field?)."),
+            model_quality=True,
+        ))
+    return alerts
 
 
 def performance_alerts(t: dict) -> list[Alert]:
@@ -511,7 +536,7 @@ def data_alerts(t: dict) -> list[Alert]:
 
 def alerts(t: dict) -> list[Alert]:
     """Every alert, in the order of the rule file and the runbook's table."""
-    return [*drift_alerts(t), *performance_alerts(t), *baseline_alerts(t), *estimated_performance_alerts(t),
+    return [*drift_alerts(t), *missing_value_alerts(t), *performance_alerts(t), *baseline_alerts(t), *estimated_performance_alerts(t),
             *ood_alerts(t), *fairness_alerts(t), *processor_alerts(t), *pipeline_alerts(t), *client_alerts(t),
             *data_alerts(t)]
 

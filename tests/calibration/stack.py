@@ -35,11 +35,13 @@ from tests.calibration import streams, wire
 from tests.support import ProcessorProcess, PrometheusProcess, grpc_export, wait_for
 
 #: The model-quality alerts (docs/runbook.md, "What a model-quality alert promises").
-MODEL_QUALITY = ("MLFeatureDrift", "MLPredictionDrift", "MLMultivariateDrift", "MLPerformanceBelowThreshold",
+MODEL_QUALITY = ("MLFeatureDrift", "MLFeatureMissingValues", "MLPredictionDrift", "MLMultivariateDrift", "MLPerformanceBelowThreshold",
                  "MLPerformanceBelowBaseline", "MLEstimatedPerformanceDrop", "MLOODRatioHigh", "MLFairnessGap")
 #: ``for:`` of the test copy of the alerts (the shipped ones are 15m to 1h).
 SHORT_FOR = "2s"
 RECORDS_PER_REQUEST = 3000
+#: the otel-ml job's scrape interval and timeout (see __enter__)
+SCRAPE_INTERVAL = "3s"
 DEFAULT_FIRST_N = 1000
 
 
@@ -52,6 +54,7 @@ class Cohort:
     reference_file: int = 0           # rows of the reference file; 0: the first_n default (1000)
     high_cardinality: bool = False
     change: str = ""                  # a key of streams.CHANGES: the stream after the reference changes
+    task: str = "binary"              # "binary" | "multiclass" | "regression" (streams.multiclass / regression)
 
     def model_names(self) -> list:
         return [f"{self.name}-{k:02d}" for k in range(self.models)]
@@ -110,10 +113,19 @@ class CalibrationRun:
     def _model_config(self, cohort: Cohort, name: str, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.cohorts.index(cohort), index])
         reference_rows = cohort.reference_file or DEFAULT_FIRST_N
-        reference = streams.stable(rng, reference_rows, cohort.high_cardinality)
-        stream = streams.generate(rng, cohort.rows_after[-1], cohort.high_cardinality, cohort.change)
-        config = {"name": name, "task": sc.TASK_CLASSIFICATION, "positive_label": streams.POSITIVE,
-                  "window": {"size": cohort.window}, "fairness": {"attributes": [streams.SEGMENT]}}
+        if cohort.task == "multiclass":
+            reference = streams.multiclass(rng, reference_rows)
+            stream = streams.multiclass(rng, cohort.rows_after[-1], cohort.change)
+            config = {"name": name, "task": sc.TASK_CLASSIFICATION, "window": {"size": cohort.window}}
+        elif cohort.task == "regression":
+            reference = streams.regression(rng, reference_rows)
+            stream = streams.regression(rng, cohort.rows_after[-1])
+            config = {"name": name, "task": sc.TASK_REGRESSION, "window": {"size": cohort.window}}
+        else:
+            reference = streams.stable(rng, reference_rows, cohort.high_cardinality)
+            stream = streams.generate(rng, cohort.rows_after[-1], cohort.high_cardinality, cohort.change)
+            config = {"name": name, "task": sc.TASK_CLASSIFICATION, "positive_label": streams.POSITIVE,
+                      "window": {"size": cohort.window}, "fairness": {"attributes": [streams.SEGMENT]}}
         if cohort.reference_file:
             path = streams.write_reference(self.tmp / f"{name}.csv", reference)
             config["reference"] = {"path": str(path)}
@@ -138,8 +150,10 @@ class CalibrationRun:
                                          extra={"limits": {"max_models": len(models) + 10}})
             self.proc.start()
             timings.append(("processor start", time.monotonic() - t))
+            # 120 models' series are ~2 MB of /metrics: ~1 s to write on a loaded 2-core machine,
+            # past a 1 s scrape's timeout (then no sample at all and every wait times out)
             self.prom = PrometheusProcess(self.tmp, targets=[self.proc.metrics_endpoint],
-                                          rule_files=[generate.RULES, alerts])
+                                          rule_files=[generate.RULES, alerts], scrape_interval=SCRAPE_INTERVAL)
             self.prom.start()
         except BaseException:
             self.__exit__()
@@ -161,7 +175,9 @@ class CalibrationRun:
         names = list(rows.features)
         return [wire.prediction_record(name, f"{name}-{offset + i}", self._time(offset + i),
                                        {f: rows.features[f][i] for f in names}, rows.predicted[i], rows.scores[i],
-                                       {streams.SEGMENT: rows.segments[i]})
+                                       {streams.SEGMENT: rows.segments[i]},
+                                       {c: p[i] for c, p in rows.probabilities.items()},
+                                       rows.values[i] if rows.values else None)
                 for i in range(start, stop)]
 
     def _labels(self, name: str, rows: streams.Rows, start: int, stop: int, offset: int) -> list:

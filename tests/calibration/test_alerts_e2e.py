@@ -9,12 +9,16 @@ expressions as shipped, checked below). Each alert's condition is the shipped al
 
 Stable models (tests/calibration/streams.py: every row from the distribution of the model's
 reference; numeric features of several shapes including integer counts, categorical ones up to
-40 levels, a boolean, a fairness attribute of 7 groups down to 3 % of rows with the same
+40 levels, a boolean, two features missing in 5 % and 2 % of rows as in their reference
+(the missing-value test's null), a fairness attribute of 7 groups down to 3 % of rows with the same
 positive rate in every group, accuracy about 0.9, labels one step late) in cohorts (COHORTS):
 the first_n default reference (the first 1 000 predictions) with windows growing to a full
 2 000 and sliding; 1 000-row reference files with windows growing to a full 400 and sliding;
 low-traffic models whose windows stay between 100 and 150 rows; 5 000-row reference files with
-200-row windows; a 300-level (Zipf) categorical feature. Every setting not named is the default.
+200-row windows; a 300-level (Zipf) categorical feature; since issue 21 a multi-class model
+(label-free CBPE) and a regression model (DLE) on 1 000-row reference files. Every setting not
+named is the default. An alert is counted only on models of the tasks that have its series
+(TASKS: fairness on binary models, performance and its estimate on classifiers).
 
 Tolerance (tests/calibration/tolerance.py): the evaluations of one model are correlated (one
 reference, overlapping windows), so the independent units are the models. Per alert and
@@ -62,8 +66,17 @@ COHORTS = [
     Cohort("lowtraffic", 16, 2000, (100, 110, 120, 130, 140, 150), reference_file=1000),
     Cohort("bigref", 8, 200, (100, 150, 200, 300, 400, 500), reference_file=5000),     # large file, small window
     Cohort("highcard", 8, 400, SLIDING, reference_file=1000, high_cardinality=True),
+    # issue 21: label-free estimates for every task (multi-class CBPE, regression DLE)
+    Cohort("multiclass", 8, 400, SLIDING, reference_file=1000, task="multiclass"),
+    Cohort("regression", 8, 400, SLIDING, reference_file=1000, task="regression"),
 ]
-CHANGED = [Cohort(change.replace("_", ""), 1, 400, SLIDING, reference_file=1000, change=change)
+#: issue 11's cohorts: the run lists them (and the changed streams) first, so that their models
+#: keep their seeds (a model's seed is its cohort's place in the run) whatever cohorts are added
+ISSUE_11 = 5
+#: the task of the model each change is made on (the others: the binary stream)
+CHANGE_TASK = {"covariate_shift": "multiclass"}
+CHANGED = [Cohort(change.replace("_", ""), 1, 400, SLIDING, reference_file=1000, change=change,
+                  task=CHANGE_TASK.get(change, "binary"))
            for change in streams.CHANGES]
 #: what each change must raise: (alert, severities)
 CAUGHT_BY = {
@@ -75,7 +88,12 @@ CAUGHT_BY = {
     "prediction_shift": ("MLPredictionDrift", ("warning",)),
     "correlation_break": ("MLMultivariateDrift", ("warning",)),
     "confidence_drop": ("MLEstimatedPerformanceDrop", ("warning", "critical")),
+    "missing_values": ("MLFeatureMissingValues", ("warning",)),
+    "covariate_shift": ("MLEstimatedPerformanceDrop", ("warning", "critical")),
 }
+#: the tasks whose models an alert can read (the others have no such series: not counted for it)
+TASKS = {"MLFairnessGap": {"binary"}, "MLPerformanceBelowThreshold": {"binary", "multiclass"},
+         "MLEstimatedPerformanceDrop": {"binary", "multiclass"}}
 #: an alert's condition can be true only where its own minimum count is met: other evaluations
 #: are not counted for it
 ELIGIBLE = {
@@ -102,7 +120,10 @@ def rates(measurement, alert: str, severity: str, models: list) -> tuple:
     eligible = ELIGIBLE.get(alert, lambda window, labeled: True)
     hits = measurement.hits[(alert, severity)]
     shares, evaluations, total = [], 0, 0
+    tasks = TASKS.get(alert)
     for name in models:
+        if tasks is not None and measurement.models[name].task not in tasks:
+            continue
         steps = [s for s in range(measurement.steps)
                  if eligible(measurement.window[(name, s)], measurement.labeled[(name, s)])]
         if steps:
@@ -156,7 +177,8 @@ def report(measurement) -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with CalibrationRun(tmp_path_factory.mktemp("calibration"), COHORTS + CHANGED) as calibration:
+    run = COHORTS[:ISSUE_11] + CHANGED + COHORTS[ISSUE_11:]
+    with CalibrationRun(tmp_path_factory.mktemp("calibration"), run) as calibration:
         calibration.measure()
         yield calibration
         print("\n" + report(calibration.measurement))

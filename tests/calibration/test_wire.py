@@ -39,6 +39,11 @@ def test_encoded_records_are_otlp():
         "int_value", "bool_value", "double_value")
     assert {kv.key: _value(kv.value) for kv in label.attributes} == {
         sc.ML_MODEL_NAME: "churn", sc.ML_PREDICTION_ID: "churn-1", sc.ML_LABEL_VALUE: "0"}
+    # a missing value is no attribute at all
+    empty = wire.prediction_record("churn", "churn-2", 1, {"income": None, "plan": "b"}, "1", 0.9, {})
+    keys = {kv.key for kv in ExportLogsServiceRequest.FromString(wire.logs_request([empty]))
+            .resource_logs[0].scope_logs[0].log_records[0].attributes}
+    assert sc.feature_key("plan") in keys and sc.feature_key("income") not in keys
 
 
 @pytest.mark.parametrize("x, p", [(0.05, 0.01), (0.001, 0.01), (0.5, 0.2)])

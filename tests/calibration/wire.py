@@ -68,23 +68,29 @@ _PREDICTION = _field(b"\x62", sc.EVENT_PREDICTION.encode())
 _LABEL = _field(b"\x62", sc.EVENT_LABEL.encode())
 
 
-def prediction_record(model: str, pid: str, time_ns: int, features: dict, label: str, score: float,
-                      segments: dict) -> bytes:
-    """One ``ml.prediction`` LogRecord (version "1"), encoded."""
+def prediction_record(model: str, pid: str, time_ns: int, features: dict, label: str | None, score: float | None,
+                      segments: dict, probabilities: dict | None = None, value: float | None = None) -> bytes:
+    """One ``ml.prediction`` LogRecord (version "1"), encoded: a classifier's ``label`` and
+    ``score`` (and, multi-class, its ``probabilities`` by class), or a regression's ``value``."""
     parts = [b"\x09" + _FIXED64(time_ns), _string_attribute(sc.ML_MODEL_NAME, model),
-             _string_attribute(sc.ML_MODEL_VERSION, "1"), _text_attribute(sc.ML_PREDICTION_ID, pid),
-             _string_attribute(sc.ML_OUTPUT_LABEL, label), attribute(sc.ML_OUTPUT_SCORE, score)]
-    parts += [attribute(sc.feature_key(k), v) for k, v in features.items()]
+             _string_attribute(sc.ML_MODEL_VERSION, "1"), _text_attribute(sc.ML_PREDICTION_ID, pid)]
+    if value is not None:
+        parts += [_string_attribute(sc.ML_MODEL_TASK, sc.TASK_REGRESSION), attribute(sc.ML_OUTPUT_VALUE, float(value))]
+    else:
+        parts += [_string_attribute(sc.ML_OUTPUT_LABEL, label), attribute(sc.ML_OUTPUT_SCORE, score)]
+    parts += [attribute(sc.probability_key(c), float(p)) for c, p in (probabilities or {}).items()]
+    # a missing value (None) is an absent attribute, as an SDK sends it
+    parts += [attribute(sc.feature_key(k), v) for k, v in features.items() if v is not None]
     parts += [_string_attribute(sc.segment_key(k), v) for k, v in segments.items()]
     parts.append(_PREDICTION)
     return _field(b"\x12", b"".join(parts))
 
 
-def label_record(model: str, pid: str, value: str, time_ns: int) -> bytes:
-    """One ``ml.label`` LogRecord, encoded."""
+def label_record(model: str, pid: str, value: str | float, time_ns: int) -> bytes:
+    """One ``ml.label`` LogRecord, encoded (a class as text, a regression's truth as a double)."""
+    encoded = _string_attribute(sc.ML_LABEL_VALUE, value) if isinstance(value, str) else attribute(sc.ML_LABEL_VALUE, value)
     return _field(b"\x12", b"".join((b"\x09" + _FIXED64(time_ns), _string_attribute(sc.ML_MODEL_NAME, model),
-                                     _text_attribute(sc.ML_PREDICTION_ID, pid), _string_attribute(sc.ML_LABEL_VALUE, value),
-                                     _LABEL)))
+                                     _text_attribute(sc.ML_PREDICTION_ID, pid), encoded, _LABEL)))
 
 
 def logs_request(records: list) -> bytes:

@@ -108,30 +108,38 @@ def test_binary_engine_matches_oracles(seed, n, one_class, label_share, shift):
     else:
         assert m.performance == {} and m.performance_interval == {}
     # drift of x (ks: reference of 60 rows) and k (chi2, sparse categories pooled), missing values
-    # left out; decided together on Benjamini-Hochberg q-values < drift.alpha (0.01)
+    # left out, and the missing-value test of each (Fisher exact on (missing, present) x
+    # (reference, window)); all four decided together on Benjamini-Hochberg q-values < drift.alpha
     ref_x = np.array([r["features"].get("x") for r in ref_rows], dtype=float)
     win_x = np.array([r["features"].get("x") for r in rows], dtype=float)
     ref_x, win_x = ref_x[np.isfinite(ref_x)], win_x[np.isfinite(win_x)]
-    drift = {d.feature: d for d in m.drift}
+    drift = {(d.feature, d.method): d for d in m.drift}
     pvalues = {}
     if win_x.size:
         want = stats.ks_2samp(ref_x, win_x)
-        assert drift["x"].method == "ks"
-        assert_close(drift["x"].score, want.statistic)
-        assert_close(drift["x"].pvalue, want.pvalue)
-        pvalues["x"] = want.pvalue
+        assert_close(drift["x", "ks"].score, want.statistic)
+        assert_close(drift["x", "ks"].pvalue, want.pvalue)
+        pvalues["x", "ks"] = want.pvalue
     else:
-        assert "x" not in drift
+        assert ("x", "ks") not in drift
     rk = [r["features"]["k"] for r in ref_rows if "k" in r["features"]]
     wk = [r["features"]["k"] for r in rows if "k" in r["features"]]
     if wk:
         cats = sorted(set(rk) | set(wk))
         table = design_pooled_table(np.array([rk.count(c) for c in cats]), np.array([wk.count(c) for c in cats]))
         stat, p = scipy_chi2(table)
-        assert drift["k"].method == "chi2"
-        assert_close(drift["k"].score, stat)
-        assert_close(drift["k"].pvalue, p)
-        pvalues["k"] = p
+        assert_close(drift["k", "chi2"].score, stat)
+        assert_close(drift["k", "chi2"].pvalue, p)
+        pvalues["k", "chi2"] = p
+    for f, ref_present, win_present in (("x", ref_x.size, win_x.size), ("k", len(rk), len(wk))):
+        if not n:
+            assert (f, "missing") not in drift and f not in m.feature_missing_ratio
+            continue
+        fisher = stats.fisher_exact([[60 - ref_present, ref_present], [n - win_present, win_present]])
+        assert_close(drift[f, "missing"].score, (n - win_present) / n)
+        assert_close(m.feature_missing_ratio[f], (n - win_present) / n)
+        assert_close(drift[f, "missing"].pvalue, fisher.pvalue)
+        pvalues[f, "missing"] = fisher.pvalue
     if pvalues:
         q = multipletests(list(pvalues.values()), method="fdr_bh")[1]
         for f, qf in zip(pvalues, q):
@@ -249,7 +257,7 @@ def test_group_cap_and_drift_detection_and_cbpe():
     spec = ModelSpec(positive_label="1", fairness_attributes=("g",), max_groups_per_attribute=50)
     ref = prepare_reference(reference_from_window(w, 1500), spec)
     m = compute_model_metrics(w, ref, spec)
-    drift = {d.feature: d for d in m.drift}
+    drift = {d.feature: d for d in m.drift if d.method != "missing"}
     assert drift["x"].method == "wasserstein" and drift["x"].detected
     assert drift["z"].method == "wasserstein" and not drift["z"].detected
     assert m.cardinality_limited == {"group": 10}

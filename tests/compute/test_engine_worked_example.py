@@ -38,10 +38,15 @@ def test_worked_example():
     assert m.feature_ood_ratio == {"age": 0.1, "plan": 0.1} and m.ood_ratio == 0.2
     assert m.ood_ratio_floor == 0.9
     assert m.data_quality == {("age", "missing"): 1}
-    d = {x.feature: x for x in m.drift}
+    d = {x.feature: x for x in m.drift if x.method != "missing"}
     assert (d["age"].method, d["age"].score, d["age"].pvalue) == ("ks", a(16 / 45), a(0.492, abs=5e-4))
     assert (d["plan"].method, d["plan"].score, d["plan"].pvalue) == ("chi2", a(0.8), a(0.371, abs=5e-4))
-    assert d["age"].qvalue == d["plan"].qvalue == a(0.492, abs=5e-4)
+    miss = {x.feature: x for x in m.drift if x.method == "missing"}
+    assert (miss["age"].score, miss["age"].pvalue) == (0.1, 1.0) and (miss["plan"].score, miss["plan"].pvalue) == (0, 1)
+    assert m.feature_missing_ratio == {"age": 0.1, "plan": 0.0}
+    # one BH family of four p-values: 0.371 x 4/1, 0.492 x 4/2, 1, 1 -> q = 0.984 for ks and chi2
+    assert d["age"].qvalue == d["plan"].qvalue == a(0.984, abs=5e-4)
+    assert miss["age"].qvalue == miss["plan"].qvalue == 1.0
     assert (d["__prediction__"].score, d["__prediction__"].qvalue) == (a(1.818, abs=5e-4), a(0.178, abs=5e-4))
     assert all(x.threshold == 0.01 and not x.detected for x in m.drift)
     assert m.fairness == a({("gender", "demographic_parity_difference"): 0.2, ("gender", "disparate_impact_ratio"): 0.75})

@@ -28,7 +28,7 @@ from dashboards.prometheus import generate
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "dashboards" / "prometheus"
-MODEL_QUALITY = {"MLFeatureDrift", "MLPredictionDrift", "MLMultivariateDrift", "MLPerformanceBelowThreshold",
+MODEL_QUALITY = {"MLFeatureDrift", "MLFeatureMissingValues", "MLPredictionDrift", "MLMultivariateDrift", "MLPerformanceBelowThreshold",
                  "MLPerformanceBelowBaseline", "MLEstimatedPerformanceDrop", "MLOODRatioHigh", "MLFairnessGap"}
 RULE_FILES = sorted((PROM / "rules").glob("*.yaml")) + sorted((PROM / "alerts").glob("*.yaml"))
 TEST_FILES = sorted((PROM / "tests").glob("*.yaml"))

@@ -45,7 +45,9 @@ def _config(tmp_path, **model):
 def _store(tmp_path, versions=("1", "2")):
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     records = [PredictionRecord(model="m", model_version=v, prediction_id=f"{v}-{i}", task="classification",
-                                time=1000.0 + i, features={"x": float(i % 17) + (5.0 if i >= 50 else 0.0)},
+                                time=1000.0 + i, features={"x": float(i % 17) + (5.0 if i >= 50 else 0.0),
+                                                           # after the 50-row reference, zip goes a third empty
+                                                           **({} if i >= 50 and i % 3 == 0 else {"zip": "123"})},
                                 output_label="1", score=0.9, extra={sc.ENDUSER_ID: "hashed"})
                for v in versions for i in range(120)]
     db.insert_predictions(records)
@@ -57,6 +59,10 @@ def test_report_of_the_latest_version_and_clear_errors(tmp_path):
     config = _config(tmp_path)
     version, html = build_report(config, "m")
     assert version == "10" and "version 10" in html and 'data-feature="x"' in html and '<svg class="hist"' in html
+    # the missing-value test: 23 of the window's 70 rows have no zip, none of the reference's 50
+    assert '<h2 id="missing">' in html
+    assert f'data-missing-feature="zip" data-ratio="{23 / 70!r}" data-detected="1"' in html
+    assert '<td class="num">32.86 %</td><td class="num">0.00 %</td>' in html
     assert build_report(config, "m", "2")[0] == "2"
     for model, v, expected in (("m", "7", "versions: 10, 2"), ("nope", None, "models: m")):
         try:

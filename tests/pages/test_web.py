@@ -306,6 +306,21 @@ def test_hidden_features_are_the_hashed_and_masked_ones():
     assert "1234" not in page and "category 1 (hidden by anonymization)" in page
 
 
+def test_missing_values_have_their_section_and_are_named_as_such_when_flagged():
+    m = ModelMetrics(drift=[DriftResult("x", "ks", 0.05, 0.5, False, 0.9, 0.01),
+                            DriftResult("x", "missing", 0.0, 1.0, False, 1.0, 0.01),
+                            DriftResult("zip", "missing", 0.3, 1e-9, True, 2e-9, 0.01)],
+                     feature_missing_ratio={"x": 0.0, "zip": 0.3}, feature_missing_reference={"x": 0.0, "zip": 0.01})
+    page = render_model(ModelSnapshot("m", "1", m))
+    rows = re.findall(r'data-missing-feature="([^"]+)" data-ratio="([^"]+)" data-detected="(\d)"', page)
+    assert rows == [("zip", "0.3", "1"), ("x", "0.0", "0")]        # detected first
+    assert '<td class="num">30.00 %</td><td class="num">1.00 %</td>' in page
+    # the drift table keeps the distribution tests; the missing-value tests are in their own section
+    assert 'data-method="missing"' not in page and 'data-feature="x" data-method="ks"' in page
+    index = render_index([ModelSnapshot("m", "1", m)])
+    assert "drift: zip (missing)" in index
+
+
 def test_the_ood_card_shows_the_stable_floor_beside_the_ratio():
     with_floor = render_model(ModelSnapshot("m", "1", ModelMetrics(ood_ratio=0.0812, ood_ratio_floor=0.1575)))
     assert re.search(r"<b>8\.12 %</b><span class=\"muted\">of the window; stable up to 15\.75 %</span>", with_floor)

@@ -34,7 +34,9 @@ def metrics() -> ModelMetrics:
             DriftResult("plan", "jensenshannon", 0.08, None, False, None, 0.21),
             DriftResult("__multivariate__", "pca_reconstruction", 1.05, None, False, None, 1.3),
             DriftResult("zip", "wasserstein", 0.3, None, True, None, math.inf),
+            DriftResult("age", "missing", 0.3, 1e-6, True, 1e-5, 0.01),
         ],
+        feature_missing_ratio={"age": 0.3, "plan": 0.0},
         fairness={("gender", "demographic_parity_difference"): 0.12},
         fairness_pvalue={("gender", "demographic_parity_difference"): 0.003,
                          ("gender", "equalized_odds_difference"): math.nan},
@@ -55,6 +57,10 @@ def test_new_series_and_their_labels():
     assert get(sc.M_DRIFT_QVALUE, plan) is None and get(sc.M_DRIFT_PVALUE, plan) is None
     mv = {**MV, "feature": "__multivariate__", "method": "pca_reconstruction"}
     assert get(sc.M_DRIFT_THRESHOLD, mv) == 1.3
+    age_missing = {**MV, "feature": "age", "method": sc.METHOD_MISSING}
+    assert get(sc.M_DRIFT_SCORE, age_missing) == 0.3 and get(sc.M_DRIFT_QVALUE, age_missing) == 1e-5
+    assert get(sc.M_FEATURE_MISSING_RATIO, {**MV, "feature": "age"}) == 0.3
+    assert get(sc.M_FEATURE_MISSING_RATIO, {**MV, "feature": "plan"}) == 0.0
     gender = {**MV, "attribute": "gender", "metric": "demographic_parity_difference"}
     assert get(sc.M_FAIRNESS, gender) == 0.12 and get(sc.M_FAIRNESS_PVALUE, gender) == 0.003
     assert get(sc.M_WINDOW_LABELED, MV) == 40 and get(sc.M_WINDOW_PREDICTIONS, MV) == 500

@@ -142,3 +142,13 @@ def test_a_file_that_cannot_be_read_is_a_config_error_naming_its_key(tmp_path, c
     with pytest.raises(ConfigError) as err:
         load(str(path))
     assert err.value.key == key and err.value.source == str(path) and message in str(err.value)
+
+
+def test_missing_is_not_a_method_it_runs_on_every_feature():
+    from otel_ml_processor.compute.manager import check_drift_methods
+
+    c = parse_config(yaml.safe_load("models: [{name: a, drift: {features: {age: {method: missing}}}}]"), "c.yaml")
+    with pytest.raises(ConfigError) as err:
+        check_drift_methods(c)
+    assert err.value.key == "models[0].drift.features.age.method" and "every feature" in str(err.value)
+    assert "missing" not in str(err.value).split("known:")[1]

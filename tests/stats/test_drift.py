@@ -14,7 +14,8 @@ from statsmodels.stats.multitest import multipletests
 from otel_ml import semconv as sc
 from otel_ml_processor.stats.decisions import bh_qvalues
 from otel_ml_processor.stats.registry import (
-    CATEGORICAL, NUMERIC, DriftConfigError, FeatureReference, FeatureWindow, builtin_tests, resolve_method,
+    CATEGORICAL, NUMERIC, DriftConfigError, FeatureReference, FeatureWindow, builtin_tests, companion_tests,
+    resolve_method,
 )
 from tests.stats.oracle import assert_close, design_pooled_table, float_arrays, scipy_chi2
 
@@ -218,7 +219,7 @@ def test_records_are_declarative():
     assert TESTS["psi"].default_threshold == 0.2
     assert TESTS["wasserstein"].default_threshold == 0.1 and TESTS["jensenshannon"].default_threshold == 0.1
     # every slot of auto is filled exactly once
-    slots = [s for t in TESTS.values() for s in t.auto]
+    slots = [s for t in TESTS.values() if not t.companion for s in t.auto]
     assert sorted(slots) == sorted({(k, size) for k in (NUMERIC, CATEGORICAL) for size in ("small", "large")})
 
 
@@ -236,3 +237,86 @@ def test_psi_edges_belong_to_psi():
     assert not hasattr(ref, "psi_edges") and not hasattr(ref, "psi_counts")
     bins = TESTS["psi"].prepare(ref, NUMERIC)
     np.testing.assert_array_equal(bins.edges, np.unique(np.quantile(np.arange(100.0), np.linspace(0.1, 0.9, 9))))
+
+
+def missing_cells(seed: int, n: int, rate: float, categorical: bool) -> np.ndarray:
+    """n values with about ``rate`` of them missing (None / NaN / inf for numbers)."""
+    rng = np.random.default_rng(seed)
+    gone = rng.uniform(size=n) < rate
+    if categorical:
+        out = np.array(["a", "b"] * n, dtype=object)[:n]
+        out[gone] = None
+        return out
+    v = rng.normal(size=n)
+    v[gone] = rng.choice([np.nan, np.inf, -np.inf], size=int(gone.sum()))
+    return v
+
+
+@SETTINGS
+@given(st.integers(0, 2**32 - 1), st.integers(1, 400), st.integers(1, 400),
+       st.sampled_from([0.0, 0.02, 0.3, 1.0]), st.sampled_from([0.0, 0.02, 0.3, 1.0]), st.booleans())
+def test_missing_matches_fisher_exact(seed, n_ref, n_win, ref_rate, win_rate, categorical):
+    ref_v = missing_cells(seed, n_ref, ref_rate, categorical)
+    win_v = missing_cells(seed + 1, n_win, win_rate, categorical)
+    is_missing = (lambda v: v is None) if categorical else (lambda v: not np.isfinite(v))
+    a, c = sum(map(is_missing, ref_v)), sum(map(is_missing, win_v))
+    ours = run(sc.METHOD_MISSING, ref_v, win_v)
+    want = stats.fisher_exact([[a, n_ref - a], [c, n_win - c]])
+    assert ours.pvalue == pytest.approx(want.pvalue, rel=1e-9, abs=1e-12)
+    assert ours.score == pytest.approx(c / n_win, rel=1e-9, abs=1e-12)
+
+
+def test_missing_of_a_feature_that_never_arrives_is_one():
+    ref = FeatureReference.build(np.array([1.0, np.nan] + [2.0] * 98))
+    state = TESTS[sc.METHOD_MISSING].prepare(ref, NUMERIC)
+    res = TESTS[sc.METHOD_MISSING].compute(state, FeatureWindow(np.zeros(0), rows=50))
+    assert res.score == 1.0
+    assert res.pvalue == pytest.approx(stats.fisher_exact([[1, 99], [50, 0]]).pvalue, rel=1e-9)
+
+
+def test_missing_is_a_companion_never_a_method():
+    t = TESTS[sc.METHOD_MISSING]
+    assert t.companion and t.score_kind == "pvalue" and not t.auto
+    assert [c.name for c in companion_tests(TESTS)] == [sc.METHOD_MISSING]
+    with pytest.raises(DriftConfigError, match="every feature"):
+        resolve_method(sc.METHOD_MISSING, FeatureReference.build(np.arange(10.0)), TESTS, feature="age")
+
+
+def test_test_modules_import_only_the_leaf_not_the_registry():
+    # the registry imports the tests; a test module importing the registry would close a circle
+    import ast
+    import pathlib
+
+    import otel_ml_processor.stats as pkg
+
+    root = pathlib.Path(pkg.__file__).parent
+    for name in TESTS:
+        src = (root / f"{name}.py").read_text()
+        imported = {n.module for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom)}
+        assert "otel_ml_processor.stats.registry" not in imported, name
+        assert "otel_ml_processor.stats.drift_types" in imported, name
+    leaf = ast.parse((root / "drift_types.py").read_text())
+    assert not {n.module for n in ast.walk(leaf) if isinstance(n, ast.ImportFrom)
+                if n.module and n.module.startswith("otel_ml_processor.stats.") and n.module != "otel_ml_processor.stats._codes"}
+
+
+@SETTINGS
+@given(st.integers(1, 200_000), st.integers(1, 200_000), st.floats(0, 1), st.floats(0, 1), st.booleans())
+def test_fisher_two_sided_is_scipys_on_large_tables(n_ref, n_win, p_ref, p_win, equal_margins):
+    # equal margins make a mirror point exactly as probable as the table: scipy's 1 + 1e-14
+    # tolerance includes it, and so must the log-gamma shortcut
+    from otel_ml_processor.stats.missing import fisher_two_sided
+
+    n_win = n_ref if equal_margins else n_win
+    a, c = round(n_ref * p_ref), round(n_win * p_win)
+    want = stats.fisher_exact([[a, n_ref - a], [c, n_win - c]]).pvalue
+    assert fisher_two_sided(a, n_ref - a, c, n_win - c) == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("table", [(10, 990, 10, 990), (7, 993, 13, 987), (13, 987, 7, 993), (0, 1000, 1000, 0),
+                                   (5000, 95000, 5100, 94900), (50, 950, 600, 9400), (1, 0, 0, 1), (0, 5, 0, 7)])
+def test_fisher_two_sided_on_ties_and_edges(table):
+    from otel_ml_processor.stats.missing import fisher_two_sided
+
+    a, b, c, d = table
+    assert fisher_two_sided(*table) == pytest.approx(stats.fisher_exact([[a, b], [c, d]]).pvalue, rel=1e-9, abs=1e-12)

@@ -25,9 +25,14 @@ Row rules:
 - fairness (binary models only) uses rows with a predicted label and the attribute; groups past
   ``max_groups_per_attribute`` (fewest rows first) are folded into ``__other__``.
 
+Missing values: every input feature also runs the companion test ``missing`` (its window's
+missing fraction, ``feature_missing_ratio``, against its reference's, Fisher exact; a reference
+feature that no window row sent is missing in every row), whatever its ``method``.
+
 Decisions: p-value tests on the Benjamini-Hochberg q-values of the model version's input
-features (the prediction on its own p-value), distance tests and the multivariate score against
-max(threshold, noise floor) (:mod:`otel_ml_processor.stats.decisions`).
+features, the missing-value tests in the same family (the prediction on its own p-value),
+distance tests and the multivariate score against max(threshold, noise floor)
+(:mod:`otel_ml_processor.stats.decisions`).
 
 Example::
 
@@ -116,6 +121,8 @@ class ModelMetrics:
     ood_ratio: Optional[float] = None
     ood_ratio_floor: Optional[float] = None                    # what a stable window's ood_ratio stays under
     feature_ood_ratio: dict = field(default_factory=dict)      # feature -> fraction
+    feature_missing_ratio: dict = field(default_factory=dict)  # feature -> missing fraction (method "missing")
+    feature_missing_reference: dict = field(default_factory=dict)  # feature -> the reference's missing fraction (pages)
     drift: list = field(default_factory=list)                  # [DriftResult]
     fairness: dict = field(default_factory=dict)               # (attribute, metric) -> value
     fairness_pvalue: dict = field(default_factory=dict)        # (attribute, metric) -> p-value
@@ -174,11 +181,12 @@ class _Tested:
     n_window: int
 
 
-def _score(pf: PreparedFeature, values: np.ndarray, feature: str) -> Optional[_Tested]:
-    if pf.ref.n == 0 or pf.state is None:
-        return None
-    cur = FeatureWindow.build(values)
-    if cur.n == 0:
+def _score(pf: PreparedFeature, cur: FeatureWindow, feature: str) -> Optional[_Tested]:
+    if pf.test.companion:
+        # a companion (missing) scores counts: it needs window rows, not present values
+        if cur.rows == 0 or pf.state is None:
+            return None
+    elif pf.ref.n == 0 or pf.state is None or cur.n == 0:
         return None
     res = pf.test.compute(pf.state, cur)
     if not math.isfinite(res.score) or (res.pvalue is not None and not math.isfinite(res.pvalue)):
@@ -197,11 +205,12 @@ def _decide(tested: list[_Tested], prediction: Optional[_Tested]) -> list[DriftR
     """BH across the input features' p-values (the prediction on its own); distances against
     their effective thresholds."""
     out: list[DriftResult] = []
+    # one family: every p-value test of every input feature, the missing-value tests included
     pv = [t for t in tested if t.pf.is_pvalue]
-    qs = dict(zip((t.feature for t in pv), bh_qvalues([_pvalue(t) for t in pv]).tolist()))
+    qs = dict(zip(((t.feature, t.pf.method) for t in pv), bh_qvalues([_pvalue(t) for t in pv]).tolist()))
     for t in [*tested, *([prediction] if prediction is not None else [])]:
         if t.pf.is_pvalue:
-            q = qs.get(t.feature, _pvalue(t)) if t is not prediction else _pvalue(t)
+            q = qs.get((t.feature, t.pf.method), _pvalue(t)) if t is not prediction else _pvalue(t)
             out.append(DriftResult(t.feature, t.pf.method, t.score, t.pvalue, q < t.pf.threshold, q, t.pf.threshold))
         else:
             th = t.pf.effective_threshold(t.n_window)
@@ -312,13 +321,17 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
     if ref is not None:
         cut.update(ref.dropped_features)
         kept = set(kept_names)
-        work = [(name, pf, window.features[name]) for name, pf in ref.features.items()
-                if name in window.features and name in kept]
+        work = [(name, pf, window.features.get(name)) for name, pf in ref.features.items() if name in kept]
         margin = spec.ood_margin
 
         def one_feature(item):
             # numpy releases the GIL in sort / searchsorted: features can run on a thread pool
             name, pf, col = item
+            companions = ref.companions.get(name, ())
+            if col is None:
+                # a reference feature that no window row sent: missing in every row (fraction 1)
+                cur = FeatureWindow(np.zeros(0), rows=n)
+                return name, None, [_score(c, cur, name) for c in companions], 0
             values, bad = read_column(pf.value_type, col)
             mask = None
             if pf.ref.n:
@@ -326,11 +339,14 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
                     mask = numeric_ood(values, pf.ref.min, pf.ref.max, margin)
                 else:
                     mask = categorical_ood(values, pf.ref.category_set)
-            return name, mask, _score(pf, values, name), int(np.count_nonzero(bad))
+            # unreadable values are left out of the drift like missing ones, but counted apart
+            cur = FeatureWindow.build(values, unreadable=int(np.count_nonzero(bad)))
+            scored = [_score(pf, cur, name), *(_score(c, cur, name) for c in companions)]
+            return name, mask, scored, int(np.count_nonzero(bad))
 
         results = list(executor.map(one_feature, work)) if executor is not None else [one_feature(w) for w in work]
         masks, tested, unseen = [], [], []
-        for name, mask, t, bad in results:
+        for name, mask, scored, bad in results:
             if bad:
                 m.data_quality[(name, sc.ISSUE_TYPE_MISMATCH)] = bad
             if mask is not None:
@@ -338,8 +354,14 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
                 unseen.append(ref.features[name].unseen)
                 if n:
                     m.feature_ood_ratio[name] = float(np.count_nonzero(mask)) / n
-            if t is not None:
+            for t in scored:
+                if t is None:
+                    continue
                 tested.append(t)
+                if t.pf.method == sc.METHOD_MISSING:
+                    m.feature_missing_ratio[name] = t.score
+                    if t.pf.ref.rows:
+                        m.feature_missing_reference[name] = t.pf.ref.missing / t.pf.ref.rows
         if n:
             anyood = np.zeros(n, dtype=bool)
             for mask in masks:
@@ -351,7 +373,7 @@ def compute_model_metrics(window: WindowData, ref: Optional[PreparedReference], 
         if ref.prediction is not None:
             pcol = window.output_value if task == sc.TASK_REGRESSION else window.output_label
             values, _ = read_column(ref.prediction.value_type, pcol)
-            pred = _score(ref.prediction, values, sc.FEATURE_PREDICTION)
+            pred = _score(ref.prediction, FeatureWindow.build(values), sc.FEATURE_PREDICTION)
         m.drift = _decide(tested, pred)
         if ref.multivariate is not None and all(k in window.features for k in ref.multivariate_features) and n:
             x = np.stack([read_column(NUMBER, window.features[k])[0] for k in ref.multivariate_features])

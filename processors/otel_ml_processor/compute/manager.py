@@ -38,7 +38,7 @@ from otel_ml import semconv as sc
 from otel_ml_processor.config import Config, ConfigError, ModelConfig
 from otel_ml_processor.counters import Caps, Counters
 from otel_ml_processor.join.labels import window_label
-from otel_ml_processor.stats.registry import DriftConfigError
+from otel_ml_processor.stats.registry import DriftConfigError, builtin_tests
 from otel_ml_processor.store.database import Database, Join, SnapshotRow
 
 log = logging.getLogger(__name__)
@@ -68,17 +68,20 @@ def model_spec(m: ModelConfig, config: Config) -> ModelSpec:
 
 
 def check_drift_methods(config: Config) -> None:
-    """Every configured drift method must exist: a typo is an error at start, naming the known ones."""
-    from otel_ml_processor.stats.registry import builtin_tests
+    """Every configured drift method must exist: a typo is an error at start, naming the known ones.
 
-    known = {sc.METHOD_AUTO, *builtin_tests()}
+    A companion test (``missing``) runs on every feature beside its method: it is not a method."""
+    tests = builtin_tests()
+    known = {sc.METHOD_AUTO, *(name for name, t in tests.items() if not t.companion)}
     for i, m in enumerate(config.models):
         entries = [("default", m.drift.default.method)] + [(f"features.{k}", v.method) for k, v in m.drift.features.items()]
         for where, method in entries:
             allowed = known | ({sc.METHOD_PCA_RECONSTRUCTION} if where == f"features.{sc.FEATURE_MULTIVARIATE}" else set())
             if method not in allowed:
+                what = (f"drift method {method!r} runs on every feature beside its method and cannot be chosen as one"
+                        if method in tests else f"unknown drift method {method!r}")
                 raise ConfigError(f"models[{i}].drift.{where}.method",
-                                  f"unknown drift method {method!r} (known: {', '.join(sorted(allowed))})", config.source)
+                                  f"{what} (known: {', '.join(sorted(allowed))})", config.source)
 
 
 @dataclass(frozen=True)

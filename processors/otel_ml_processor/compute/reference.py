@@ -53,7 +53,7 @@ from otel_ml_processor.stats.decisions import DEFAULT_ALPHA, family_level
 from otel_ml_processor.stats.noise import window_bucket
 from otel_ml_processor.stats.ood import categorical_unseen, numeric_unseen
 from otel_ml_processor.stats.registry import (
-    NUMERIC, PVALUE, DriftConfigError, DriftTest, FeatureReference, builtin_tests, resolve_method,
+    NUMERIC, PVALUE, DriftConfigError, DriftTest, FeatureReference, builtin_tests, companion_tests, resolve_method,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -273,6 +273,8 @@ class PreparedReference:
     n_rows: int
     features: dict                         # name -> PreparedFeature (after the feature cap)
     dropped_features: tuple = ()           # reference features over ``max_features``
+    #: name -> the companion tests (``missing``) of each input feature, run beside its method
+    companions: dict = field(default_factory=dict)
     prediction: Optional[PreparedFeature] = None
     multivariate: Optional[PCAReconstruction] = None
     multivariate_features: tuple = ()
@@ -347,6 +349,11 @@ def prepare_reference(ref: ReferenceData, spec: "ModelSpec", tests: Optional[dic
     names = list(ref.features)
     kept, dropped = names[: spec.max_features], tuple(names[spec.max_features:])
     feats = {k: _prepare_feature(k, ref.features[k], n, spec, tests) for k in kept}
+    # every input feature also gets the companion tests (``missing``): p-value tests at drift.alpha,
+    # whatever the feature's method and its threshold
+    companions = {k: tuple(PreparedFeature(k, f.ref, t.name, t, float(spec.drift_alpha), f.treatment, f.value_type,
+                                           t.prepare(f.ref, f.treatment), spec.drift_alpha)
+                           for t in companion_tests(tests)) for k, f in feats.items()}
     # the input features' distance floors are set together: Bonferroni over those that can score
     family = [f for f in feats.values() if not f.is_pvalue and f.ref.n]
     for f in family:
@@ -394,7 +401,7 @@ def prepare_reference(ref: ReferenceData, spec: "ModelSpec", tests: Optional[dic
     if task == sc.TASK_REGRESSION and ref.label is not None and ref.prediction is not None:
         dle = Deferred(lambda: _fit_dle(ref, kept), f"DLE ({ref.source})")
     return PreparedReference(
-        n_rows=n, features=feats, dropped_features=dropped, prediction=pred, multivariate=mv,
+        n_rows=n, features=feats, dropped_features=dropped, companions=companions, prediction=pred, multivariate=mv,
         multivariate_features=numeric if mv is not None else (),
         multivariate_threshold=MULTIVARIATE_THRESHOLD if mv_threshold is None else float(mv_threshold),
         calibrator=calibrator, binary_coefficients=binary_coefficients, multiclass=multiclass, dle=dle,

@@ -102,6 +102,8 @@ class MLCollector(Collector):
         ood_floor = g(sc.M_OOD_RATIO_FLOOR, "The OOD fraction a stable window of this size stays under at level "
                       "drift.alpha (the reference's own unseen share; MLOODRatioHigh needs ml_ood_ratio above it).", MV)
         food = g(sc.M_FEATURE_OOD_RATIO, "Fraction of window predictions with this feature out of distribution.", MV + [sc.L_FEATURE])
+        fmiss = g(sc.M_FEATURE_MISSING_RATIO, "Fraction of window predictions with this input feature missing (absent, "
+                  "null or a non-finite number; the score of drift method missing).", MV + [sc.L_FEATURE])
         dscore = g(sc.M_DRIFT_SCORE, "Drift statistic of the window against the reference.", MV + [sc.L_FEATURE, sc.L_METHOD])
         dp = g(sc.M_DRIFT_PVALUE, "P-value of the drift test (methods that have one).", MV + [sc.L_FEATURE, sc.L_METHOD])
         dq = g(sc.M_DRIFT_QVALUE, "Benjamini-Hochberg q-value of the drift p-value across the model's features.",
@@ -144,6 +146,9 @@ class MLCollector(Collector):
             for k, v in sorted(m.feature_ood_ratio.items()):
                 if _ok(v):
                     food.add_metric(mv + [k], v)
+            for k, v in sorted(m.feature_missing_ratio.items()):
+                if _ok(v):
+                    fmiss.add_metric(mv + [k], v)
             for d in m.drift:
                 if not _ok(d.score):
                     continue
@@ -178,4 +183,5 @@ class MLCollector(Collector):
             if (model, version) in snap.computed_at:
                 last.add_metric(mv, snap.computed_at[(model, version)])
                 dur.add_metric(mv, snap.durations[(model, version)])
-        yield from (perf, perf_ci, est, est_ci, ood, ood_floor, food, dscore, dp, dq, dt, dd, fair, fair_p, gperf, gpred, wp, wl, wla, refp, refs, last, dur)
+        yield from (perf, perf_ci, est, est_ci, ood, ood_floor, food, fmiss, dscore, dp, dq, dt, dd, fair, fair_p, gperf,
+                    gpred, wp, wl, wla, refp, refs, last, dur)

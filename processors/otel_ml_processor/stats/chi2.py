@@ -25,7 +25,7 @@ from scipy import special
 
 from otel_ml import semconv as sc
 from otel_ml_processor.stats.decisions import DEFAULT_ALPHA
-from otel_ml_processor.stats.registry import (
+from otel_ml_processor.stats.drift_types import (
     CATEGORICAL, PVALUE, SMALL, DriftScore, DriftTest, FeatureReference, FeatureWindow, union_counts,
 )
 

@@ -18,7 +18,7 @@ that unseen mass reaches threshold² (else the configured threshold stands).
 Example::
 
     import numpy as np
-    from otel_ml_processor.stats.registry import FeatureReference, FeatureWindow
+    from otel_ml_processor.stats.drift_types import FeatureReference, FeatureWindow
     from otel_ml_processor.stats import jensenshannon as js
 
     ref = FeatureReference.build(np.array(["a", "b"], dtype=object))
@@ -36,7 +36,7 @@ from scipy.spatial import distance
 from otel_ml import semconv as sc
 from otel_ml_processor.stats import noise
 from otel_ml_processor.stats.psi import Bins, bins_of
-from otel_ml_processor.stats.registry import (
+from otel_ml_processor.stats.drift_types import (
     CATEGORICAL, DISTANCE, LARGE, NUMERIC, DriftScore, DriftTest, FeatureReference, FeatureWindow, union_counts,
 )
 

@@ -31,7 +31,7 @@ from scipy import stats
 from otel_ml import semconv as sc
 from otel_ml_processor.stats._ecdf import merge
 from otel_ml_processor.stats.decisions import DEFAULT_ALPHA
-from otel_ml_processor.stats.registry import (
+from otel_ml_processor.stats.drift_types import (
     NUMERIC, PVALUE, SMALL, DriftScore, DriftTest, FeatureReference, FeatureWindow,
 )
 

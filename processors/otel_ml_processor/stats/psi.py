@@ -19,7 +19,7 @@ configured threshold stands; docs/metrics.md shows the measured ratios).
 Example::
 
     import numpy as np
-    from otel_ml_processor.stats.registry import FeatureReference, FeatureWindow
+    from otel_ml_processor.stats.drift_types import FeatureReference, FeatureWindow
     from otel_ml_processor.stats import psi
 
     state = psi.prepare(FeatureReference.build(np.arange(100.0)), "numeric")
@@ -35,7 +35,7 @@ import numpy as np
 from otel_ml import semconv as sc
 from otel_ml_processor.stats import noise
 from otel_ml_processor.stats.noise import EMPTY_BIN_FRACTION
-from otel_ml_processor.stats.registry import (
+from otel_ml_processor.stats.drift_types import (
     DISTANCE, NUMERIC, DriftScore, DriftTest, FeatureReference, FeatureWindow, bin_counts_sorted,
 )
 

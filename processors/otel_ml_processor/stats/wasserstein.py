@@ -38,7 +38,7 @@ from functools import lru_cache
 import numpy as np
 
 from otel_ml import semconv as sc
-from otel_ml_processor.stats.registry import (
+from otel_ml_processor.stats.drift_types import (
     DISTANCE, LARGE, NUMERIC, DriftScore, DriftTest, FeatureReference, FeatureWindow,
 )
 
@@ -52,8 +52,18 @@ def _quantile_grid(n1: int, n2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     """For samples of sizes n1 and n2: on each interval of q between consecutive points of
     {i / n1} U {j / n2}, the index of each sample's quantile and the interval's length.
 
-    Depends on the sizes only, so one grid serves every feature of a window (cached)."""
-    b = np.union1d(np.arange(n1 + 1, dtype=np.int64) * n2, np.arange(n2 + 1, dtype=np.int64) * n1)
+    Depends on the sizes only, so one grid serves every feature of a window (cached). Features
+    with missing values have sizes of their own (a cache miss each), so the grid is built in
+    O(n) without sorting: both sequences are arithmetic, so each point's place in the merged one
+    is known (i n2 follows the ceil(i n2 / n1) points j n1 below it; j n1 follows the
+    floor(j n1 / n2) + 1 points i n2 at or below it), then equal neighbours are dropped, where
+    ``np.union1d`` hashed them (1.7 s per 100 features of 30 000 rows each cycle)."""
+    i = np.arange(n1 + 1, dtype=np.int64)
+    j = np.arange(n2 + 1, dtype=np.int64)
+    merged = np.empty(n1 + n2 + 2, dtype=np.int64)
+    merged[i + (i * n2 + n1 - 1) // n1] = i * n2
+    merged[j + (j * n1) // n2 + 1] = j * n1
+    b = merged[np.concatenate(([True], merged[1:] != merged[:-1]))]
     hi = b[1:]
     # q in (b[k], b[k+1]] / (n1 n2): sample 1's quantile is its ceil(q n1)-th smallest value
     ia = (hi + n2 - 1) // n2 - 1

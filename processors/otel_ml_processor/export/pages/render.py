@@ -31,6 +31,8 @@ from otel_ml import semconv as sc
 from otel_ml_processor.export.pages.source import ModelSnapshot
 from otel_ml_processor.export.pages.svg import histogram_svg, interval_svg, number
 from otel_ml_processor.export.pages.theme import CSP, CSS
+from otel_ml_processor.stats.multivariate import DEFAULT_THRESHOLD as MULTIVARIATE_THRESHOLD
+from otel_ml_processor.stats.registry import builtin_tests
 
 __all__ = ["PageOptions", "page_options", "hidden_features", "render_index", "render_model", "render_not_found", "drift_order", "ANCHORS",
            "DEFAULT_DOCS_URL", "docs_url_from_env", "STALE_INTERVALS", "is_stale"]
@@ -47,9 +49,10 @@ ANCHORS = {
     "estimated_performance": "estimated-performance", "ood": "ood", "drift": "drift",
     "estimated_performance_interval": "estimated-performance-interval",
     "drift_detected": "drift-detected", "fairness": "fairness", "group": "group-metrics",
-    "histogram": "histograms", "data_quality": "data-quality",
+    "histogram": "histograms", "data_quality": "data-quality", "missing": "missing",
     **{f"method:{m}": f"drift-{m}" for m in (sc.METHOD_KS, sc.METHOD_PSI, sc.METHOD_JENSENSHANNON,
-                                              sc.METHOD_WASSERSTEIN, sc.METHOD_CHI2, sc.METHOD_PCA_RECONSTRUCTION)},
+                                              sc.METHOD_WASSERSTEIN, sc.METHOD_CHI2, sc.METHOD_PCA_RECONSTRUCTION,
+                                              sc.METHOD_MISSING)},
 }
 
 
@@ -136,11 +139,8 @@ def _model_href(model: str, version: Optional[str] = None, prefix: str = "") -> 
 # --- drift ordering -------------------------------------------------------------------------------
 
 def _default_threshold(method: str) -> float:
-    from otel_ml_processor.stats.multivariate import DEFAULT_THRESHOLD
-    from otel_ml_processor.stats.registry import builtin_tests
-
     if method == sc.METHOD_PCA_RECONSTRUCTION:
-        return DEFAULT_THRESHOLD
+        return MULTIVARIATE_THRESHOLD
     test = builtin_tests().get(method)
     return test.default_threshold if test is not None else 1.0
 
@@ -183,7 +183,8 @@ def _flag_text(m, limit: int = 6) -> str:
     flagged = _flagged(m)
     if not flagged:
         return '<span class="ok">nothing</span>'
-    names = [d.feature for d in flagged]
+    # a missing-value detection is named as such: "zip (missing)" is a broken pipe, not a shift
+    names = [d.feature + (" (missing)" if d.method == sc.METHOD_MISSING else "") for d in flagged]
     shown = ", ".join(_e(n) for n in names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
     return f'<span class="flag">drift: {shown}</span>'
 
@@ -262,7 +263,8 @@ def _drift_section(s: ModelSnapshot, o: PageOptions) -> str:
     hist = getattr(m, "feature_histograms", {}) or {}
     ood = m.feature_ood_ratio
     rows = []
-    for i, d in enumerate(drift_order(m.drift)):
+    # the missing-value tests have a section of their own (_missing_section)
+    for i, d in enumerate(drift_order(x for x in m.drift if x.method != sc.METHOD_MISSING)):
         q = getattr(d, "qvalue", None)
         threshold = getattr(d, "threshold", None)
         h = hist.get(d.feature)
@@ -292,6 +294,33 @@ def _drift_section(s: ModelSnapshot, o: PageOptions) -> str:
             f'<th class="num">threshold{_def(o, "drift_detected")}</th><th class="num">p-value</th>'
             f'<th class="num">q-value{_def(o, "drift_detected")}</th><th class="num">OOD{_def(o, "ood")}</th>'
             '</tr></thead><tbody>'
+            + "".join(rows) + "</tbody></table></div>")
+
+
+def _missing_section(s: ModelSnapshot, o: PageOptions) -> str:
+    """Each input feature's missing share in the window beside its reference's, and the test."""
+    m = s.metrics
+    ratio = getattr(m, "feature_missing_ratio", None) or {}
+    if not ratio:
+        return ""
+    ref = getattr(m, "feature_missing_reference", None) or {}
+    tests = {d.feature: d for d in m.drift if d.method == sc.METHOD_MISSING}
+    order = sorted(ratio, key=lambda f: (not getattr(tests.get(f), "detected", False), -ratio[f], f))
+    rows = []
+    for f in order:
+        d = tests.get(f)
+        det = '<span class="flag">yes</span>' if d is not None and d.detected else '<span class="muted">no</span>'
+        rows.append(
+            f'<tr data-missing-feature="{_e(f)}" data-ratio="{ratio[f]!r}" data-detected="{int(bool(d and d.detected))}">'
+            f'<td>{_e(f)}</td><td>{det}</td><td class="num">{_pct(ratio[f])}</td><td class="num">{_pct(ref.get(f))}</td>'
+            f'<td class="num">{number(None if d is None else d.pvalue, 3)}</td>'
+            f'<td class="num">{number(None if d is None else d.qvalue, 3)}</td></tr>')
+    return (f'<h2 id="missing">Missing values{_def(o, "missing")}</h2>'
+            '<p class="muted">Rows with no value (absent, null, NaN), in the window and in the reference; a change '
+            "of that share is tested (Fisher exact, in the drift tests' Benjamini-Hochberg family).</p>"
+            '<div class="scroll"><table><thead><tr><th>feature</th><th>detected</th>'
+            '<th class="num">window</th><th class="num">reference</th><th class="num">p-value</th>'
+            f'<th class="num">q-value{_def(o, "drift_detected")}</th></tr></thead><tbody>'
             + "".join(rows) + "</tbody></table></div>")
 
 
@@ -403,7 +432,7 @@ def render_model(s: ModelSnapshot, versions: Iterable[str] = (), options: PageOp
     head = (f"{nav}<h1>{_e(s.model)} <span class=\"muted\">version {_e(s.version)}</span></h1>"
             f'<p class="muted">last compute: {_when(s.computed_at, now)}{took}{owner}'
             + (" · offline report" if o.offline else "") + "</p>" + _stale_note(s, now, o))
-    body = (head + _cards(s, now, o) + _drift_section(s, o) + _performance_section(s, o) + _fairness_section(s, o)
+    body = (head + _cards(s, now, o) + _drift_section(s, o) + _missing_section(s, o) + _performance_section(s, o) + _fairness_section(s, o)
             + _quality_section(s, o))
     return _page(f"{s.model} {s.version} · otel-ml", body)
 
