@@ -77,7 +77,7 @@ _last_call: contextvars.ContextVar[Optional["Call"]] = contextvars.ContextVar("o
 
 #: A call joins the previous one (same model object, same input object, same span, another
 #: method) only if it starts within this many nanoseconds of the previous call's end.
-JOIN_WINDOW_NS = 250_000_000
+JOIN_WINDOW_NS = 50_000_000
 
 
 @contextlib.contextmanager

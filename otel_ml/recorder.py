@@ -14,7 +14,7 @@ the ids it just made). Everything else is done by the ``otel-ml-recorder`` threa
   into OTLP bytes (``otel_ml.events``) and handed to the sink (the disk buffer's outbox); a call
   that predicts the same rows as the previous one by another method (``predict`` then
   ``predict_proba`` on the same input, see ``calls.joinable``) adds its outputs to those rows,
-  which is why a call's rows are held until no call can join them any more (250 ms);
+  which is why a call's rows are held until no call can join them any more (50 ms);
 - the ``ml.audit`` trail of model loads and version changes;
 - every 100 ms, the sink's commit to disk (``tick``).
 
