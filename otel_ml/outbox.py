@@ -295,10 +295,14 @@ def _warn_locally(msg: str, *args: Any) -> None:
     bridge is installed, which is shutting down with the process)."""
     _log.warning(msg, *args)
     logger: Optional[logging.Logger] = _log
+    handlers = 0
     while logger is not None:
         if any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
             return
+        handlers += len(logger.handlers)
         logger = logger.parent if logger.propagate else None
+    if handlers == 0 and logging.lastResort is not None:
+        return                                # no handler at all: logging's last resort wrote it to stderr
     try:
         sys.stderr.write("WARNING " + (msg % args) + "\n")
     except (OSError, ValueError):

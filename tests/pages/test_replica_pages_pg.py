@@ -64,9 +64,13 @@ def _get(proc: ProcessorProcess, path: str) -> tuple:
 
 
 def _page_scores(html: str) -> dict:
-    """(feature, method) -> score of the page's drift table (the exact float, ``data-score``)."""
-    return {(f, m): float(s) for f, m, s in
-            re.findall(r'<tr id="f-\d+" data-feature="([^"]*)" data-method="([^"]*)" data-score="([^"]*)"', html)}
+    """(feature, method) -> score of the page's drift table (the exact float, ``data-score``), and of
+    its missing-values table (method ``missing``: the score is the window's missing fraction)."""
+    scores = {(f, m): float(s) for f, m, s in
+              re.findall(r'<tr id="f-\d+" data-feature="([^"]*)" data-method="([^"]*)" data-score="([^"]*)"', html)}
+    scores.update({(f, "missing"): float(r) for f, r in
+                   re.findall(r'<tr data-missing-feature="([^"]*)" data-ratio="([^"]*)"', html)})
+    return scores
 
 
 def _index(proc: ProcessorProcess) -> dict:
