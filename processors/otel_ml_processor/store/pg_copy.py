@@ -1,7 +1,8 @@
 """PostgreSQL's fastest batch write: ``COPY`` straight into ``predictions``.
 
 A batch of predictions (tuples in :data:`COLUMNS` order, no two with one key) is stored in
-four round trips, the commit's included:
+five round trips, the commit's included (six before the ownership joined the claim's pipeline;
+measured, BENCHMARKS.md: no wall-clock difference within the noise, the client's CPU 11 % less):
 
 1. one pipeline (psycopg's pipeline mode: the statements sent together, one sync) of the
    transaction's ``BEGIN``, the shared ingest lock (below), ``claim`` and ``own``:
@@ -17,8 +18,8 @@ four round trips, the commit's included:
      compute belongs to the holder of its lease, ``store/leases.py``). It needs no answer from
      the claim: a version all of whose rows turn out to be duplicates is stored already;
 2. one binary ``COPY`` (psycopg 3's ``cursor.copy()``, rows encoded in C) of the new rows with
-   their ids into ``predictions``, which routes each row to its day's partition (``COPY``
-   cannot run in a pipeline: its start is a round trip of its own);
+   their ids into ``predictions``, which routes each row to its day's partition (two round
+   trips: ``COPY`` cannot run in a pipeline, and its start waits for the server's answer);
 3. is any label waiting for its prediction at all (``LABELS_WAITING_PROBE``)? After the
    ``COPY``, so that a label stored meanwhile is seen; then the commit.
 
