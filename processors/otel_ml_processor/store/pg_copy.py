@@ -2,7 +2,7 @@
 
 A batch of predictions (tuples in :data:`COLUMNS` order, no two with one key) is stored in
 five round trips, the commit's included (six before the ownership joined the claim's pipeline;
-measured, BENCHMARKS.md: no wall-clock difference within the noise, the client's CPU 11 % less):
+measured, BENCHMARKS.md: no wall-clock difference within the noise, the client's CPU 11-20 % less):
 
 1. one pipeline (psycopg's pipeline mode: the statements sent together, one sync) of the
    transaction's ``BEGIN``, the shared ingest lock (below), ``claim`` and ``own``:
