@@ -1,20 +1,27 @@
 """PostgreSQL's fastest batch write: ``COPY`` straight into ``predictions``.
 
 A batch of predictions (tuples in :data:`COLUMNS` order, no two with one key) is stored in
-three statements, each one round trip:
+five round trips, the commit's included (six before the ownership joined the claim's pipeline;
+measured, BENCHMARKS.md: no wall-clock difference within the noise, the client's CPU 11-20 % less):
 
-1. ``claim``: ids for the batch from the table's sequence, in the batch's order (the order of
-   arrival windows break ties with), and which rows are already stored: the same
-   ``(model, prediction_id)`` with a record time within :data:`PROBE_SECONDS` of theirs (the
-   unique constraint's own ``(model, prediction_id, time)`` included; ``store/partitions.py``
-   says why the constraint holds the time, and why a day): one index probe in the two or three
-   partitions that range reaches;
+1. one pipeline (psycopg's pipeline mode: the statements sent together, one sync) of the
+   transaction's ``BEGIN``, the shared ingest lock (below), ``claim`` and ``own``:
+
+   - ``claim``: ids for the batch from the table's sequence, in the batch's order (the order
+     of arrival windows break ties with), and which rows are already stored: the same
+     ``(model, prediction_id)`` with a record time within :data:`PROBE_SECONDS` of theirs (the
+     unique constraint's own ``(model, prediction_id, time)`` included; ``store/partitions.py``
+     says why the constraint holds the time, and why a day): one index probe in the two or
+     three partitions that range reaches;
+   - ``own``: the batch's versions are recorded when new (``model_versions``; a known one is
+     left alone, without a row lock, so replicas storing one hot model never queue on its row:
+     compute belongs to the holder of its lease, ``store/leases.py``). It needs no answer from
+     the claim: a version all of whose rows turn out to be duplicates is stored already;
 2. one binary ``COPY`` (psycopg 3's ``cursor.copy()``, rows encoded in C) of the new rows with
-   their ids into ``predictions``, which routes each row to its day's partition;
-3. ``own``: a version stored for the first time is recorded (``model_versions``; a known one is
-   left alone, without a row lock, so replicas storing one hot model never queue on its row:
-   compute belongs to the holder of its lease, ``store/leases.py``), and is any label waiting for
-   its prediction at all (``LABELS_WAITING_PROBE``)?
+   their ids into ``predictions``, which routes each row to its day's partition (two round
+   trips: ``COPY`` cannot run in a pipeline, and its start waits for the server's answer);
+3. is any label waiting for its prediction at all (``LABELS_WAITING_PROBE``)? After the
+   ``COPY``, so that a label stored meanwhile is seen; then the commit.
 
 Before its ids are drawn, each write takes the shared ingest advisory lock
 (:data:`INGEST_LOCK_KEY`, held until its commit; in the claim's round trip): a lease holder
@@ -72,7 +79,9 @@ _CREATE = (f"CREATE TEMP TABLE IF NOT EXISTS {STAGING} "
 _COPY = f"COPY {STAGING} (n, {_NAMES}) FROM STDIN (FORMAT BINARY)"
 _CLAIM = (
     "SELECT (SELECT array_agg(nextval('predictions_id_seq')) FROM generate_series(1, %(n)s)), "
-    "(SELECT array_agg(k.i) FROM unnest(%(models)s::text[], %(pids)s::text[], %(times)s::float8[]) "
+    # binary parameters: psycopg dumps a text array's elements without quoting them (the text
+    # format ran a regular expression per element: a third of the claim's client time)
+    "(SELECT array_agg(k.i) FROM unnest(%(models)b::text[], %(pids)b::text[], %(times)b::float8[]) "
     "WITH ORDINALITY AS k(m, p, t, i) "
     # a scalar subquery per row (an index probe), not EXISTS: the planner may make that a hash
     # anti-join reading the whole table
@@ -87,8 +96,8 @@ _OWNED = (
     "ORDER BY model, model_version ON CONFLICT (model, model_version) DO NOTHING"
 )
 _WAITING = "(SELECT EXISTS (SELECT 1 FROM labels WHERE joined_at IS NULL))"
-_OWN = (f"WITH owned AS ({_OWNED.format(rows='unnest(%(models)s::text[], %(versions)s::text[], %(tasks)s::text[]) AS v(model, model_version, task)')}) "
-        f"SELECT {_WAITING}")
+_OWN = _OWNED.format(rows="unnest(%(models)b::text[], %(versions)b::text[], %(tasks)b::text[]) AS v(model, model_version, task)")
+_PROBE = f"SELECT {_WAITING}"
 _MOVE = (
     "WITH moved AS ("
     f"INSERT INTO predictions (id, {_NAMES}) SELECT id, {_NAMES} FROM ("
@@ -155,24 +164,32 @@ def copy_predictions(conn: Connection, rows: Sequence[tuple], replica: str, now:
     SQLAlchemy's ``IntegrityError`` (SQLSTATE 23505): roll back and use :func:`copy_via_staging`."""
     raw: Any = conn.connection.dbapi_connection    # psycopg's: its cursors have copy()
     models, pids, times = [r[0] for r in rows], [r[2] for r in rows], [r[4] for r in rows]
+    # the batch's versions, sorted: concurrent writers take their rows' locks in one order
+    versions = sorted({(r[0], r[1]): r[3] for r in rows}.items())
     with _driver_errors(conn, _COPY_DIRECT), raw.cursor() as cur:
         with raw.pipeline():
-            # the transaction's BEGIN, the shared ingest lock and the claim in one round trip
+            # the transaction's BEGIN, the shared ingest lock, the claim and the ownership in one
+            # round trip. Every version of the batch is recorded, before the COPY: a version all
+            # of whose rows are duplicates is stored already, so DO NOTHING leaves it as it is.
             raw.execute(_SHARED)    # a cursor of its own: this one's result is the claim's
             cur.execute(_CLAIM, {"n": len(rows), "models": models, "pids": pids, "times": times})
+            raw.execute(_OWN, {"models": [m for (m, _v), _t in versions], "versions": [v for (_m, v), _t in versions],
+                               "tasks": [t for _k, t in versions], "replica": replica, "now": now})
         ids, stored_already = cur.fetchone()
-        skip = {i - 1 for i in stored_already or ()}
-        new = [(i, row) for k, (i, row) in enumerate(zip(ids, rows)) if k not in skip]
+        if stored_already:
+            skip = {i - 1 for i in stored_already}
+            new = [(i, row) for k, (i, row) in enumerate(zip(ids, rows)) if k not in skip]
+        else:
+            new = list(zip(ids, rows))
         if new:
             with cur.copy(_COPY_DIRECT) as copy:
                 copy.set_types(_DIRECT_TYPES)
                 write = copy.write_row
                 for i, row in new:
                     write((i, *row))
-            versions = sorted({(row[0], row[1]): row[3] for _i, row in new}.items())
-            cur.execute(_OWN, {"models": [m for (m, _v), _t in versions], "versions": [v for (_m, v), _t in versions],
-                               "tasks": [t for _k, t in versions], "replica": replica, "now": now})
-            waiting = bool(cur.fetchone()[0])
+            # after the COPY (as late as the transaction allows): a label stored meanwhile by a
+            # writer that could not see these rows is found
+            waiting = bool(cur.execute(_PROBE).fetchone()[0])
         else:
             waiting = False
     return {(row[0], row[2]): i for i, row in new}, waiting
