@@ -125,3 +125,45 @@ def test_relabel_needs_the_same_rows():
     prepared = prepare_reference(reference_from_window(rows_to_window("m", "1", spec.task, rows), 50), spec)
     with pytest.raises(ValueError, match="40 rows"):
         relabel_reference(prepared, reference_from_window(rows_to_window("m", "1", spec.task, rows), 40), spec)
+
+
+def test_model_windows_refit_a_first_n_reference_as_its_labels_join(tmp_path):
+    """ModelWindows (real SQLite): a first_n reference prepared before its labels is refitted when
+    10 % more of its rows are labeled (read in one query), and once all are; window rows' labels
+    do not count; features, drift and OOD stay the very same objects."""
+    from otel_ml_processor.clean.records import LabelRecord, PredictionRecord
+    from otel_ml_processor.compute.manager import Committed, ModelWindows
+    from otel_ml_processor.config import parse_config
+    from otel_ml_processor.counters import Caps, Counters
+    from otel_ml_processor.store.database import Database
+
+    t0 = 1_700_000_000.0
+    config = parse_config({"models": [{"name": "m", "positive_label": "1", "reference": {"first_n": 20}}]})
+    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    windows = ModelWindows(config, db, Caps(100, 500, Counters(), initial_models=["m"]))
+    windows.relabel_cycles = 1
+    rng = np.random.default_rng(3)
+    records = [PredictionRecord("m", "1", f"p{i}", "classification", t0 + i, {"x": float(rng.normal())},
+                                output_label=str(i % 2), score=float(rng.uniform(0.5, 1))) for i in range(25)]
+    write = db.insert_predictions(records, now=t0)
+    windows.committed(Committed(write.inserted, write.ids, t0, write.joined))
+    windows.sync(t0)
+
+    def label(ids: list) -> None:
+        joins = db.upsert_labels([LabelRecord("m", f"p{i}", str((i + 1) // 2 % 2), t0) for i in ids], now=t0).joined
+        windows.committed(Committed(received_at=t0, joins=joins))
+
+    first = windows.reference("m", "1", "classification", ["x"])
+    assert first is not None and first.labeled_rows == 0 and first.calibrator is None and not first.binary_coefficients
+    label([21, 22, 23, 24, 0])                      # window rows' labels, and one reference row (< 10 %)
+    assert windows.reference("m", "1", "classification", ["x"]) is first
+    assert db.reference_labels("m", "1", windows._first_n[("m", "1")].cut) == {"p0": "0"}
+    label([1])                                      # 2 of 20 reference rows: 10 % more
+    second = windows.reference("m", "1", "classification", ["x"])
+    assert second is not first and second.labeled_rows == 2 and second.binary_coefficients
+    assert second.features is first.features and second.prediction is first.prediction
+    label(range(2, 20))                             # all of them
+    third = windows.reference("m", "1", "classification", ["x"])
+    assert third.labeled_rows == 20 and third.calibrator is not None and ("m", "1") not in windows._first_n
+    assert windows.reference("m", "1", "classification", ["x"]) is third
+    db.close()
