@@ -26,7 +26,7 @@ def test_demo_prints_the_address_of_a_page_that_serves(tmp_path):
         status, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(http_get(url)), timeout=60,
                                 what=f"{url} serving the model page")
         # while the first_n reference fills, the window card says so instead of counting predictions
-            assert b"<h1>breast-cancer" in body and (b"predictions" in body or b"collecting the reference" in body)
+        assert b"<h1>breast-cancer" in body and (b"predictions" in body or b"collecting the reference" in body)
     finally:
         assert proc.wait(timeout=120) == 0, "".join(lines)
         reader.join(timeout=10)
