@@ -144,9 +144,8 @@ def test_default_first_n_reference_gets_its_labels_late_and_the_estimates_of_a_r
     mc_bounds = mc.intervals(mc_est, mc_rows)
     dle_fit = prepare_reference(load_reference_file(str(tmp_path / "reg.csv")), ModelSpec(task=sc.TASK_REGRESSION))
     assert dle_fit.dle is not None and (dle := dle_fit.dle.result()) is not None
-    reg_est, reg_bounds = dle.estimate({"plan": gplan.astype(object), "x": gx}, gpred), None
-    reg_bounds = dle.intervals(*reg_est)
-    reg_est = reg_est[0]
+    reg_est, reg_rows = dle.estimate({"plan": gplan.astype(object), "x": gx}, gpred)
+    reg_bounds = dle.intervals(reg_est, reg_rows)
 
     models = [{"name": "mc", "task": sc.TASK_CLASSIFICATION, "reference": {"first_n": FIRST_N}},
               {"name": "reg", "task": sc.TASK_REGRESSION, "reference": {"first_n": FIRST_N}}]
@@ -161,7 +160,7 @@ def test_default_first_n_reference_gets_its_labels_late_and_the_estimates_of_a_r
             [mc_record(f"w{i}", wx[i], wpreds[i], wprobs[i]) for i in range(WINDOW_ROWS)]
             + [reg_record(f"g{i}", gx[i], gplan[i], gpred[i]) for i in range(WINDOW_ROWS)]))
         # both references prepared without labels: multi-class CBPE uncalibrated, no DLE at all
-        uncalibrated = wait_for(lambda: proc.sample(sc.M_ESTIMATED_PERFORMANCE, {"model": "mc", "metric": "accuracy"}),
+        uncalibrated = wait_for(lambda: proc.sample(sc.M_ESTIMATED_PERFORMANCE, {"model": "mc", "metric": sc.PERF_ACCURACY}),
                                 what="mc's estimate from its unlabeled reference")
         wait_for(lambda: proc.sample(sc.M_DRIFT_SCORE, {"model": "reg", "feature": "x"}) is not None
                  or proc.sample(sc.M_DRIFT_PVALUE, {"model": "reg", "feature": "x"}) is not None,

@@ -7,6 +7,8 @@ the last cycle, windows to fill), snapshots each window, runs the engine on it, 
 results in the database (``model_snapshots``) and publishes them as one immutable
 :class:`Snapshot` that the exporter reads (it never computes). On start the windows of the
 owned versions are filled from the database, so a restart exports the same values as before it.
+A ``first_n`` reference prepared before its labels came back is refitted on them as they join
+(:meth:`ModelWindows.reference`: label-dependent parts only, :data:`RELABEL_SHARE` at a time).
 
 Example::
 

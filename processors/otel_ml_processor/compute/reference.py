@@ -16,6 +16,8 @@ category maps, min/max for OOD) and type, the drift method resolved for each fea
 (its ``prepare`` step: bin edges, sorted values, ...), the noise-floor level of each distance
 test, the PCA of the multivariate drift, and the CBPE calibrator. Noise floors themselves are
 computed on first use, per window size rounded down to a power of two, and kept.
+:func:`relabel_reference` fits only the label-dependent parts again (CBPE, sampling errors, DLE),
+on the same rows with labels joined since: a ``first_n`` reference's labels usually come later.
 
 Example::
 
