@@ -44,6 +44,10 @@ class Deferred(Generic[T]):
 
         threading.Thread(target=run, name=f"otel-ml-fit {what}", daemon=True).start()
 
+    def done(self) -> bool:
+        """True once the fit has ended (its value, or None if it failed)."""
+        return self._done.is_set()
+
     def ready(self) -> Optional[T]:
         """The value if the fit is done, else None (never waits)."""
         return self._value if self._done.is_set() else None

@@ -7,6 +7,8 @@ the last cycle, windows to fill), snapshots each window, runs the engine on it, 
 results in the database (``model_snapshots``) and publishes them as one immutable
 :class:`Snapshot` that the exporter reads (it never computes). On start the windows of the
 owned versions are filled from the database, so a restart exports the same values as before it.
+A ``first_n`` reference prepared before its labels came back is refitted on them as they join
+(:meth:`ModelWindows.reference`: label-dependent parts only, :data:`RELABEL_SHARE` at a time).
 
 Example::
 
@@ -24,14 +26,17 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple, Optional, Protocol, Sequence
+
+import numpy as np
 
 from otel_ml_processor.clean.records import PredictionRecord
 from otel_ml_processor.compute import persist
 from otel_ml_processor.compute.engine import ModelMetrics, ModelSpec, compute_model_metrics
 from otel_ml_processor.compute.reference import (
-    ReferenceError, check_reference_columns, load_reference_file, prepare_reference, reference_from_window,
+    PreparedReference, ReferenceData, ReferenceError, check_reference_columns, load_reference_file, prepare_reference,
+    reference_from_window, relabel_reference,
 )
 from otel_ml_processor.compute.window import LabeledWindow, WindowBuffer, rows_to_window
 from otel_ml import semconv as sc
@@ -50,6 +55,12 @@ SLOW_CYCLE_SHARE = 0.5
 #: dead holder's versions are computed elsewhere within LEASE_INTERVALS + 1 intervals plus the
 #: taker's compute (2.0 made that over three intervals on a loaded machine: 6.6 s at 2 s).
 LEASE_INTERVALS = 1.5
+#: A ``first_n`` reference's labels are read again (one query) every this many compute cycles
+#: until all its rows have one, and its label-dependent parts (CBPE calibration, sampling-error
+#: inputs, DLE) refitted when they grew by RELABEL_SHARE of its rows, or the last row got one:
+#: at most 1 / RELABEL_SHARE + 1 refits per reference, each on a reference's rows only.
+RELABEL_CYCLES = 4
+RELABEL_SHARE = 0.1
 
 
 def model_spec(m: ModelConfig, config: Config) -> ModelSpec:
@@ -125,6 +136,18 @@ class _Version:
     read_to: int = 0          # PostgreSQL: the committed watermark its window has read up to
 
 
+@dataclass
+class _FirstN:
+    """A prepared ``first_n`` reference whose labels may still come back (:meth:`ModelWindows.reference`)."""
+
+    data: ReferenceData          # its rows, in arrival order, with the labels the last fit used
+    ids: list                    # their prediction ids, in the same order
+    cut: int                     # the id of its last prediction (``_Version.cut``)
+    task: str
+    cycles: int = 0              # cycles since its labels were last read
+    pending: Optional[PreparedReference] = None   # refitted, its deferred fits still running
+
+
 class _Label(NamedTuple):
     """A joined label, with what the labeled window orders its prediction by."""
 
@@ -193,6 +216,8 @@ class ModelWindows:
         self.references: dict = {}       # (model, version) -> PreparedReference
         self.file_references: dict = {}  # model -> ReferenceData loaded from the config's file
         self.reference_errors: dict = {}  # (model, version) -> why its reference cannot be used
+        self._first_n: dict = {}         # (model, version) -> _FirstN, while its labels may grow
+        self.relabel_cycles = RELABEL_CYCLES
         check_drift_methods(config)
         for m in config.models:
             self.specs[m.name] = model_spec(m, config)
@@ -278,6 +303,7 @@ class ModelWindows:
                 del self._versions[k]
                 self.references.pop(k, None)
                 self.reference_errors.pop(k, None)
+                self._first_n.pop(k, None)
         # Labels first, to the windows held: a window filled below reads its labels as they are then.
         out.labels = self._apply_labels(now)
         out.fetched = self._fetch_wanted()
@@ -527,6 +553,8 @@ class ModelWindows:
         """
         key = (model, version)
         ref = self.references.get(key)
+        if ref is not None and key in self._first_n:
+            return self._relabel(key, ref)
         if ref is not None or key in self.reference_errors:
             return ref
         try:
@@ -568,7 +596,54 @@ class ModelWindows:
             # arrival order, as the reference's rows came (the multivariate split is by position)
             window = rows_to_window(model, version, spec.task or task, rows, by_time=False)
             data = reference_from_window(window, first_n)
+            prepared = prepare_reference(data, spec)
+            if prepared.labeled_rows < prepared.n_rows and state.cut is not None:
+                # labels joined later are read back and refitted on (:meth:`_relabel`)
+                self._first_n[(model, version)] = _FirstN(
+                    data, window.prediction_ids[:data.n_rows].tolist(), state.cut, window.task)
+            return prepared
         return prepare_reference(data, spec)
+
+    def _relabel(self, key: tuple, ref: PreparedReference) -> PreparedReference:
+        """A ``first_n`` reference with the labels joined since it was prepared (DESIGN.md: the
+        label-free estimates, as a reference file with ``__label__`` gives them): every
+        ``relabel_cycles`` cycles its labels are read (one query over its ids); when
+        :data:`RELABEL_SHARE` of its rows more have one than its last fit used, or all have one,
+        the label-dependent parts are refitted (:func:`relabel_reference`; the multi-class and
+        DLE fits on their own threads). Until those fits end the previous reference is used, so no
+        estimate disappears meanwhile. Features, drift and OOD never change."""
+        fn: _FirstN = self._first_n[key]
+        if fn.pending is not None:
+            new = fn.pending
+            if not all(d is None or d.done() for d in (new.multiclass, new.dle)):
+                return ref
+            # a refit that failed (logged) keeps the previous fit's estimate
+            keep = {k: getattr(ref, k) for k in ("multiclass", "dle")
+                    if getattr(new, k) is not None and getattr(new, k).ready() is None and getattr(ref, k) is not None}
+            new = replace(new, **keep) if keep else new
+            fn.pending = None
+            self.references[key] = new
+            if new.labeled_rows >= new.n_rows:
+                del self._first_n[key]       # every row labeled: nothing more to come
+            return new
+        fn.cycles += 1
+        if fn.cycles < self.relabel_cycles:
+            return ref
+        fn.cycles = 0
+        model, version = key
+        joined = self.db.reference_labels(model, version, fn.cut)
+        values = [window_label(fn.task, joined[pid]) if pid in joined else None for pid in fn.ids]
+        count = sum(v is not None for v in values)
+        step = max(1, math.ceil(RELABEL_SHARE * ref.n_rows))
+        if count < ref.labeled_rows + step and not (count == ref.n_rows > ref.labeled_rows):
+            return ref
+        label = np.empty(len(values), dtype=object)
+        label[:] = values
+        fn.data = replace(fn.data, label=label)
+        log.info("model %s version %s: %d of the %d rows of its reference now labeled (%d before): "
+                 "refitting its label-free estimators", model, version, count, ref.n_rows, ref.labeled_rows)
+        fn.pending = relabel_reference(ref, fn.data, self.spec(model))
+        return self._relabel(key, ref)
 
 
 @dataclass(frozen=True)

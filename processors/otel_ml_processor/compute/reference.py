@@ -16,6 +16,8 @@ category maps, min/max for OOD) and type, the drift method resolved for each fea
 (its ``prepare`` step: bin edges, sorted values, ...), the noise-floor level of each distance
 test, the PCA of the multivariate drift, and the CBPE calibrator. Noise floors themselves are
 computed on first use, per window size rounded down to a power of two, and kept.
+:func:`relabel_reference` fits only the label-dependent parts again (CBPE, sampling errors, DLE),
+on the same rows with labels joined since: a ``first_n`` reference's labels usually come later.
 
 Example::
 
@@ -33,7 +35,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
@@ -61,7 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["ReferenceError", "ReferenceData", "PreparedReference", "PreparedFeature",
            "load_reference_file", "reference_from_window", "prepare_reference", "check_reference_columns",
-           "positive_probability"]
+           "positive_probability", "relabel_reference"]
 
 RESERVED = (sc.REFERENCE_PREDICTION_COLUMN, sc.REFERENCE_SCORE_COLUMN, sc.REFERENCE_LABEL_COLUMN)
 
@@ -286,6 +288,8 @@ class PreparedReference:
     #: the compute thread (compute/deferred.py): ``.ready()`` is None until done
     multiclass: Optional[Deferred] = None
     dle: Optional[Deferred] = None
+    #: rows of the reference with a label (what the label-dependent fits above used)
+    labeled_rows: int = 0
     tests: dict = field(default_factory=dict)
     alpha: float = DEFAULT_ALPHA
     multivariate_floors: dict = field(default_factory=dict, repr=False, compare=False)
@@ -379,6 +383,35 @@ def prepare_reference(ref: ReferenceData, spec: "ModelSpec", tests: Optional[dic
     mv = None
     if len(numeric) >= 2:
         mv = PCAReconstruction.fit_columns(np.stack([ref.features[k].astype(float, copy=False) for k in numeric]))
+    labeled = _label_parts(ref, spec, task, kept)
+    return PreparedReference(
+        n_rows=n, features=feats, dropped_features=dropped, companions=companions, prediction=pred, multivariate=mv,
+        multivariate_features=numeric if mv is not None else (),
+        multivariate_threshold=MULTIVARIATE_THRESHOLD if mv_threshold is None else float(mv_threshold),
+        tests=tests, alpha=spec.drift_alpha, **labeled,
+    )
+
+
+def relabel_reference(prepared: PreparedReference, ref: ReferenceData, spec: "ModelSpec") -> PreparedReference:
+    """``prepared`` with its label-dependent parts (binary CBPE's calibrator and sampling-error
+    coefficients, multi-class CBPE, DLE) fitted again on ``ref``, the same rows with the labels
+    joined since; its features, drift, OOD and multivariate parts are kept as they are (their
+    decisions depend on a fixed reference). The result equals :func:`prepare_reference` of ``ref``
+    (a reference file holding those labels): the same code fits the label-dependent parts.
+
+    Example::
+
+        prepared = prepare_reference(first_n_rows, spec)        # labels not back yet
+        first_n_rows.label = labels_joined_since                # same rows, same order
+        prepared = relabel_reference(prepared, first_n_rows, spec)
+    """
+    if ref.n_rows != prepared.n_rows:
+        raise ReferenceError(f"reference {ref.source}: {ref.n_rows} rows, its prepared reference has {prepared.n_rows}")
+    return replace(prepared, **_label_parts(ref, spec, spec.task or ref.task, list(prepared.features)))
+
+
+def _label_parts(ref: ReferenceData, spec: "ModelSpec", task: Optional[str], kept: list) -> dict:
+    """The label-dependent fields of :class:`PreparedReference` (the fits needing ``__label__``)."""
     calibrator = None
     binary_coefficients: dict = {}
     if spec.positive_label is not None and ref.label is not None and ref.prediction is not None:
@@ -400,13 +433,8 @@ def prepare_reference(ref: ReferenceData, spec: "ModelSpec", tests: Optional[dic
     dle: Optional[Deferred] = None
     if task == sc.TASK_REGRESSION and ref.label is not None and ref.prediction is not None:
         dle = Deferred(lambda: _fit_dle(ref, kept), f"DLE ({ref.source})")
-    return PreparedReference(
-        n_rows=n, features=feats, dropped_features=dropped, companions=companions, prediction=pred, multivariate=mv,
-        multivariate_features=numeric if mv is not None else (),
-        multivariate_threshold=MULTIVARIATE_THRESHOLD if mv_threshold is None else float(mv_threshold),
-        calibrator=calibrator, binary_coefficients=binary_coefficients, multiclass=multiclass, dle=dle,
-        tests=tests, alpha=spec.drift_alpha,
-    )
+    return dict(calibrator=calibrator, binary_coefficients=binary_coefficients, multiclass=multiclass, dle=dle,
+                labeled_rows=0 if ref.label is None else sum(v is not None for v in ref.label.tolist()))
 
 
 def _fit_multiclass(ref: ReferenceData) -> MulticlassCBPE:

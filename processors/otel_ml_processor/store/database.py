@@ -727,6 +727,15 @@ class Database:
         where = and_(_P.c.model == model, _P.c.model_version == version)
         return self._window_rows(where, (_P.c.id,), n)
 
+    def reference_labels(self, model: str, version: str, cut: int) -> dict:
+        """The joined labels of a version's ``first_n`` reference (its predictions up to id ``cut``,
+        :meth:`reference_cut`), in one query: ``{prediction_id: label}``, unlabeled ones left out."""
+        on = and_(_L.c.model == _P.c.model, _L.c.prediction_id == _P.c.prediction_id, _L.c.joined_at.is_not(None))
+        stmt = select(_P.c.prediction_id, _L.c.value_text, _L.c.value_num).select_from(_P.join(_L, on)).where(
+            and_(_P.c.model == model, _P.c.model_version == version, _P.c.id <= cut))
+        with self.engine.connect() as conn:
+            return {pid: lt if lt is not None else ln for pid, lt, ln in conn.execute(stmt)}
+
     def reference_cut(self, model: str, version: str, n: int, upto: Optional[int] = None) -> Optional[int]:
         """The id of the ``n``-th prediction of a model version by arrival (None while it has fewer):
         where its ``first_n`` reference ends and its window begins. ``upto``: only ids at or below
