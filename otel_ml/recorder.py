@@ -43,7 +43,8 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+# The keys is_instrumentation_enabled() reads, read here from the one context the call needs anyway.
+from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY_PLAIN
 from opentelemetry.metrics import MeterProvider, get_meter_provider
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
@@ -213,7 +214,7 @@ class Recorder:
         perf = time.perf_counter_ns
         wall = time.time_ns
         get_current = otel_context.get_current
-        enabled = is_instrumentation_enabled
+        suppressed, suppressed_plain = _SUPPRESS_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY_PLAIN
         busy = calls.busy
         annotations = calls.current_annotations
         remember = calls.remember
@@ -222,10 +223,12 @@ class Recorder:
         recorder = self
 
         def _wrapper(wrapped, instance, args, kwargs):
-            if busy.__dict__.get("busy") or (kwargs and kwargs.get("check_input") is False) or not enabled():
-                # Nested (or a forest calling its trees on worker threads), or suppressed.
-                return wrapped(*args, **kwargs)
             ctx = get_current()
+            if busy.__dict__.get("busy") or (kwargs and kwargs.get("check_input") is False) or \
+                    ctx.get(suppressed) or ctx.get(suppressed_plain):
+                # Nested (or a forest calling its trees on worker threads), or suppressed
+                # (is_instrumentation_enabled(), without reading the context twice more).
+                return wrapped(*args, **kwargs)
             busy.busy = True
             t0 = perf()
             # The same rows predicted by another method (predict, then predict_proba): one record.
