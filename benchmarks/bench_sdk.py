@@ -23,7 +23,7 @@ batch processors' queues are made large enough that nothing is dropped.
     PYTHONPATH=. python benchmarks/bench_sdk.py latency         # request-path p50 / p90
     PYTHONPATH=. python benchmarks/bench_sdk.py throughput      # rows encoded and shipped per second
     PYTHONPATH=.:processors python benchmarks/bench_sdk.py deliver   # every row reaches a real processor
-    PYTHONPATH=. python benchmarks/bench_sdk.py threads --tree ../main  # CPU by thread, this tree and another
+    PYTHONPATH=. python benchmarks/bench_sdk.py threads --tree ../main  # CPU by thread, this tree and others
 
 Prints medians and ranges over the runs.
 """
@@ -285,8 +285,8 @@ def cmd_threads(args: argparse.Namespace) -> None:
     sink = Sink()
     try:
         kinds = [("bare", str(ROOT)), ("otel-ml", str(ROOT)), ("plain", str(ROOT))]
-        if args.tree:
-            kinds.append(("otel-ml", str(Path(args.tree).resolve())))
+        for tree in args.tree:
+            kinds.append(("otel-ml", str(Path(tree).resolve())))
         results: dict = {}
         for _ in range(args.runs):
             for mode, tree in kinds:
@@ -467,7 +467,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", nargs="?", default="all",
                     choices=["all", "cpu", "latency", "throughput", "deliver", "threads"])
-    ap.add_argument("--tree", help="threads: also run otel-ml from this checkout (e.g. the main branch's)")
+    ap.add_argument("--tree", action="append", default=[],
+                    help="threads: also run otel-ml from this checkout (e.g. the main branch's); repeatable")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--calls", type=lambda s: tuple(int(x) for x in s.split(",")), default=(1000, 6000),
                     help="one-row calls in the short and the long run")

@@ -35,6 +35,7 @@ import logging
 import os
 import random
 import socket
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -42,7 +43,8 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+# The keys is_instrumentation_enabled() reads, read here from the one context the call needs anyway.
+from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY_PLAIN
 from opentelemetry.metrics import MeterProvider, get_meter_provider
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
@@ -64,6 +66,11 @@ _DRAIN_MAX = 256                 # calls per pass: the sink sees bursts in slice
 _IDLE_WAIT_S = 0.05
 _JOIN_WAIT_MAX_NS = 60_000_000_000  # a group waits at most this long for a joining call still running
 _COUNT_EVERY_S = 0.1             # rows predicted are added to their counter at most this often
+_SCAN_YOUNG = 64                 # held groups still reachable looked at per pass before giving up
+# sys.getrefcount of a held root call that only the recorder refers to (the group's slot, the
+# loop's variable, the call's argument). Exact on CPython only: elsewhere groups wait the window.
+_refs = sys.getrefcount if sys.implementation.name == "cpython" else None
+_UNREACHED_REFS = 3
 
 
 def default_actor() -> str:
@@ -207,7 +214,7 @@ class Recorder:
         perf = time.perf_counter_ns
         wall = time.time_ns
         get_current = otel_context.get_current
-        enabled = is_instrumentation_enabled
+        suppressed, suppressed_plain = _SUPPRESS_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY_PLAIN
         busy = calls.busy
         annotations = calls.current_annotations
         remember = calls.remember
@@ -216,10 +223,12 @@ class Recorder:
         recorder = self
 
         def _wrapper(wrapped, instance, args, kwargs):
-            if busy.__dict__.get("busy") or (kwargs and kwargs.get("check_input") is False) or not enabled():
-                # Nested (or a forest calling its trees on worker threads), or suppressed.
-                return wrapped(*args, **kwargs)
             ctx = get_current()
+            if busy.__dict__.get("busy") or (kwargs and kwargs.get("check_input") is False) or \
+                    ctx.get(suppressed) or ctx.get(suppressed_plain):
+                # Nested (or a forest calling its trees on worker threads), or suppressed
+                # (is_instrumentation_enabled(), without reading the context twice more).
+                return wrapped(*args, **kwargs)
             busy.busy = True
             t0 = perf()
             # The same rows predicted by another method (predict, then predict_proba): one record.
@@ -306,6 +315,7 @@ class Recorder:
     # -- background thread ---------------------------------------------------------------------
     def _run(self) -> None:
         queue = self._queue
+        held = self._held
         while True:
             drained = 0
             while drained < _DRAIN_MAX:
@@ -323,6 +333,9 @@ class Recorder:
                     self._process(item)
                 except Exception as exc:  # noqa: BLE001 - one bad call must not stop the thread
                     self._internal_error(type(item.adapter).__name__, exc)
+                item = None
+                if held:                  # a held call only the recorder refers to is written at once
+                    self._emit_held()
             self._end_pass()
             if not queue:
                 if self._stop.is_set():
@@ -461,21 +474,33 @@ class Recorder:
         self._held[id(call)] = _Group(call, model, result, TraceIds.of(span.get_span_context()), method)
 
     def _emit_held(self, force: bool = False) -> None:
-        """Write the rows of the groups no call can join any more (all of them when ``force``)."""
+        """Write the rows of the groups no call can join any more (all of them when ``force``).
+
+        A group can be joined only through its root call, which a later call finds in the
+        ``ContextVar`` of its thread / task (``calls.joinable``). Once nothing but this recorder
+        refers to the root (its thread made another call, its task ended), no call can reach it:
+        its rows are written at once instead of after the join window, so that they die young
+        instead of being promoted to the garbage collector's older generations."""
         held = self._held
         if not held:
             return
         now = time.perf_counter_ns()
         limit = now - calls.JOIN_WINDOW_NS
+        unreached = _refs
         done = []
+        skipped = 0
         for key, group in held.items():
             root = group.call
             # A joining call still running (or queued) is waited for, though not for ever.
             waiting = root.open > 0 and root.end_perf > now - _JOIN_WAIT_MAX_NS
-            if not force and (waiting or root.end_perf > limit):
-                if root.end_perf > limit:
-                    break                 # later groups ended later still
-                continue
+            young = root.end_perf > limit
+            if not force and (waiting or young):
+                if waiting or unreached is None or unreached(root) > _UNREACHED_REFS:
+                    if young:
+                        skipped += 1
+                        if unreached is None or skipped >= _SCAN_YOUNG:
+                            break         # later groups ended later still
+                    continue
             root.emitted = True
             done.append(key)
             try:

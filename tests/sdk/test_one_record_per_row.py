@@ -5,11 +5,15 @@ the score and the probabilities together; a genuinely new prediction is its own 
 
 from __future__ import annotations
 
+import contextvars
+import time
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
 import otel_ml
+from otel_ml import calls, pipeline
 from otel_ml import semconv as sc
 
 RNG = np.random.default_rng(7)
@@ -93,3 +97,42 @@ def test_joined_call_answers_the_same_prediction_ids(captured, model):
     model.predict_proba(rows)
     assert otel_ml.last_prediction_ids() == first
     assert [e.attributes[sc.ML_PREDICTION_ID] for e in captured.events()] == first
+
+
+def _settled(recorder) -> list:
+    """The groups the recorder still holds once it has processed every queued call."""
+    deadline = time.monotonic() + 30            # a bound on waiting, not a speed assertion
+    while recorder._queue and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)                             # the pass that took the last call ends
+    return [g.call for g in list(recorder._held.values())]
+
+
+def test_rows_no_call_can_join_are_written_without_waiting_for_the_window(captured, model, monkeypatch):
+    # With a join window of an hour, only "nothing refers to the group's call any more" lets the
+    # recorder write it: held rows must not outlive their last chance of a join (GC pressure).
+    monkeypatch.setattr(calls, "JOIN_WINDOW_NS", 3_600 * 10**9)
+    recorder = pipeline.active().recorder
+    first, second = X[:4].copy(), X[4:7].copy()
+    model.predict_proba(first)
+    model.predict_proba(second)                 # this thread moved on: the first can't be joined
+    held = _settled(recorder)
+    assert [c.args[0] is second for c in held] == [True], "only the call this thread may still join is held"
+    model.predict(second)                       # ... and it still is joined
+    events = captured.events()
+    assert len(events) == 7
+    assert all(sc.ML_OUTPUT_SCORE in e.attributes for e in events)
+
+
+def test_a_context_still_holding_the_call_keeps_it_joinable(captured, model, monkeypatch):
+    monkeypatch.setattr(calls, "JOIN_WINDOW_NS", 3_600 * 10**9)
+    recorder = pipeline.active().recorder
+    rows = X[:5].copy()
+    model.predict(rows)
+    task = contextvars.copy_context()           # as an asyncio task made now would hold it
+    model.predict(X[5:8].copy())                # this thread moves on; the copied context has not
+    assert len(_settled(recorder)) == 2
+    task.run(model.predict_proba, rows)         # joins the first call from the copied context
+    events = captured.events()
+    assert len(events) == 8
+    assert sum(sc.probability_key(str(model.classes_[0])) in e.attributes for e in events) == 5
