@@ -55,7 +55,7 @@ import numpy as np
 from otel_ml import semconv as sc
 from otel_ml_processor.clean.values import NUMBER, read_column, read_value, TEXT
 from otel_ml_processor.compute.histograms import feature_histograms
-from otel_ml_processor.compute.reference import PreparedFeature, PreparedReference, positive_probability
+from otel_ml_processor.compute.reference import PreparedFeature, PreparedReference, as_numbers, positive_probability
 from otel_ml_processor.compute.window import QUALITY_MISSING, QUALITY_NAN, WindowData
 from otel_ml_processor.stats import cbpe, fairness, performance, sampling_error
 from otel_ml_processor.stats._codes import value_counts
@@ -148,18 +148,6 @@ def _labels_str(label: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.array([read_value(TEXT, v) for v in items], dtype=object)
 
 
-def _regression_labels(label: np.ndarray) -> np.ndarray:
-    out = np.full(len(label), np.nan)
-    for i, v in enumerate(label.tolist()):
-        if v is None or isinstance(v, bool):
-            continue
-        try:
-            out[i] = float(v)
-        except (TypeError, ValueError):
-            pass
-    return out
-
-
 def _quality(window: WindowData, name: str, values: np.ndarray) -> tuple[int, int]:
     q = window.feature_quality.get(name)
     if q is not None:
@@ -244,7 +232,7 @@ class _Labeled:
 def _labeled_rows(window: WindowData, labeled: Optional[WindowData], task: str) -> _Labeled:
     data = window if labeled is None else labeled
     if task == sc.TASK_REGRESSION:
-        rows = np.isfinite(_regression_labels(data.label))
+        rows = np.isfinite(as_numbers(data.label))
     else:
         rows = _present(data.label)
     return _Labeled(data, rows)
@@ -253,7 +241,7 @@ def _labeled_rows(window: WindowData, labeled: Optional[WindowData], task: str) 
 def _performance(m: ModelMetrics, lab: _Labeled, task: str, binary: bool, pos: Optional[str]) -> None:
     d = lab.data
     if task == sc.TASK_REGRESSION:
-        y_true = _regression_labels(d.label)
+        y_true = as_numbers(d.label)
         use = lab.rows & np.isfinite(d.output_value)
         m.performance = performance.regression_performance(y_true[use], d.output_value[use])
         return

@@ -449,7 +449,9 @@ def _fit_multiclass(ref: ReferenceData) -> MulticlassCBPE:
     return MulticlassCBPE.fit(classes, probs, labels, preds)
 
 
-def _numbers(col: np.ndarray) -> np.ndarray:
+def as_numbers(col: np.ndarray) -> np.ndarray:
+    """Each value as a float, NaN where it is missing, a bool or not a number (regression labels and
+    predictions, wherever they come from: the engine reads its windows' labels with it too)."""
     out = np.full(len(col), np.nan)
     for i, v in enumerate(col.tolist()):
         if v is None or isinstance(v, bool):
@@ -473,5 +475,5 @@ def _fit_dle(ref: ReferenceData, kept: list) -> Any:
             "regression estimates (DLE) need lightgbm: pip install 'otel-ml[processor]'")
         return None
     assert ref.label is not None and ref.prediction is not None
-    pred = ref.prediction if ref.prediction.dtype != object else _numbers(ref.prediction)
-    return DLE.fit({k: ref.features[k] for k in kept}, pred, _numbers(ref.label))
+    pred = ref.prediction if ref.prediction.dtype != object else as_numbers(ref.prediction)
+    return DLE.fit({k: ref.features[k] for k in kept}, pred, as_numbers(ref.label))
