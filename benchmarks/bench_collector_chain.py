@@ -67,7 +67,7 @@ def rows(engine, models: list) -> int:
 
 def timed(endpoint: str, bodies: list, clients: int, engine, models: list, procs: dict) -> dict:
     total = len(bodies) * RECORDS
-    before = {name: _cpu(p) for name, p in procs.items()}
+    before = {name: cpu_seconds(p) for name, p in procs.items()}
     start = time.monotonic()
     sender = threading.Thread(target=send, args=(endpoint, bodies, clients))
     sender.start()
@@ -75,15 +75,17 @@ def timed(endpoint: str, bodies: list, clients: int, engine, models: list, procs
         time.sleep(0.1)
     elapsed = time.monotonic() - start
     sender.join()
-    cpu = {name: _cpu(p) - before[name] for name, p in procs.items()}
+    cpu = {name: cpu_seconds(p) - before[name] for name, p in procs.items()}
     return {"predictions": total, "seconds": elapsed, "per_second": total / elapsed,
             "cpu_per_1000": {name: 1000 * c / total for name, c in cpu.items()}}
 
 
-def _cpu(proc: psutil.Process) -> float:
+def cpu_seconds(proc: psutil.Process, reaped: bool = False) -> float:
+    """user+sys of ``proc`` and its live children (the processor's ingest workers), and, with
+    ``reaped``, of the children it reaped (PostgreSQL's backends)."""
     t = proc.cpu_times()
-    total = t.user + t.system
-    for child in proc.children(recursive=True):   # the processor's ingest workers
+    total = t.user + t.system + ((t.children_user + t.children_system) if reaped else 0.0)
+    for child in proc.children(recursive=True):
         try:
             ct = child.cpu_times()
             total += ct.user + ct.system

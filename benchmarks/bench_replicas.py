@@ -36,7 +36,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "processors"))
-from benchmarks.bench_collector_chain import send
+from benchmarks.bench_collector_chain import cpu_seconds, send
 from benchmarks.bench_ingest import RECORDS, build_request
 from tests.collector.chain import prediction_id, row
 from tests.collector.replicas import Replicas
@@ -45,19 +45,6 @@ from tests.support import grpc_export, otlp_logs_request, prediction, wait_for
 
 HOT = "hot"
 MODELS = [f"m{k:02d}" for k in range(10)]
-
-
-def _cpu(proc: psutil.Process, reaped: bool = False) -> float:
-    """user+sys of ``proc`` and its live children (and, with ``reaped``, the children it reaped)."""
-    t = proc.cpu_times()
-    total = t.user + t.system + ((t.children_user + t.children_system) if reaped else 0.0)
-    for child in proc.children(recursive=True):
-        try:
-            ct = child.cpu_times()
-            total += ct.user + ct.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def _postmaster(pg: PostgresCluster) -> psutil.Process:
@@ -71,8 +58,8 @@ def hot_model(pg: PostgresCluster, tmp: Path, n: int, batches: int, clients: int
         procs = {"agent": psutil.Process(rs.agent.proc.pid), "gateway": psutil.Process(rs.gateway.proc.pid),
                  **{f"replica {k}": psutil.Process(r.proc.pid) for k, r in enumerate(rs.replicas)}}
         postgres = _postmaster(pg)
-        before = {name: _cpu(p) for name, p in procs.items()}
-        pg_before = _cpu(postgres, reaped=True)
+        before = {name: cpu_seconds(p) for name, p in procs.items()}
+        pg_before = cpu_seconds(postgres, reaped=True)
         total = batches * RECORDS
         start = time.monotonic()
         sender = threading.Thread(target=send, args=(rs.agent.grpc_endpoint, bodies, clients))
@@ -81,8 +68,8 @@ def hot_model(pg: PostgresCluster, tmp: Path, n: int, batches: int, clients: int
             time.sleep(0.1)
         elapsed = time.monotonic() - start
         sender.join()
-        cpu = {name: _cpu(p) - before[name] for name, p in procs.items()}
-        cpu["PostgreSQL"] = _cpu(postgres, reaped=True) - pg_before
+        cpu = {name: cpu_seconds(p) - before[name] for name, p in procs.items()}
+        cpu["PostgreSQL"] = cpu_seconds(postgres, reaped=True) - pg_before
         received = {k: rs.received(k, HOT) for k in range(n)}
     return {"replicas": n, "predictions": total, "seconds": elapsed, "per_second": total / elapsed,
             "cpu_per_1000": {name: 1000 * c / total for name, c in cpu.items()}, "received": received}
