@@ -107,6 +107,16 @@ class ModelServerProcess:
         return code
 
 
+def stop_all(parts) -> None:
+    """Stop each part still running, in order (agent first, so nothing new reaches the rest)."""
+    for part in parts:
+        try:
+            if part.proc is not None and part.proc.poll() is None:
+                part.stop()
+        except Exception:  # noqa: BLE001 - stop the others whatever one did
+            pass
+
+
 class Chain:
     """Two replicas on ``pg_url`` behind the shipped gateway and agent configs; restartable parts."""
 
@@ -136,12 +146,7 @@ class Chain:
         return self
 
     def __exit__(self, *exc) -> None:
-        for part in (self.agent, self.gateway, *self.replicas):
-            try:
-                if part.proc is not None and part.proc.poll() is None:
-                    part.stop()
-            except Exception:  # noqa: BLE001 - stop the others whatever one did
-                pass
+        stop_all((self.agent, self.gateway, *self.replicas))
         self.engine.dispose()
 
     def model_server(self, models: list, start: int, count: int, **kwargs) -> ModelServerProcess:

@@ -29,7 +29,7 @@ from sqlalchemy import create_engine, text
 
 from otel_ml import semconv as sc
 from otel_ml_processor.store.database import engine_url
-from tests.collector.chain import ModelServerProcess, model_config
+from tests.collector.chain import ModelServerProcess, model_config, stop_all
 from tests.dns import DnsServer
 from tests.support import COLLECTOR_ENV, CollectorProcess, ProcessorProcess, free_port
 
@@ -72,12 +72,7 @@ class Replicas:
         return self
 
     def __exit__(self, *exc) -> None:
-        for part in (self.agent, self.gateway, *self.replicas):
-            try:
-                if part.proc is not None and part.proc.poll() is None:
-                    part.stop()
-            except Exception:  # noqa: BLE001 - stop the others whatever one did
-                pass
+        stop_all((self.agent, self.gateway, *self.replicas))
         self.dns.stop()
         self.engine.dispose()
 
